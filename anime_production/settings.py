@@ -1,0 +1,183 @@
+"""Settings, all read from the environment with local defaults (see README "Configuration")."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-insecure-key-change-me")
+DEBUG = env_bool("DEBUG", True)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://localhost:8000,http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "channels",
+    "jobs",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "anime_production.urls"
+ASGI_APPLICATION = "anime_production.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Workers and the web process write concurrently; wait for the lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "var" / "static"))
+MEDIA_URL = os.environ.get("MEDIA_URL", "/media/")
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
+# Outputs of a 40-minute video job can be large; the tracker streams them to storage in chunks.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(5 * 1024 * 1024)))
+
+# --- Redis: broker, channel layer -------------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        # The pub/sub layer: ~5k sends/s with nothing lost here, against ~1.2k/s and silent drops
+        # for the default list-based layer (HAZARDS.md). Progress is throttled per job anyway.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
+            "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "asgi"),
+        },
+    }
+}
+
+# --- Celery --------------------------------------------------------------------------------------
+# The longest job we allow, and the broker's redelivery timeout must be longer (HAZARDS.md).
+JOB_MAX_SECONDS = int(os.environ.get("JOB_MAX_SECONDS", str(60 * 60)))
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_SOFT_TIME_LIMIT = JOB_MAX_SECONDS + 120
+CELERY_TASK_TIME_LIMIT = JOB_MAX_SECONDS + 300
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": JOB_MAX_SECONDS + 600,
+    # Jobs carry a priority; Redis emulates it with one list per step, highest first.
+    "priority_steps": list(range(10)),
+    "sep": ":",
+    "queue_order_strategy": "priority",
+}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = {
+    "backend-health-probe": {"task": "monitoring.tasks.backend_health_probe_all", "schedule": 30.0},
+}
+
+# --- ComfyUI backends ----------------------------------------------------------------------------
+# COMFYUI_URL is the default backend. COMFYUI_BACKENDS adds named ones: "gpu1=http://h1:8188,gpu2=...".
+# Backend URLs are set by administrators only: ComfyUI has no authentication (HAZARDS.md).
+COMFYUI_URL = os.environ.get("COMFYUI_URL", "http://127.0.0.1:8188")
+COMFYUI_BACKENDS: dict[str, str] = {"default": COMFYUI_URL}
+for _entry in env_list("COMFYUI_BACKENDS"):
+    _name, _, _url = _entry.partition("=")
+    COMFYUI_BACKENDS[_name.strip()] = _url.strip()
+COMFYUI_DEFAULT_BACKEND = os.environ.get("COMFYUI_DEFAULT_BACKEND", "default")
+COMFYUI_HTTP_TIMEOUT = float(os.environ.get("COMFYUI_HTTP_TIMEOUT", "10"))
+COMFYUI_WS_TIMEOUT = float(os.environ.get("COMFYUI_WS_TIMEOUT", "1.0"))
+
+# --- Tracking ------------------------------------------------------------------------------------
+# Coalescing: at most one database write and one broadcast per job per interval.
+TRACKER_DB_INTERVAL = float(os.environ.get("TRACKER_DB_INTERVAL", "0.5"))
+TRACKER_BROADCAST_INTERVAL = float(os.environ.get("TRACKER_BROADCAST_INTERVAL", "0.1"))
+# How long a prompt may be absent from ComfyUI's queue and history before it is declared gone.
+TRACKER_RECONNECT_SECONDS = float(os.environ.get("TRACKER_RECONNECT_SECONDS", "60"))
+
+# --- Workflow bounds: a workflow is code (HAZARDS.md) -------------------------------------------
+WORKFLOW_MAX_BYTES = int(os.environ.get("WORKFLOW_MAX_BYTES", str(2 * 1024 * 1024)))
+WORKFLOW_MAX_NODES = int(os.environ.get("WORKFLOW_MAX_NODES", "500"))
+WORKFLOW_MAX_STEPS = int(os.environ.get("WORKFLOW_MAX_STEPS", "200"))
+WORKFLOW_MAX_PIXELS = int(os.environ.get("WORKFLOW_MAX_PIXELS", str(4096 * 4096)))
+WORKFLOW_MAX_FRAMES = int(os.environ.get("WORKFLOW_MAX_FRAMES", "2000"))
+WORKFLOW_MAX_BATCH = int(os.environ.get("WORKFLOW_MAX_BATCH", "64"))
+
+JOB_TYPES = env_list("JOB_TYPES", "image,video,upscale,other")
+
+# --- REST ----------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,48 @@
+"""Fan-out of job state to websocket subscribers over the channel layer.
+
+Delivery through the layer is at-most-once (HAZARDS.md): every message carries the job's `seq`,
+and a subscriber always starts from a database snapshot, so a lost message costs nothing lasting.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+STAFF_GROUP = "jobs-staff"
+
+
+def job_group(job_id: Any) -> str:
+    return f"job-{job_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"jobs-user-{user_id}"
+
+
+def job_groups(job_id: Any, user_id: int | None) -> list[str]:
+    groups = [job_group(job_id), STAFF_GROUP]
+    if user_id is not None:
+        groups.append(user_group(user_id))
+    return groups
+
+
+async def _send_to_groups(groups: list[str], message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    for group in groups:
+        await layer.group_send(group, message)
+
+
+def job_broadcast(state: dict[str, Any], user_id: int | None) -> None:
+    """Send one job state to everyone watching it. Never raises: the database stays the truth."""
+    message = {"type": "job.state", "job": state}
+    try:
+        # One bridge into async per broadcast, whatever the number of groups.
+        async_to_sync(_send_to_groups)(job_groups(state["id"], user_id), message)
+    except Exception:  # a broken layer must not fail a job that ComfyUI is running fine
+        logger.warning("broadcast of job %s failed", state.get("id"), exc_info=True)

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import serializers
+
+from jobs.models import Job, JobOutput, JobStatus
+from jobs.workflow_validation import workflow_problems
+
+
+class JobCreateSerializer(serializers.Serializer):
+    workflow = serializers.JSONField()
+    job_type = serializers.CharField(max_length=32)
+    priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
+    backend = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+    def validate_workflow(self, value: Any) -> Any:
+        problems = workflow_problems(value)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return value
+
+    def validate_job_type(self, value: str) -> str:
+        if value not in settings.JOB_TYPES:
+            raise serializers.ValidationError(f"unknown job type {value!r}; expected one of {settings.JOB_TYPES}")
+        return value
+
+    def validate_backend(self, value: str) -> str | None:
+        if not value:
+            return None
+        if value not in settings.COMFYUI_BACKENDS:
+            raise serializers.ValidationError(
+                f"unknown backend {value!r}; configured: {sorted(settings.COMFYUI_BACKENDS)}"
+            )
+        return value
+
+
+class JobOutputSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = JobOutput
+        fields = ["id", "node_id", "kind", "comfy_filename", "media_type", "size_bytes", "download_url"]
+
+    def get_download_url(self, output: JobOutput) -> str:
+        return reverse("job-output-download", kwargs={"pk": output.job_id, "output_id": output.pk})
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """The one shape of a job, for REST and for every websocket message."""
+
+    progress_percent = serializers.SerializerMethodField()
+    message = serializers.CharField(source="progress_message", read_only=True)
+    current_node = serializers.SerializerMethodField()
+    step = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+    outputs = serializers.SerializerMethodField()
+    websocket_url = serializers.SerializerMethodField()
+    run_seconds = serializers.FloatField(read_only=True)
+    wait_seconds = serializers.FloatField(read_only=True)
+    prompt_id = serializers.CharField(read_only=True)
+    cancel_requested = serializers.SerializerMethodField()
+    user = serializers.CharField(source="user.username", default=None, read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "prompt_id",
+            "user",
+            "status",
+            "job_type",
+            "backend",
+            "priority",
+            "created_at",
+            "submitted_at",
+            "started_at",
+            "finished_at",
+            "wait_seconds",
+            "run_seconds",
+            "progress",
+            "progress_percent",
+            "message",
+            "current_node",
+            "step",
+            "nodes_total",
+            "nodes_done",
+            "cached_nodes",
+            "seq",
+            "cancel_requested",
+            "failure_category",
+            "error",
+            "outputs",
+            "websocket_url",
+        ]
+
+    def get_progress_percent(self, job: Job) -> float:
+        return round(job.progress * 100, 1)
+
+    def get_current_node(self, job: Job) -> dict[str, str] | None:
+        if not job.current_node_id:
+            return None
+        return {"id": job.current_node_id, "class_type": job.current_node_class, "name": job.current_node_name}
+
+    def get_step(self, job: Job) -> dict[str, float] | None:
+        if job.step_max is None or job.step_value is None:
+            return None
+        return {"value": job.step_value, "max": job.step_max}
+
+    def get_error(self, job: Job) -> dict[str, Any] | None:
+        if job.status != JobStatus.FAILED:
+            return None
+        return {"category": job.failure_category, "message": job.error_message, "details": job.error_details}
+
+    def get_outputs(self, job: Job) -> list[dict[str, Any]]:
+        if job.status != JobStatus.COMPLETED:
+            return []
+        return JobOutputSerializer(job.outputs.all(), many=True).data
+
+    def get_websocket_url(self, job: Job) -> str:
+        return f"/ws/jobs/{job.id}/"
+
+    def get_cancel_requested(self, job: Job) -> bool:
+        return job.cancel_requested_at is not None
