@@ -1,0 +1,211 @@
+"""Run the whole system in the foreground: (simulator,) web, one worker per GPU, default worker, beat.
+
+Each child runs in its own process group, so a Ctrl-C in the terminal reaches only this command,
+which then stops the children in order and in full (a Celery worker's pool processes included).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+STARTUP_TIMEOUT = 90.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    # How we know it is serving: an HTTP answer on ready_url, or a line of its output with ready_line.
+    ready_url: str | None = None
+    ready_line: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    def exit_code(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+
+def celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "anime_production", *args]
+
+
+def simulator_child(port: int, output_dir: Path) -> Child:
+    argv = [sys.executable, "-m", "jobs.simulator", "--port", str(port), "--output-dir", str(output_dir)]
+    return Child("comfyui-sim", argv, ready_url=f"http://127.0.0.1:{port}/system_stats")
+
+
+def system_children(port: int, backends: dict[str, str], beat_schedule: Path) -> list[Child]:
+    web = [sys.executable, "-m", "daphne", "-b", "0.0.0.0", "-p", str(port), "anime_production.asgi:application"]
+    children = [Child("web", web, ready_url=f"http://127.0.0.1:{port}/api/")]
+    for name in backends:
+        # One job at a time per GPU: priority and cancel stay in our queue, ComfyUI's stays shallow.
+        argv = celery("worker", "-Q", f"gpu.{name}", "--concurrency", "1", "--prefetch-multiplier", "1",
+                      "-n", f"gpu-{name}@%h", "-O", "fair")
+        children.append(Child(f"gpu-{name}", argv, ready_line=" ready."))
+    children.append(Child("default-worker", celery("worker", "-Q", "default", "--concurrency", "2", "-n", "default@%h"),
+                          ready_line=" ready."))
+    children.append(Child("beat", celery("beat", "-s", str(beat_schedule)), ready_line="beat: Starting"))
+    return children
+
+
+def http_answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+    except urllib.error.HTTPError:
+        return True  # any status, 401 included, means the server is up
+    except OSError:
+        return False
+    return True
+
+
+class Command(BaseCommand):
+    help = "Run the simulator (if no ComfyUI is configured), web, GPU workers, default worker and beat."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=8000, help="web (HTTP + websockets) port")
+        parser.add_argument("--sim-port", type=int, default=8188, help="ComfyUI simulator port")
+        parser.add_argument("--stop-timeout", type=float, default=15.0,
+                            help="seconds a child gets to exit after SIGTERM before SIGKILL")
+
+    def handle(self, *args: Any, port: int, sim_port: int, stop_timeout: float, **options: Any) -> None:
+        self.output_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.children: list[Child] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: self.stopping.set())
+        call_command("migrate", interactive=False)
+        try:
+            failure = self.run_children(port, sim_port)
+        finally:
+            self.stop_children(stop_timeout)
+        if failure:
+            raise CommandError(failure)
+        self.say("stopped")
+
+    def run_children(self, port: int, sim_port: int) -> str | None:
+        """Start everything, then watch; returns why it stopped if that was not a signal."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        var = Path(settings.BASE_DIR) / "var"
+        var.mkdir(exist_ok=True)
+        backends = dict(settings.COMFYUI_BACKENDS)
+        # Presence only: whether anyone configured a ComfyUI; the URLs themselves come from settings.
+        simulate = "COMFYUI_URL" not in os.environ and "COMFYUI_BACKENDS" not in os.environ
+        if simulate:
+            sim = simulator_child(sim_port, var / "comfyui-sim-output")
+            env["COMFYUI_URL"] = backends[settings.COMFYUI_DEFAULT_BACKEND] = f"http://127.0.0.1:{sim_port}"
+            failure = self.start_and_wait([sim], env)
+            if failure:
+                return failure
+        failure = self.start_and_wait(system_children(port, backends, var / "celerybeat-schedule"), env)
+        if failure:
+            return failure
+        self.print_where(port, backends, simulate)
+        return self.watch()
+
+    def start_and_wait(self, children: list[Child], env: dict[str, str]) -> str | None:
+        for child in children:
+            self.start(child, env)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not all(child.ready.is_set() for child in children):
+            failure = self.exited_child()
+            if failure or self.stopping.is_set():
+                return failure
+            if time.monotonic() > deadline:
+                late = [child.name for child in children if not child.ready.is_set()]
+                return f"not ready after {STARTUP_TIMEOUT:.0f} s: {', '.join(late)}"
+            for child in children:
+                if child.ready_url and not child.ready.is_set() and http_answers(child.ready_url):
+                    child.ready.set()
+            self.stopping.wait(0.3)
+        return None
+
+    def start(self, child: Child, env: dict[str, str]) -> None:
+        self.say(f"starting {child.name}: {' '.join(child.argv)}")
+        child.process = subprocess.Popen(
+            child.argv, cwd=settings.BASE_DIR, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if not (child.ready_url or child.ready_line):
+            child.ready.set()
+        self.children.append(child)
+        threading.Thread(target=self.relay_output, args=(child, child.process.stdout), daemon=True).start()
+
+    def relay_output(self, child: Child, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            if child.ready_line and child.ready_line in line:
+                child.ready.set()
+            with self.output_lock:
+                self.stdout.write(f"[{child.name}] {line}")
+
+    def watch(self) -> str | None:
+        while not self.stopping.wait(0.5):
+            failure = self.exited_child()
+            if failure:
+                return failure
+        return None
+
+    def exited_child(self) -> str | None:
+        for child in self.children:
+            code = child.exit_code()
+            if code is not None:
+                return f"{child.name} exited unexpectedly with code {code}; stopping the rest"
+        return None
+
+    def stop_children(self, timeout: float) -> None:
+        running = [child for child in self.children if child.exit_code() is None]
+        if running:
+            self.say(f"stopping {', '.join(child.name for child in running)}")
+        for child in running:
+            signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in running:
+            try:
+                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{child.name} did not stop in {timeout:.0f} s; killing it")
+        # Also reaps what a child left behind in its group (a worker's pool processes, say).
+        for child in self.children:
+            signal_group(child, signal.SIGKILL)
+            child.process.wait()
+
+    def print_where(self, port: int, backends: dict[str, str], simulate: bool) -> None:
+        web = f"http://127.0.0.1:{port}"
+        comfyui = "\n".join(
+            f"  ComfyUI {name}: {url}{' (simulator)' if simulate else ''}" for name, url in backends.items()
+        )
+        self.say(
+            "everything is up\n"
+            f"  Web:      {web}/\n"
+            f"  Admin:    {web}/admin/\n"
+            f"  API:      {web}/api/jobs/\n"
+            f"  Live:     ws://127.0.0.1:{port}/ws/jobs/<job id>/\n"
+            f"{comfyui}\n"
+            "  First time? python manage.py createsuperuser, then python manage.py drf_create_token <user>\n"
+            "  Ctrl-C stops everything."
+        )
+
+    def say(self, message: str) -> None:
+        with self.output_lock:
+            self.stdout.write(self.style.SUCCESS(f"[run_system] {message}"))
+
+
+def signal_group(child: Child, signum: int) -> None:
+    try:
+        os.killpg(child.process.pid, signum)
+    except ProcessLookupError:
+        pass  # the whole group is already gone

@@ -1,0 +1,153 @@
+"""Websocket subscribers, through the real ASGI application and the Redis channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from rest_framework.authtoken.models import Token
+
+from anime_production.asgi import application
+from jobs import services
+from jobs.broadcast import job_group
+from jobs.models import JobStatus
+from tests.factories import JobFactory, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = [(b"origin", b"http://localhost:8000")]
+
+
+def communicator(path: str, headers=ORIGIN) -> WebsocketCommunicator:
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+def token_for(user) -> str:
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def test_subscriber_gets_snapshot_then_updates_in_order():
+    job = JobFactory()
+    token = token_for(job.user)
+
+    async def scenario():
+        ws = communicator(f"/ws/jobs/{job.id}/?token={token}")
+        connected, _ = await ws.connect()
+        assert connected
+        snapshot = await ws.receive_json_from(timeout=5)
+        assert snapshot["type"] == "snapshot" and snapshot["job"]["status"] == "queued"
+        await database_sync_to_async(services.job_transition)(job, JobStatus.SUBMITTED)
+        await database_sync_to_async(services.job_transition)(job, JobStatus.RUNNING)
+        first = await ws.receive_json_from(timeout=5)
+        second = await ws.receive_json_from(timeout=5)
+        await ws.disconnect()
+        return snapshot, first, second
+
+    snapshot, first, second = async_to_sync(scenario)()
+    assert [first["job"]["status"], second["job"]["status"]] == ["submitted", "running"]
+    assert snapshot["job"]["seq"] < first["job"]["seq"] < second["job"]["seq"]
+
+
+def test_stale_update_is_not_relayed_after_a_newer_snapshot():
+    job = JobFactory()
+    services.job_transition(job, JobStatus.SUBMITTED)
+    token = token_for(job.user)
+
+    async def scenario():
+        ws = communicator(f"/ws/jobs/{job.id}/?token={token}")
+        await ws.connect()
+        snapshot = await ws.receive_json_from(timeout=5)
+        stale = dict(snapshot["job"], status="queued", seq=snapshot["job"]["seq"] - 1)
+        # As if a delayed broadcast arrived after the snapshot.
+        await get_channel_layer().group_send(job_group(job.id), {"type": "job.state", "job": stale})
+        nothing = await ws.receive_nothing(timeout=0.3)
+        await ws.disconnect()
+        return nothing
+
+    assert async_to_sync(scenario)()
+
+
+def test_session_cookie_authenticates_too(client):
+    job = JobFactory()
+    client.force_login(job.user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+
+    async def scenario():
+        ws = communicator(f"/ws/jobs/{job.id}/", headers=ORIGIN + [(b"cookie", cookie)])
+        connected, _ = await ws.connect()
+        message = await ws.receive_json_from(timeout=5) if connected else None
+        await ws.disconnect()
+        return connected, message
+
+    connected, message = async_to_sync(scenario)()
+    assert connected and message["job"]["id"] == str(job.id)
+
+
+@pytest.mark.parametrize(
+    "case", ["anonymous", "bad-token", "someone-elses-job", "foreign-origin"]
+)
+def test_refused_subscriptions(case):
+    job = JobFactory()
+    stranger = UserFactory()
+    path, headers = f"/ws/jobs/{job.id}/?token={token_for(job.user)}", ORIGIN
+    if case == "anonymous":
+        path = f"/ws/jobs/{job.id}/"
+    elif case == "bad-token":
+        path = f"/ws/jobs/{job.id}/?token=nope"
+    elif case == "someone-elses-job":
+        path = f"/ws/jobs/{job.id}/?token={token_for(stranger)}"
+    elif case == "foreign-origin":
+        headers = [(b"origin", b"http://evil.example")]
+
+    async def scenario():
+        ws = communicator(path, headers=headers)
+        connected, _ = await ws.connect()
+        await ws.disconnect()
+        return connected
+
+    assert async_to_sync(scenario)() is False
+
+
+def test_job_list_stream_shows_only_the_users_jobs():
+    user = UserFactory()
+    mine = JobFactory(user=user)
+    theirs = JobFactory()
+    token = token_for(user)
+
+    async def scenario():
+        ws = communicator(f"/ws/jobs/?token={token}")
+        await ws.connect()
+        snapshot = await ws.receive_json_from(timeout=5)
+        await database_sync_to_async(services.job_transition)(theirs, JobStatus.SUBMITTED)
+        await database_sync_to_async(services.job_transition)(mine, JobStatus.SUBMITTED)
+        update = await ws.receive_json_from(timeout=5)
+        more = await ws.receive_nothing(timeout=0.3)
+        await ws.disconnect()
+        return snapshot, update, more
+
+    snapshot, update, more = async_to_sync(scenario)()
+    assert [j["id"] for j in snapshot["jobs"]] == [str(mine.id)]
+    assert update["job"]["id"] == str(mine.id) and update["job"]["status"] == "submitted"
+    assert more, "another user's job leaked into the stream"
+
+
+def test_idle_socket_survives_past_the_redis_read_timeout():
+    """redis-py's socket timeout once killed idle consumers every ~5 s (HAZARDS.md)."""
+    job = JobFactory()
+    token = token_for(job.user)
+
+    async def scenario():
+        ws = communicator(f"/ws/jobs/{job.id}/?token={token}")
+        await ws.connect()
+        await ws.receive_json_from(timeout=5)
+        await asyncio.sleep(13)
+        await database_sync_to_async(services.job_transition)(job, JobStatus.SUBMITTED)
+        update = await ws.receive_json_from(timeout=5)
+        await ws.disconnect()
+        return update
+
+    assert async_to_sync(scenario)()["job"]["status"] == "submitted"
