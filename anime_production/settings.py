@@ -145,11 +145,13 @@ CELERY_BEAT_SCHEDULE = {
 # COMFYUI_URL is the default backend. COMFYUI_BACKENDS adds named ones: "gpu1=http://h1:8188,gpu2=...".
 # Backend URLs are set by administrators only: ComfyUI has no authentication (HAZARDS.md).
 COMFYUI_URL = os.environ.get("COMFYUI_URL", "http://127.0.0.1:8188")
-COMFYUI_BACKENDS: dict[str, str] = {"default": COMFYUI_URL}
+COMFYUI_BACKENDS: dict[str, str] = {}
+if "COMFYUI_URL" in os.environ or not env_list("COMFYUI_BACKENDS"):
+    COMFYUI_BACKENDS["default"] = COMFYUI_URL
 for _entry in env_list("COMFYUI_BACKENDS"):
     _name, _, _url = _entry.partition("=")
     COMFYUI_BACKENDS[_name.strip()] = _url.strip()
-COMFYUI_DEFAULT_BACKEND = os.environ.get("COMFYUI_DEFAULT_BACKEND", "default")
+COMFYUI_DEFAULT_BACKEND = os.environ.get("COMFYUI_DEFAULT_BACKEND", next(iter(COMFYUI_BACKENDS)))
 COMFYUI_HTTP_TIMEOUT = float(os.environ.get("COMFYUI_HTTP_TIMEOUT", "10"))
 COMFYUI_WS_TIMEOUT = float(os.environ.get("COMFYUI_WS_TIMEOUT", "1.0"))
 

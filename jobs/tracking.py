@@ -104,13 +104,10 @@ class JobTracker:
 
     def run(self) -> None:
         self.socket = self._connect_until_deadline()
-        where = self._locate()
+        where = self._locate_until_deadline()
         if where is None:
-            if self.job.status != JobStatus.QUEUED:
-                # We submitted it before (a previous delivery died) and ComfyUI no longer has it.
-                self._submit(resubmission=True)
-            else:
-                self._submit()
+            # Not in ComfyUI: never submitted, or a previous delivery's prompt was lost with ComfyUI.
+            self._submit(resubmission=self.job.status != JobStatus.QUEUED)
         elif self.job.status == JobStatus.QUEUED:
             self._transition(JobStatus.SUBMITTED, expected=JobStatus.QUEUED)
         if where == "history":
@@ -153,15 +150,37 @@ class JobTracker:
         # The prompt may have finished between the two calls.
         return "history" if self.client.history(prompt_id) is not None else None
 
+    def _locate_until_deadline(self) -> str | None:
+        deadline = time.monotonic() + settings.TRACKER_RECONNECT_SECONDS
+        while True:
+            try:
+                return self._locate()
+            except ComfyUIError as exc:
+                if not exc.retryable or time.monotonic() > deadline:
+                    self._fail(Failure(FailureCategory.COMFYUI_UNREACHABLE, str(exc)))
+                logger.warning("job %s: %s; retrying", self.job.id, exc)
+                self._beat_if_due()
+                time.sleep(1.0)
+
     def _submit(self, *, resubmission: bool = False) -> None:
         if not resubmission and not self._transition(JobStatus.SUBMITTED, expected=JobStatus.QUEUED):
             raise TrackingEnded  # cancelled meanwhile, or another delivery submitted it
-        try:
-            self.client.submit(self.job.workflow, prompt_id=self.job.prompt_id, client_id=self.client_id)
-        except ComfyUIError as exc:
-            if exc.kind == "rejected":
-                self._fail(failure_from_rejection(exc.body, str(exc)))
-            self._fail(Failure(FailureCategory.COMFYUI_UNREACHABLE, str(exc)))
+        deadline = time.monotonic() + settings.TRACKER_RECONNECT_SECONDS
+        while True:
+            try:
+                self.client.submit(self.job.workflow, prompt_id=self.job.prompt_id, client_id=self.client_id)
+                break
+            except ComfyUIError as exc:
+                if not exc.retryable:
+                    self._fail(failure_from_rejection(exc.body, str(exc)))
+                if time.monotonic() > deadline:
+                    self._fail(Failure(FailureCategory.COMFYUI_UNREACHABLE, str(exc)))
+                logger.warning("job %s: submit failed: %s; retrying", self.job.id, exc)
+            # The answer may have been lost after ComfyUI accepted the prompt: look before resending.
+            time.sleep(1.0)
+            self._beat_if_due()
+            if self._locate_until_deadline() is not None:
+                break
         logger.info("job %s submitted to %s as prompt %s", self.job.id, self.client.base_url, self.job.prompt_id)
 
     # --- following ---------------------------------------------------------------------------

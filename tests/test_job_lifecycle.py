@@ -7,6 +7,7 @@ websocket subscribers go through the real ASGI application and the Redis channel
 from __future__ import annotations
 
 import copy
+import re
 import time
 
 import pytest
@@ -163,3 +164,24 @@ def test_second_delivery_of_the_task_does_not_submit_a_second_prompt(live, api, 
     submitted = [s for s in after[len(before):] if s["prompt_id"] == job["id"]]
     assert len(submitted) == 1
     assert Job.objects.get(pk=job["id"]).deliveries == 1
+
+
+def test_hundreds_of_progress_messages_make_bounded_writes_and_broadcasts(live, api):
+    """~100 progress messages/s from ComfyUI; the database and the browsers see a bounded rate."""
+    seconds = 3.0
+    job = submit(api, sleep_workflow(seconds))
+    assert wait_final(api, job["id"])["status"] == "completed"
+    line = wait_for(
+        lambda: next((l for l in live.log().splitlines() if f"job {job['id']}: " in l and "broadcasts" in l), None),
+        timeout=10,
+        message="the tracker's closing counts in the worker log",
+    )
+    counts = dict(
+        (label, int(number))
+        for number, label in re.findall(r"(\d+) (ComfyUI messages|database writes|broadcasts)", line)
+    )
+    assert counts["ComfyUI messages"] >= 250, counts  # progress + progress_state, ~200 per second
+    # Per second of running at most 2 writes (0.5 s interval) and 10 broadcasts (0.1 s), plus the
+    # status transitions; a little slack for the seconds around the run.
+    assert counts["database writes"] <= 2 * (seconds + 1) + 6, counts
+    assert counts["broadcasts"] <= 10 * (seconds + 1) + 6, counts

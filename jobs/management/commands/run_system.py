@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,13 +17,15 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 STARTUP_TIMEOUT = 90.0
+# Readiness probes go to this machine: never through an http_proxy from the environment.
+LOCAL_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass
@@ -40,11 +43,13 @@ class Child:
 
 
 def celery(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "anime_production", *args]
+    # INFO, because that is where Celery says "ready." and what it received and finished.
+    return [sys.executable, "-m", "celery", "-A", "anime_production", *args, "--loglevel", "INFO"]
 
 
 def simulator_child(port: int, output_dir: Path) -> Child:
-    argv = [sys.executable, "-m", "jobs.simulator", "--port", str(port), "--output-dir", str(output_dir)]
+    argv = [sys.executable, "-m", "jobs.simulator", "--host", "127.0.0.1", "--port", str(port),
+            "--output-dir", str(output_dir)]
     return Child("comfyui-sim", argv, ready_url=f"http://127.0.0.1:{port}/system_stats")
 
 
@@ -56,15 +61,25 @@ def system_children(port: int, backends: dict[str, str], beat_schedule: Path) ->
         argv = celery("worker", "-Q", f"gpu.{name}", "--concurrency", "1", "--prefetch-multiplier", "1",
                       "-n", f"gpu-{name}@%h", "-O", "fair")
         children.append(Child(f"gpu-{name}", argv, ready_line=" ready."))
-    children.append(Child("default-worker", celery("worker", "-Q", "default", "--concurrency", "2", "-n", "default@%h"),
-                          ready_line=" ready."))
+    default_worker = celery("worker", "-Q", "default", "--concurrency", "2", "-n", "default@%h")
+    children.append(Child("default-worker", default_worker, ready_line=" ready."))
     children.append(Child("beat", celery("beat", "-s", str(beat_schedule)), ready_line="beat: Starting"))
     return children
 
 
+def simulator_wanted() -> bool:
+    # Presence only: whether anyone configured a ComfyUI; the URLs themselves come from settings.
+    return "COMFYUI_URL" not in os.environ and "COMFYUI_BACKENDS" not in os.environ
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def http_answers(url: str) -> bool:
     try:
-        urllib.request.urlopen(url, timeout=2).close()
+        LOCAL_HTTP.open(url, timeout=2).close()
     except urllib.error.HTTPError:
         return True  # any status, 401 included, means the server is up
     except OSError:
@@ -85,38 +100,54 @@ class Command(BaseCommand):
         self.output_lock = threading.Lock()
         self.stopping = threading.Event()
         self.children: list[Child] = []
+        self.phases: list[list[Child]] = []  # started together, stopped together, last one first
+        self.relays: list[threading.Thread] = []
+        simulate = simulator_wanted()
+        # Else another server (a ComfyUI already on 8188, say) answers the readiness probes for ours.
+        for what, number in [("web", port)] + ([("simulator", sim_port)] if simulate else []):
+            if port_in_use(number):
+                raise CommandError(f"port {number} for the {what} is already in use (see --port, --sim-port)")
+        call_command("migrate", interactive=False)
+        # From here on a signal means "stop everything in order", not an exception mid-start.
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: self.stopping.set())
-        call_command("migrate", interactive=False)
         try:
-            failure = self.run_children(port, sim_port)
+            failure = self.run_children(port, sim_port, simulate)
+            if failure:
+                self.say(f"{failure}; stopping the rest", self.style.ERROR)
         finally:
-            self.stop_children(stop_timeout)
+            # Workers first and the simulator last, so no job in its warm shutdown loses its ComfyUI.
+            for phase in reversed(self.phases):
+                self.stop_children(phase, stop_timeout)
+            for relay in self.relays:
+                relay.join(timeout=2)  # let the children's last lines reach the terminal
         if failure:
             raise CommandError(failure)
         self.say("stopped")
 
-    def run_children(self, port: int, sim_port: int) -> str | None:
+    def run_children(self, port: int, sim_port: int, simulate: bool) -> str | None:
         """Start everything, then watch; returns why it stopped if that was not a signal."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         var = Path(settings.BASE_DIR) / "var"
         var.mkdir(exist_ok=True)
         backends = dict(settings.COMFYUI_BACKENDS)
-        # Presence only: whether anyone configured a ComfyUI; the URLs themselves come from settings.
-        simulate = "COMFYUI_URL" not in os.environ and "COMFYUI_BACKENDS" not in os.environ
+        to_start: list[list[Child]] = []
         if simulate:
-            sim = simulator_child(sim_port, var / "comfyui-sim-output")
-            env["COMFYUI_URL"] = backends[settings.COMFYUI_DEFAULT_BACKEND] = f"http://127.0.0.1:{sim_port}"
-            failure = self.start_and_wait([sim], env)
-            if failure:
+            # Then settings hold one backend, COMFYUI_URL's default, which becomes the simulator.
+            env["COMFYUI_URL"] = f"http://127.0.0.1:{sim_port}"
+            backends = {name: env["COMFYUI_URL"] for name in backends}
+            to_start.append([simulator_child(sim_port, var / "comfyui-sim-output")])
+        to_start.append(system_children(port, backends, var / "celerybeat-schedule"))
+        for phase in to_start:
+            # The simulator answers before any worker starts, so no first task meets a dead backend.
+            failure = self.start_and_wait(phase, env)
+            if failure or self.stopping.is_set():
                 return failure
-        failure = self.start_and_wait(system_children(port, backends, var / "celerybeat-schedule"), env)
-        if failure:
-            return failure
         self.print_where(port, backends, simulate)
         return self.watch()
 
     def start_and_wait(self, children: list[Child], env: dict[str, str]) -> str | None:
+        self.phases.append(children)
         for child in children:
             self.start(child, env)
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -142,7 +173,9 @@ class Command(BaseCommand):
         if not (child.ready_url or child.ready_line):
             child.ready.set()
         self.children.append(child)
-        threading.Thread(target=self.relay_output, args=(child, child.process.stdout), daemon=True).start()
+        relay = threading.Thread(target=self.relay_output, args=(child, child.process.stdout), daemon=True)
+        relay.start()
+        self.relays.append(relay)
 
     def relay_output(self, child: Child, stream: IO[bytes]) -> None:
         for raw in stream:
@@ -163,11 +196,12 @@ class Command(BaseCommand):
         for child in self.children:
             code = child.exit_code()
             if code is not None:
-                return f"{child.name} exited unexpectedly with code {code}; stopping the rest"
+                return f"{child.name} exited unexpectedly with code {code}"
         return None
 
-    def stop_children(self, timeout: float) -> None:
-        running = [child for child in self.children if child.exit_code() is None]
+    def stop_children(self, children: list[Child], timeout: float) -> None:
+        children = [child for child in children if child.process is not None]
+        running = [child for child in children if child.exit_code() is None]
         if running:
             self.say(f"stopping {', '.join(child.name for child in running)}")
         for child in running:
@@ -179,7 +213,7 @@ class Command(BaseCommand):
             except subprocess.TimeoutExpired:
                 self.say(f"{child.name} did not stop in {timeout:.0f} s; killing it")
         # Also reaps what a child left behind in its group (a worker's pool processes, say).
-        for child in self.children:
+        for child in children:
             signal_group(child, signal.SIGKILL)
             child.process.wait()
 
@@ -199,9 +233,9 @@ class Command(BaseCommand):
             "  Ctrl-C stops everything."
         )
 
-    def say(self, message: str) -> None:
+    def say(self, message: str, style: Callable[[str], str] | None = None) -> None:
         with self.output_lock:
-            self.stdout.write(self.style.SUCCESS(f"[run_system] {message}"))
+            self.stdout.write((style or self.style.SUCCESS)(f"[run_system] {message}"))
 
 
 def signal_group(child: Child, signum: int) -> None:

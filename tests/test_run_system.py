@@ -1,0 +1,186 @@
+"""`manage.py run_system` brings the whole system up and takes every process down with it.
+
+Runs the real command as a person would: simulator, daphne, Celery workers and beat, on the real
+Redis and a throw-away SQLite database. Linux only (it reads the process tree from /proc).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STARTUP_SECONDS = 120.0
+LOCAL_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc"),
+]
+
+
+@dataclass
+class RunningSystem:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    web_port: int
+    sim_port: int
+    children: set[int] = field(default_factory=set)  # every process under run_system once it is up
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_ports(count: int) -> list[int]:
+    # All held open together, so the kernel cannot hand out the same port twice.
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with LOCAL_HTTP.open(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) for every live process."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # The command name may hold spaces and parentheses: the fields start after the last ')'.
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        table[int(entry.name)] = (int(ppid), state)
+    return table
+
+
+def descendants(root: int) -> set[int]:
+    table = process_table()
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def still_running(pids: set[int]) -> set[int]:
+    table = process_table()
+    return {pid for pid in pids if pid in table and table[pid][1] != "Z"}
+
+
+def command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until_up(system: RunningSystem) -> None:
+    web = f"http://127.0.0.1:{system.web_port}/api/jobs/"
+    sim = f"http://127.0.0.1:{system.sim_port}/system_stats"
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        if system.process.poll() is not None:
+            pytest.fail(f"run_system exited while starting ({system.process.returncode}):\n{system.log()[-5000:]}")
+        if (
+            http_status(web) in {401, 403}
+            and http_status(sim) == 200
+            and "[run_system] everything is up" in system.log()
+        ):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"the system was not up after {STARTUP_SECONDS:.0f} s:\n{system.log()[-5000:]}")
+
+
+@pytest.fixture
+def running_system(tmp_path: Path) -> Iterator[RunningSystem]:
+    env = {key: value for key, value in os.environ.items() if key not in {"COMFYUI_URL", "COMFYUI_BACKENDS"}}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"),
+        MEDIA_ROOT=str(tmp_path / "media"),
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path / "run_system.log"
+    web_port, sim_port = free_ports(2)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_system", "--port", str(web_port), "--sim-port", str(sim_port)],
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+    system = RunningSystem(process, log_path, web_port, sim_port)
+    try:
+        wait_until_up(system)
+        system.children = descendants(process.pid)
+        yield system
+    finally:
+        # Whatever the test found, leave nothing of ours running: the command and all it started.
+        ours = system.children | descendants(process.pid)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pid in still_running(ours):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_every_process_it_started(running_system: RunningSystem) -> None:
+    system = running_system
+    commands = " | ".join(command_line(pid) for pid in system.children)
+    for expected in ("jobs.simulator", "daphne", "-Q gpu.default", "-Q default", " beat "):
+        assert expected in commands, f"{expected!r} not among the started processes: {commands}"
+
+    system.process.send_signal(signal.SIGTERM)
+    exit_code = system.process.wait(timeout=60)
+
+    log = system.log()
+    assert exit_code == 0, log[-5000:]
+    assert "[web] " in log and "[gpu-default] " in log and "[comfyui-sim] " in log
+    assert "[run_system] stopped" in log
+    assert still_running(system.children) == set(), "processes outlived run_system"
+    assert not port_open(system.web_port) and not port_open(system.sim_port)
+
+
+def test_a_child_that_dies_takes_the_system_down_with_an_error(running_system: RunningSystem) -> None:
+    system = running_system
+    beat = next(pid for pid in system.children if " beat " in command_line(pid))
+
+    os.kill(beat, signal.SIGKILL)
+    exit_code = system.process.wait(timeout=60)
+
+    log = system.log()
+    assert exit_code != 0
+    assert "beat exited unexpectedly" in log, log[-5000:]
+    assert still_running(system.children) == set(), "processes outlived run_system"
+    assert not port_open(system.web_port) and not port_open(system.sim_port)
