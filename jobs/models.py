@@ -26,10 +26,13 @@ WAITING_STATUSES = frozenset({JobStatus.QUEUED})
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     JobStatus.QUEUED: frozenset({JobStatus.SUBMITTED, JobStatus.CANCELLED, JobStatus.FAILED}),
     # A prompt served entirely from ComfyUI's cache can finish before we see it run.
+    # Back to queued: the attempt failed in a way worth retrying (a new attempt, a new prompt).
     JobStatus.SUBMITTED: frozenset(
-        {JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+        {JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
     ),
-    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}
+    ),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
@@ -75,6 +78,16 @@ class Job(models.Model):
     workflow = models.JSONField(help_text="ComfyUI API-format graph")
 
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    # One ComfyUI prompt per attempt; the first attempt's prompt_id is the job's own id.
+    prompt_id = models.UUIDField(unique=True, null=True, blank=True, editable=False)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries",
+        help_text="the job this one retries by hand",
+    )
+    not_before = models.DateTimeField(null=True, blank=True, help_text="retry backoff: not submitted before")
+    # Fingerprint of the graph's structure and cost inputs: what the ETA model learns by.
+    fingerprint = models.CharField(max_length=64, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -91,6 +104,7 @@ class Job(models.Model):
     current_node_id = models.CharField(max_length=64, blank=True)
     current_node_class = models.CharField(max_length=128, blank=True)
     current_node_name = models.CharField(max_length=255, blank=True)
+    current_node_category = models.CharField(max_length=128, blank=True)
     step_value = models.FloatField(null=True, blank=True)
     step_max = models.FloatField(null=True, blank=True)
     nodes_total = models.PositiveIntegerField(default=0)
@@ -98,6 +112,9 @@ class Job(models.Model):
     cached_nodes = models.JSONField(default=list, blank=True)
     progress = models.FloatField(default=0.0, help_text="0..1, from ComfyUI's node and step reports")
     seq = models.PositiveBigIntegerField(default=0, help_text="sequence number of the latest state")
+    # An estimate, labelled as one: learned from the node timings of finished jobs.
+    eta_finish_at = models.DateTimeField(null=True, blank=True, help_text="estimated finish (an estimate)")
+    preview_at = models.DateTimeField(null=True, blank=True, help_text="when the latest live preview was kept")
 
     failure_category = models.CharField(
         max_length=32, choices=FailureCategory.choices, blank=True, db_index=True
@@ -116,10 +133,11 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"{self.job_type} job {self.id} ({self.status})"
 
-    @property
-    def prompt_id(self) -> str:
-        # The job's own id is its ComfyUI prompt_id: a redelivered task can find its prompt.
-        return str(self.id)
+    def save(self, *args, **kwargs) -> None:
+        if self.prompt_id is None:
+            # The job's own id is its first prompt_id: a redelivered task can find its prompt.
+            self.prompt_id = self.id
+        super().save(*args, **kwargs)
 
     @property
     def is_final(self) -> bool:
@@ -182,3 +200,81 @@ class JobOutput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.comfy_filename} ({self.media_type})"
+
+
+class JobAttempt(models.Model):
+    """One ComfyUI prompt of a job: when, where, and how it ended."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveSmallIntegerField()
+    prompt_id = models.UUIDField(unique=True)
+    backend = models.CharField(max_length=64)
+    worker = models.CharField(max_length=255, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, blank=True, help_text="completed, failed, cancelled; blank while active")
+    failure_category = models.CharField(max_length=32, choices=FailureCategory.choices, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="jobattempt_unique_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of job {self.job_id}: {self.outcome or 'active'}"
+
+
+class EventKind(models.TextChoices):
+    STATUS = "status", "Status changed"
+    NODE_STARTED = "node_started", "Node started"
+    NODE_FINISHED = "node_finished", "Node finished"
+    NODES_CACHED = "nodes_cached", "Nodes served from cache"
+    STEPS = "steps", "Step progress (sampled)"
+    OUTPUT = "output", "Output stored"
+    ERROR = "error", "Error"
+    ATTEMPT = "attempt", "Attempt"
+    NOTE = "note", "Note"
+
+
+class JobEvent(models.Model):
+    """The job's timeline. `seq` is the job's sequence number, shared with live broadcasts, so a
+    client that reconnects with the last seq it saw can ask for exactly what it missed."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    kind = models.CharField(max_length=16, choices=EventKind.choices)
+    at = models.DateTimeField()
+    node_id = models.CharField(max_length=64, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["job", "seq"]
+        constraints = [models.UniqueConstraint(fields=["job", "seq"], name="jobevent_unique_seq")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.kind} {self.node_id}".strip()
+
+
+class NodeTiming(models.Model):
+    """How long one node of one job took: what the ETA model and the statistics learn from."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="node_timings")
+    attempt = models.PositiveSmallIntegerField(default=1)
+    node_id = models.CharField(max_length=64)
+    class_type = models.CharField(max_length=128)
+    backend = models.CharField(max_length=64)
+    fingerprint = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration = models.FloatField(help_text="seconds")
+    steps = models.PositiveIntegerField(null=True, blank=True, help_text="step max, for sampler-like nodes")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["class_type", "backend", "fingerprint"], name="nodetiming_model_idx"),
+            models.Index(fields=["finished_at"], name="nodetiming_finished_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.class_type} #{self.node_id}: {self.duration:.2f}s"

@@ -60,7 +60,6 @@ class JobSerializer(serializers.ModelSerializer):
     websocket_url = serializers.SerializerMethodField()
     run_seconds = serializers.FloatField(read_only=True)
     wait_seconds = serializers.FloatField(read_only=True)
-    prompt_id = serializers.CharField(read_only=True)
     cancel_requested = serializers.SerializerMethodField()
     user = serializers.CharField(source="user.username", default=None, read_only=True)
 

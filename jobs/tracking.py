@@ -82,9 +82,10 @@ class JobTracker:
         self.client = client
         self.client_id = client_id
         self.socket: ComfySocket | None = None
+        self.prompt_id = str(job.prompt_id)
         display_names, output_classes = node_catalog(job.backend, client)
         self.progress = JobProgress(
-            prompt_id=job.prompt_id,
+            prompt_id=self.prompt_id,
             workflow=job.workflow,
             display_names=display_names,
             output_classes=output_classes,
@@ -141,14 +142,10 @@ class JobTracker:
 
     def _locate(self) -> str | None:
         """Where ComfyUI has our prompt: "running", "pending", "history" or nowhere (None)."""
-        prompt_id = self.job.prompt_id
-        position = self.client.queue().position(prompt_id)
+        position = self.client.queue().position(self.prompt_id)
         if position is not None:
             return position
-        if self.client.history(prompt_id) is not None:
-            return "history"
-        # The prompt may have finished between the two calls.
-        return "history" if self.client.history(prompt_id) is not None else None
+        return "history" if self.client.history(self.prompt_id) is not None else None
 
     def _locate_until_deadline(self) -> str | None:
         deadline = time.monotonic() + settings.TRACKER_RECONNECT_SECONDS
@@ -168,7 +165,7 @@ class JobTracker:
         deadline = time.monotonic() + settings.TRACKER_RECONNECT_SECONDS
         while True:
             try:
-                self.client.submit(self.job.workflow, prompt_id=self.job.prompt_id, client_id=self.client_id)
+                self.client.submit(self.job.workflow, prompt_id=self.prompt_id, client_id=self.client_id)
                 break
             except ComfyUIError as exc:
                 if not exc.retryable:
@@ -181,7 +178,7 @@ class JobTracker:
             self._beat_if_due()
             if self._locate_until_deadline() is not None:
                 break
-        logger.info("job %s submitted to %s as prompt %s", self.job.id, self.client.base_url, self.job.prompt_id)
+        logger.info("job %s submitted to %s as prompt %s", self.job.id, self.client.base_url, self.prompt_id)
 
     # --- following ---------------------------------------------------------------------------
 
@@ -291,13 +288,13 @@ class JobTracker:
         if self.interrupt_sent_at is not None and now - self.interrupt_sent_at < 5.0:
             return
         try:
-            where = self.client.queue().position(self.job.prompt_id)
+            where = self.client.queue().position(self.prompt_id)
             if where == "pending":
                 # /interrupt only stops a running prompt; a waiting one is deleted from the queue.
-                self.client.delete_from_queue([self.job.prompt_id])
+                self.client.delete_from_queue([self.prompt_id])
                 self._close(JobStatus.CANCELLED)
             elif where == "running":
-                self.client.interrupt(self.job.prompt_id)
+                self.client.interrupt(self.prompt_id)
                 self.interrupt_sent_at = now
         except ComfyUIError as exc:
             logger.warning("job %s: cancel could not reach ComfyUI: %s", self.job.id, exc)
@@ -325,7 +322,7 @@ class JobTracker:
         deadline = time.monotonic() + HISTORY_WAIT_SECONDS
         while True:
             try:
-                entry = self.client.history(self.job.prompt_id)
+                entry = self.client.history(self.prompt_id)
             except ComfyUIError as exc:
                 logger.warning("job %s: history unavailable: %s", self.job.id, exc)
                 entry = None

@@ -108,10 +108,9 @@ def _ws_items(events: Events) -> list[_Item]:
 
 
 def _inside_progress_run(items: list[_Item], index: int) -> bool:
-    if index == 0 or items[index - 1].category != "progress":
-        return False
-    following = next((item for item in items[index + 1 :] if item.category != "status"), None)
-    return following is not None and following.category == "progress"
+    before = next((item for item in reversed(items[:index]) if item.category != "status"), None)
+    after = next((item for item in items[index + 1 :] if item.category != "status"), None)
+    return before is not None and after is not None and before.category == after.category == "progress"
 
 
 def websocket_stream(events: Events, drop_progress: bool = False) -> list[tuple[Any, ...]]:
@@ -245,7 +244,9 @@ class TraceClient:
 
     def http(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
         response = http_exchange(self.log, self.sim.url, method, path, body, raw)
-        return None if response is None else response.json() if response.content else None
+        if response is None or response.headers.get("Content-Type", "").split(";")[0] != "application/json":
+            return None
+        return response.json()
 
     def submit(self, request: dict[str, Any]) -> str:
         answer = self.http("POST", "/prompt", {**request, "client_id": self.client_id})
