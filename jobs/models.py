@@ -93,6 +93,8 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="last time a task was sent for it")
+    wait_flagged = models.BooleanField(default=False, help_text="has waited longer than the threshold")
 
     # Ownership: which tracker follows the job, when it last proved alive, how often it was delivered.
     client_id = models.CharField(max_length=64, blank=True)
@@ -111,7 +113,10 @@ class Job(models.Model):
     nodes_done = models.PositiveIntegerField(default=0)
     cached_nodes = models.JSONField(default=list, blank=True)
     progress = models.FloatField(default=0.0, help_text="0..1, from ComfyUI's node and step reports")
-    seq = models.PositiveBigIntegerField(default=0, help_text="sequence number of the latest state")
+    # `seq` numbers the timeline (JobEvent.seq); `version` numbers the live states sent to browsers.
+    seq = models.PositiveBigIntegerField(default=0, help_text="sequence number of the latest timeline event")
+    version = models.PositiveBigIntegerField(default=0, help_text="version of the latest broadcast state")
+    last_progress_at = models.DateTimeField(null=True, blank=True, help_text="last time ComfyUI reported progress")
     # An estimate, labelled as one: learned from the node timings of finished jobs.
     eta_finish_at = models.DateTimeField(null=True, blank=True, help_text="estimated finish (an estimate)")
     preview_at = models.DateTimeField(null=True, blank=True, help_text="when the latest live preview was kept")
