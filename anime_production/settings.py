@@ -77,7 +77,7 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Workers and the web process write concurrently; wait for the lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
     # A file, not memory, so that worker processes started by the tests share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -133,12 +133,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(10)),
     "sep": ":",
     "queue_order_strategy": "priority",
+    # Lets several deployments (or test runs) share one Redis without taking each other's tasks.
+    "global_keyprefix": os.environ.get("CELERY_KEY_PREFIX", ""),
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     "backend-health-probe": {"task": "monitoring.tasks.backend_health_probe_all", "schedule": 30.0},
+    # The statistics pages read roll-ups, not a million jobs: recompute the hours touched since last time.
+    "stats-rollup-refresh": {"task": "monitoring.tasks.stats_rollup_refresh_task", "schedule": 60.0},
+    "sweep-jobs": {"task": "jobs.tasks.sweep_jobs", "schedule": float(os.environ.get("SWEEP_SECONDS", "15"))},
 }
 
 # --- ComfyUI backends ----------------------------------------------------------------------------
@@ -159,8 +164,32 @@ COMFYUI_WS_TIMEOUT = float(os.environ.get("COMFYUI_WS_TIMEOUT", "1.0"))
 # Coalescing: at most one database write and one broadcast per job per interval.
 TRACKER_DB_INTERVAL = float(os.environ.get("TRACKER_DB_INTERVAL", "0.5"))
 TRACKER_BROADCAST_INTERVAL = float(os.environ.get("TRACKER_BROADCAST_INTERVAL", "0.1"))
-# How long a prompt may be absent from ComfyUI's queue and history before it is declared gone.
+# How long ComfyUI may stay unreachable before the attempt fails `comfyui_unreachable`.
 TRACKER_RECONNECT_SECONDS = float(os.environ.get("TRACKER_RECONNECT_SECONDS", "60"))
+# Live previews are kept at most this often; step samples go on the timeline at most this often.
+TRACKER_PREVIEW_INTERVAL = float(os.environ.get("TRACKER_PREVIEW_INTERVAL", "1.0"))
+TRACKER_STEP_SAMPLE_SECONDS = float(os.environ.get("TRACKER_STEP_SAMPLE_SECONDS", "2.0"))
+# Waiting jobs are told their new place in the queue; past this many, they learn it on the next poll.
+QUEUE_BROADCAST_LIMIT = int(os.environ.get("QUEUE_BROADCAST_LIMIT", "200"))
+
+# --- Failures, retries, sweeps -------------------------------------------------------------------
+JOB_MAX_ATTEMPTS = int(os.environ.get("JOB_MAX_ATTEMPTS", "3"))
+# How many times each category may be retried automatically; absent categories never are.
+JOB_RETRY_LIMITS = {
+    "comfyui_unreachable": JOB_MAX_ATTEMPTS,
+    "lost": JOB_MAX_ATTEMPTS,
+    "worker_lost": JOB_MAX_ATTEMPTS,
+    "stuck": JOB_MAX_ATTEMPTS,
+    "out_of_memory": int(os.environ.get("JOB_OOM_RETRIES", "1")),
+}
+JOB_RETRY_BACKOFF_SECONDS = float(os.environ.get("JOB_RETRY_BACKOFF_SECONDS", "5"))
+JOB_RETRY_BACKOFF_MAX = float(os.environ.get("JOB_RETRY_BACKOFF_MAX", "300"))
+# Stuck: no progress for longer than max(floor, factor x the usual duration of the current node).
+JOB_STUCK_FLOOR_SECONDS = float(os.environ.get("JOB_STUCK_FLOOR_SECONDS", "600"))
+JOB_STUCK_FACTOR = float(os.environ.get("JOB_STUCK_FACTOR", "5"))
+JOB_WAIT_FLAG_SECONDS = float(os.environ.get("JOB_WAIT_FLAG_SECONDS", "1800"))
+# A tracker that has not written its heartbeat for this long is presumed dead.
+TRACKER_STALE_SECONDS = float(os.environ.get("TRACKER_STALE_SECONDS", "20"))
 
 # --- Workflow bounds: a workflow is code (HAZARDS.md) -------------------------------------------
 WORKFLOW_MAX_BYTES = int(os.environ.get("WORKFLOW_MAX_BYTES", str(2 * 1024 * 1024)))

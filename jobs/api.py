@@ -10,8 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from jobs import services
-from jobs.models import FINAL_STATUSES, Job
-from jobs.serializers import JobCreateSerializer, JobSerializer
+from jobs.models import FINAL_STATUSES, Job, JobStatus
+from jobs.serializers import JobAttemptSerializer, JobCreateSerializer, JobEventSerializer, JobSerializer
+
+EVENTS_PAGE_LIMIT = 1000
 
 
 class JobCursorPagination(CursorPagination):
@@ -61,6 +63,53 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         except FileNotFoundError as exc:
             raise Http404("the output file is no longer in storage") from exc
         return FileResponse(handle, content_type=output.media_type, filename=output.comfy_filename)
+
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        job = self.get_object()
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            return Response(
+                {"detail": f"only failed or cancelled jobs can be retried; this one is {job.status}"},
+                status=status.HTTP_409_CONFLICT,
+            )
+        new_job = services.job_retry(job)
+        return Response(JobSerializer(new_job).data, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, pk: str | None = None) -> Response:
+        """The timeline after `?after=<seq>` (default: from the start), oldest first."""
+        job = self.get_object()
+        after = request.query_params.get("after", "0")
+        if not after.isdigit():
+            return Response({"detail": "after must be a non-negative integer"}, status=status.HTTP_400_BAD_REQUEST)
+        events = list(job.events.filter(seq__gt=int(after)).order_by("seq")[: EVENTS_PAGE_LIMIT + 1])
+        return Response(
+            {
+                "job": str(job.id),
+                "seq": job.seq,
+                "events": JobEventSerializer(events[:EVENTS_PAGE_LIMIT], many=True).data,
+                "more": len(events) > EVENTS_PAGE_LIMIT,
+            }
+        )
+
+    @action(detail=True, methods=["get"])
+    def attempts(self, request: Request, pk: str | None = None) -> Response:
+        job = self.get_object()
+        return Response(JobAttemptSerializer(job.attempts.all(), many=True).data)
+
+    @action(detail=True, methods=["get"])
+    def preview(self, request: Request, pk: str | None = None) -> FileResponse:
+        """The latest live preview of a running job (what the sampler shows at its current step)."""
+        from django.core.files.storage import default_storage
+
+        job = self.get_object()
+        path = services.job_preview_path(job)
+        if path is None:
+            raise Http404("no preview for this job")
+        media_type = "image/png" if path.endswith(".png") else "image/jpeg"
+        response = FileResponse(default_storage.open(path, "rb"), content_type=media_type)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def _websocket_url(self, request: Request, job: Job) -> str:
         scheme = "wss" if request.is_secure() else "ws"

@@ -38,9 +38,10 @@ async def _send_to_groups(groups: list[str], message: dict[str, Any]) -> None:
         await layer.group_send(group, message)
 
 
-def job_broadcast(state: dict[str, Any], user_id: int | None) -> None:
-    """Send one job state to everyone watching it. Never raises: the database stays the truth."""
-    message = {"type": "job.state", "job": state}
+def job_broadcast(state: dict[str, Any], user_id: int | None, events: list[dict[str, Any]] = ()) -> None:
+    """Send one job state, with the timeline events persisted since the last one, to everyone
+    watching it. Never raises: the database stays the truth."""
+    message = {"type": "job.state", "job": state, "events": list(events)}
     try:
         # One bridge into async per broadcast, whatever the number of groups.
         async_to_sync(_send_to_groups)(job_groups(state["id"], user_id), message)

@@ -133,6 +133,14 @@ class Job(models.Model):
             models.Index(fields=["status", "backend", "-priority", "created_at"], name="job_queue_idx"),
             models.Index(fields=["-created_at"], name="job_created_idx"),
             models.Index(fields=["user", "-created_at"], name="job_user_created_idx"),
+            # The admin's filtered job lists: each filter walks its own index newest first and
+            # stops at a page, instead of sorting every matching row of a million (HAZARDS.md).
+            models.Index(fields=["status", "-created_at"], name="job_status_created_idx"),
+            models.Index(fields=["failure_category", "-created_at"], name="job_failure_created_idx"),
+            models.Index(fields=["job_type", "-created_at"], name="job_type_created_idx"),
+            models.Index(fields=["backend", "-created_at"], name="job_backend_created_idx"),
+            # Roll-up refreshes read only the jobs finished since the last one; "finished on" filters.
+            models.Index(fields=["finished_at"], name="job_finished_idx"),
         ]
 
     def __str__(self) -> str:

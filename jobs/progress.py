@@ -44,6 +44,9 @@ class JobProgress:
     workflow: dict[str, Any]
     display_names: dict[str, str] = field(default_factory=dict)  # class_type -> display name
     output_classes: set[str] = field(default_factory=set)
+    categories: dict[str, str] = field(default_factory=dict)  # class_type -> category
+    # Expected seconds per node (learned); nodes without one weigh as much as the average.
+    weights: dict[str, float] = field(default_factory=dict)
 
     started: bool = False
     current_node: str | None = None
@@ -56,9 +59,15 @@ class JobProgress:
     error: dict[str, Any] = field(default_factory=dict)
     ended: bool = False  # ComfyUI sent `executing` with node null for our prompt
     fraction: float = 0.0
+    # What happened to nodes since the tracker last looked: (kind, node id, data).
+    happenings: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.to_run = nodes_to_run(self.workflow, self.output_classes)
+
+    def drain_happenings(self) -> list[tuple[str, str, dict[str, Any]]]:
+        drained, self.happenings = self.happenings, []
+        return drained
 
     # --- derived values -----------------------------------------------------------------------
 
@@ -77,6 +86,16 @@ class JobProgress:
         return str(title or self.display_names.get(self.current_class) or self.current_class)
 
     @property
+    def current_category(self) -> str:
+        return self.categories.get(self.current_class, "")
+
+    def weight(self, node_id: str) -> float:
+        known = [w for n, w in self.weights.items() if n in self.to_run and w > 0]
+        default = sum(known) / len(known) if known else 1.0
+        value = self.weights.get(node_id)
+        return value if value and value > 0 else default
+
+    @property
     def nodes_total(self) -> int:
         return len(self.to_run)
 
@@ -85,7 +104,8 @@ class JobProgress:
         return len((self.done | self.cached) & self.to_run)
 
     def overall(self) -> float:
-        """Finished nodes plus the current node's step fraction, over the nodes that must run.
+        """Finished nodes plus the current node's step fraction, each node weighted by its expected
+        duration, over the nodes that must run.
 
         Cached nodes cost nothing, so they are left out of both sides. Never 1.0 before ComfyUI
         says the prompt succeeded; never lower than what was already reported.
@@ -95,12 +115,14 @@ class JobProgress:
         to_do = self.to_run - self.cached
         if not to_do:
             return self.fraction
-        finished = len(self.done & to_do)
+        total = sum(self.weight(n) for n in to_do)
+        finished = sum(self.weight(n) for n in self.done & to_do)
         current = 0.0
         if self.current_node in to_do and self.current_node not in self.done:
             if self.step_max and self.step_value is not None and self.step_max > 0:
-                current = min(max(self.step_value / self.step_max, 0.0), 1.0)
-        value = min((finished + current) / len(to_do), 0.99)
+                step_fraction = min(max(self.step_value / self.step_max, 0.0), 1.0)
+                current = self.weight(self.current_node) * step_fraction
+        value = min((finished + current) / total, 0.99)
         return max(self.fraction, value)
 
     # --- feeding ------------------------------------------------------------------------------
@@ -124,9 +146,19 @@ class JobProgress:
         self.fraction = self.overall()
         return bool(changed)
 
+    def _mark_done(self, node_id: str) -> None:
+        if node_id not in self.done and node_id not in self.cached:
+            self.done.add(node_id)
+            self.happenings.append(("node_finished", node_id, {"steps": self.step_max if node_id == self.current_node else None}))
+
+    def _start(self, node_id: str) -> None:
+        self._finish_current()
+        self.current_node = node_id
+        self.happenings.append(("node_started", node_id, {}))
+
     def _finish_current(self) -> None:
         if self.current_node is not None:
-            self.done.add(self.current_node)
+            self._mark_done(self.current_node)
         self.step_value = None
         self.step_max = None
 
@@ -139,6 +171,7 @@ class JobProgress:
         nodes = {top_level_id(str(n)) for n in data.get("nodes") or []}
         if nodes <= self.cached:
             return False
+        self.happenings.append(("nodes_cached", "", {"nodes": sorted(nodes - self.cached)}))
         self.cached |= nodes
         return True
 
@@ -153,16 +186,14 @@ class JobProgress:
         display = top_level_id(str(data.get("display_node") or node))
         if display == self.current_node:
             return False
-        self._finish_current()
-        self.current_node = display
+        self._start(display)
         return True
 
     def _on_progress(self, data: dict[str, Any]) -> bool:
         node = data.get("node")
         if node is not None and top_level_id(str(node)) != self.current_node:
             # Progress names the running node even when we missed its `executing`.
-            self._finish_current()
-            self.current_node = top_level_id(str(node))
+            self._start(top_level_id(str(node)))
         value, maximum = data.get("value"), data.get("max")
         if not isinstance(value, (int, float)) or not isinstance(maximum, (int, float)):
             return False
@@ -176,8 +207,8 @@ class JobProgress:
         for node_id, state in (data.get("nodes") or {}).items():
             if not isinstance(state, dict) or state.get("parent_node_id"):
                 continue  # inner nodes of an expansion: their parent is what the user sees
-            if state.get("state") == "finished" and node_id not in self.done:
-                self.done.add(str(node_id))
+            if state.get("state") == "finished" and node_id not in self.done and node_id not in self.cached:
+                self._mark_done(str(node_id))
                 changed = True
         return changed
 
@@ -188,8 +219,7 @@ class JobProgress:
         node = top_level_id(str(node))
         if isinstance(data.get("output"), dict):
             self.outputs[node] = data["output"]
-        if node not in self.cached:
-            self.done.add(node)
+        self._mark_done(node)
         return True
 
     def _on_execution_success(self, data: dict[str, Any]) -> bool:

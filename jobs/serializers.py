@@ -6,7 +6,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
-from jobs.models import Job, JobOutput, JobStatus
+from jobs.models import Job, JobAttempt, JobEvent, JobOutput, JobStatus
 from jobs.workflow_validation import workflow_problems
 
 
@@ -48,6 +48,21 @@ class JobOutputSerializer(serializers.ModelSerializer):
         return reverse("job-output-download", kwargs={"pk": output.job_id, "output_id": output.pk})
 
 
+class JobEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobEvent
+        fields = ["seq", "kind", "at", "node_id", "data"]
+
+
+class JobAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobAttempt
+        fields = [
+            "number", "prompt_id", "backend", "worker", "submitted_at", "started_at", "finished_at",
+            "outcome", "failure_category", "error_message",
+        ]
+
+
 class JobSerializer(serializers.ModelSerializer):
     """The one shape of a job, for REST and for every websocket message."""
 
@@ -62,12 +77,17 @@ class JobSerializer(serializers.ModelSerializer):
     wait_seconds = serializers.FloatField(read_only=True)
     cancel_requested = serializers.SerializerMethodField()
     user = serializers.CharField(source="user.username", default=None, read_only=True)
+    queue_position = serializers.SerializerMethodField()
+    eta = serializers.SerializerMethodField()
+    preview_url = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
         fields = [
             "id",
             "prompt_id",
+            "attempt",
+            "retry_of",
             "user",
             "status",
             "job_type",
@@ -87,7 +107,11 @@ class JobSerializer(serializers.ModelSerializer):
             "nodes_total",
             "nodes_done",
             "cached_nodes",
+            "queue_position",
+            "eta",
+            "preview_url",
             "seq",
+            "version",
             "cancel_requested",
             "failure_category",
             "error",
@@ -101,7 +125,35 @@ class JobSerializer(serializers.ModelSerializer):
     def get_current_node(self, job: Job) -> dict[str, str] | None:
         if not job.current_node_id:
             return None
-        return {"id": job.current_node_id, "class_type": job.current_node_class, "name": job.current_node_name}
+        return {
+            "id": job.current_node_id,
+            "class_type": job.current_node_class,
+            "name": job.current_node_name,
+            "category": job.current_node_category,
+        }
+
+    def get_queue_position(self, job: Job) -> int | None:
+        from jobs.services import queue_position
+
+        return queue_position(job)
+
+    def get_eta(self, job: Job) -> dict[str, Any] | None:
+        """An estimate, and labelled as one: learned from the node timings of finished jobs."""
+        if job.status == JobStatus.RUNNING and job.eta_finish_at:
+            return {"estimate": True, "finish_at": job.eta_finish_at.isoformat(), "basis": "node timings"}
+        if job.status == JobStatus.QUEUED:
+            from monitoring.queue_eta import job_queue_eta_finish_at
+
+            finish_at = job_queue_eta_finish_at(job)
+            if finish_at is not None:
+                return {"estimate": True, "finish_at": finish_at.isoformat(), "basis": "node timings, jobs ahead"}
+        return None
+
+    def get_preview_url(self, job: Job) -> str | None:
+        if job.status != JobStatus.RUNNING or job.preview_at is None:
+            return None
+        url = reverse("job-preview", kwargs={"pk": job.pk})
+        return f"{url}?v={int(job.preview_at.timestamp() * 1000)}"
 
     def get_step(self, job: Job) -> dict[str, float] | None:
         if job.step_max is None or job.step_value is None:

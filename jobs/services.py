@@ -1,4 +1,4 @@
-"""Everything that changes a job: create, enqueue, transition, progress, cancel, outputs.
+"""Everything that changes a job: create, enqueue, transition, progress, cancel, retry, outputs.
 
 `job_transition` is the only function that changes a job's status, by compare-and-set.
 """
@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import mimetypes
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -16,12 +18,23 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.files.base import File
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from jobs.broadcast import job_broadcast
 from jobs.comfyui_client import ComfyUIClient, OutputFile
-from jobs.models import ACTIVE_STATUSES, TRANSITION_TIMESTAMPS, Job, JobOutput, JobStatus, transition_allowed
+from jobs.models import (
+    ACTIVE_STATUSES,
+    TRANSITION_TIMESTAMPS,
+    EventKind,
+    Job,
+    JobAttempt,
+    JobEvent,
+    JobOutput,
+    JobStatus,
+    NodeTiming,
+    transition_allowed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,15 +43,35 @@ PROGRESS_FIELDS = (
     "current_node_id",
     "current_node_class",
     "current_node_name",
+    "current_node_category",
     "step_value",
     "step_max",
     "nodes_total",
     "nodes_done",
     "cached_nodes",
     "progress",
-    "seq",
-    "heartbeat_at",
+    "last_progress_at",
+    "eta_finish_at",
+    "preview_at",
 )
+# What a new attempt starts from.
+PROGRESS_RESET = {
+    "current_node_id": "",
+    "current_node_class": "",
+    "current_node_name": "",
+    "current_node_category": "",
+    "step_value": None,
+    "step_max": None,
+    "nodes_done": 0,
+    "cached_nodes": [],
+    "progress": 0.0,
+    "last_progress_at": None,
+    "eta_finish_at": None,
+    "preview_at": None,
+    "submitted_at": None,
+    "started_at": None,
+    "cancel_requested_at": None,
+}
 
 
 class IllegalTransition(Exception):
@@ -53,56 +86,145 @@ def gpu_queue(backend: str) -> str:
     return f"gpu.{backend}"
 
 
+# --- state out: snapshots and broadcasts --------------------------------------------------------
+
+
 def job_state(job: Job) -> dict[str, Any]:
     from jobs.serializers import JobSerializer
 
     return JobSerializer(job).data
 
 
-def job_broadcast_now(job: Job) -> None:
-    job_broadcast(job_state(job), job.user_id)
+def event_payloads(events: list[JobEvent]) -> list[dict[str, Any]]:
+    from jobs.serializers import JobEventSerializer
+
+    return JobEventSerializer(events, many=True).data
 
 
-def progress_values(job: Job) -> dict[str, Any]:
-    """The progress fields as the in-memory job holds them, to save along with a transition."""
-    return {name: getattr(job, name) for name in PROGRESS_FIELDS if name not in ("seq", "heartbeat_at")}
+def job_broadcast_now(job: Job, events: list[JobEvent] = ()) -> None:
+    job_broadcast(job_state(job), job.user_id, event_payloads(list(events)))
 
 
-def job_publish(job: Job) -> None:
-    """Broadcast the job's current state, after the surrounding transaction commits."""
-    transaction.on_commit(lambda: job_broadcast(job_state(job), job.user_id))
+def job_publish(job: Job, events: list[JobEvent] = ()) -> None:
+    """Broadcast the job's state (and new timeline events) after the transaction commits."""
+    transaction.on_commit(lambda: job_broadcast_now(job, events))
+
+
+def queue_position(job: Job) -> int | None:
+    """1-based place among the jobs waiting for the same backend: priority first, then age."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    ahead = Job.objects.filter(backend=job.backend, status=JobStatus.QUEUED).filter(
+        Q(priority__gt=job.priority) | Q(priority=job.priority, created_at__lt=job.created_at)
+    )
+    return ahead.count() + 1
+
+
+def queue_moved(backend: str) -> None:
+    """Tell every waiting job of a backend its new place (after one left or jumped the queue)."""
+
+    def send() -> None:
+        waiting = Job.objects.filter(backend=backend, status=JobStatus.QUEUED).select_related("user")
+        for job in waiting.order_by("-priority", "created_at")[: settings.QUEUE_BROADCAST_LIMIT]:
+            job_broadcast_now(job)
+
+    transaction.on_commit(send)
+
+
+# --- creating and enqueueing --------------------------------------------------------------------
+
+
+def backend_choose(requested: str | None) -> str:
+    """The requested backend, or the least busy one that is not draining."""
+    if requested:
+        return requested
+    from monitoring.models import Backend
+
+    draining = set(Backend.objects.filter(draining=True).values_list("name", flat=True))
+    candidates = [name for name in settings.COMFYUI_BACKENDS if name not in draining]
+    if not candidates:
+        return settings.COMFYUI_DEFAULT_BACKEND
+    if settings.COMFYUI_DEFAULT_BACKEND in candidates and len(candidates) == 1:
+        return settings.COMFYUI_DEFAULT_BACKEND
+    load = {name: 0 for name in candidates}
+    busy = Job.objects.filter(backend__in=candidates, status__in=[JobStatus.QUEUED, *ACTIVE_STATUSES])
+    for row in busy.values("backend").annotate(n=Count("id")):
+        load[row["backend"]] = row["n"]
+    return min(candidates, key=lambda name: (load[name], name != settings.COMFYUI_DEFAULT_BACKEND, name))
 
 
 def job_create(
-    *, user: Any, workflow: dict[str, Any], job_type: str, priority: int = 5, backend: str | None = None
+    *,
+    user: Any,
+    workflow: dict[str, Any],
+    job_type: str,
+    priority: int = 5,
+    backend: str | None = None,
+    retry_of: Job | None = None,
 ) -> Job:
+    from monitoring.eta import workflow_fingerprint
+
     with transaction.atomic():
         job = Job.objects.create(
             user=user if getattr(user, "is_authenticated", False) else None,
             workflow=workflow,
             job_type=job_type,
             priority=priority,
-            backend=backend or settings.COMFYUI_DEFAULT_BACKEND,
+            backend=backend_choose(backend),
+            retry_of=retry_of,
+            fingerprint=workflow_fingerprint(workflow),
         )
+        job_event(job, EventKind.STATUS, data={"to": JobStatus.QUEUED, "backend": job.backend})
         job_enqueue(job)
+        queue_moved(job.backend)
     return job
 
 
-def job_enqueue(job: Job) -> None:
+def job_enqueue(job: Job, *, countdown: float = 0) -> None:
     from jobs.tasks import job_run
 
+    Job.objects.filter(pk=job.pk).update(enqueued_at=timezone.now())
     # Redis emulates priorities with one list per step and serves step 0 first.
     broker_priority = 9 - job.priority
     transaction.on_commit(
-        lambda: job_run.apply_async((str(job.id),), queue=gpu_queue(job.backend), priority=broker_priority)
+        lambda: job_run.apply_async(
+            (str(job.id),), queue=gpu_queue(job.backend), priority=broker_priority, countdown=countdown
+        )
     )
 
 
-def job_transition(job: Job, new_status: str, *, expected: str | None = None, **fields: Any) -> bool:
+def next_version(job: Job) -> int:
+    """State versions are time-based, so writers in different processes (the tracker, a sweep,
+    the web) never hand out the same or an older version for a newer state."""
+    return max(job.version + 1, time.time_ns() // 1000)
+
+
+def allocate_seqs(job: Job, count: int) -> int:
+    """Reserve `count` timeline numbers; returns the last. Call inside a transaction: the row's
+    update lock orders concurrent writers."""
+    Job.objects.filter(pk=job.pk).update(seq=F("seq") + count)
+    job.seq = Job.objects.filter(pk=job.pk).values_list("seq", flat=True).get()
+    return job.seq
+
+
+def job_event(job: Job, kind: str, *, node_id: str = "", data: dict[str, Any] | None = None) -> JobEvent:
+    """Append one event to the job's timeline now (for events outside the tracker's batches)."""
+    with transaction.atomic():
+        seq = allocate_seqs(job, 1)
+        return JobEvent.objects.create(job=job, seq=seq, kind=kind, at=timezone.now(), node_id=node_id, data=data or {})
+
+
+# --- the state machine --------------------------------------------------------------------------
+
+
+def job_transition(
+    job: Job, new_status: str, *, expected: str | None = None, event_data: dict[str, Any] | None = None, **fields: Any
+) -> bool:
     """Move `job` to `new_status` if it is still in `expected` (default: its current status).
 
     Compare-and-set: zero rows updated means someone else moved it first; the instance is then
-    refreshed and False returned. An illegal transition raises.
+    refreshed and False returned. An illegal transition raises. The status change is recorded on the
+    timeline in the same transaction and broadcast after it commits.
     """
     current = expected or job.status
     if not transition_allowed(current, new_status):
@@ -111,38 +233,156 @@ def job_transition(job: Job, new_status: str, *, expected: str | None = None, **
     stamp = TRANSITION_TIMESTAMPS.get(new_status)
     if stamp:
         fields.setdefault(stamp, now)
-    fields["seq"] = job.seq + 1
+    if new_status == JobStatus.COMPLETED:
+        fields["progress"] = 1.0
+    fields["version"] = next_version(job)
     with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status=current).update(status=new_status, **fields)
+        updated = Job.objects.filter(pk=job.pk, status=current).update(
+            status=new_status, seq=F("seq") + 1, **fields
+        )
         if not updated:
             job.refresh_from_db()
             return False
         job.status = new_status
         for name, value in fields.items():
             setattr(job, name, value)
-        if new_status == JobStatus.COMPLETED:
-            job.progress = 1.0
-            Job.objects.filter(pk=job.pk).update(progress=1.0)
-        job_publish(job)
+        job.seq = Job.objects.filter(pk=job.pk).values_list("seq", flat=True).get()
+        event = JobEvent.objects.create(
+            job=job,
+            seq=job.seq,
+            kind=EventKind.STATUS,
+            at=now,
+            data={"from": current, "to": new_status, **(event_data or {})},
+        )
+        job_publish(job, [event])
+        if current == JobStatus.QUEUED or new_status == JobStatus.QUEUED:
+            queue_moved(job.backend)
     logger.info("job %s: %s -> %s", job.id, current, new_status)
     return True
 
 
 def job_fail(job: Job, category: str, message: str, details: dict[str, Any] | None = None) -> bool:
+    """Close the attempt as failed; retry the job when the category is worth it, else fail it."""
+    details = details or {}
+    job_attempt_close(job, outcome=JobStatus.FAILED, category=category, message=message)
+    if retry_allowed(job, category):
+        return job_requeue(job, category, message)
     return job_transition(
         job,
         JobStatus.FAILED,
         failure_category=category,
         error_message=message[:10_000],
-        error_details=details or {},
+        error_details=details,
+        event_data={"category": category, "message": message[:500]},
     )
 
 
-def job_progress_save(job: Job) -> bool:
-    """Write the tracker's latest progress; only while the job is still active."""
+def retry_allowed(job: Job, category: str) -> bool:
+    limit = settings.JOB_RETRY_LIMITS.get(category, 0)
+    failures = JobAttempt.objects.filter(job=job, failure_category=category).count()
+    return job.attempt < settings.JOB_MAX_ATTEMPTS and failures <= limit
+
+
+def job_requeue(job: Job, category: str, message: str) -> bool:
+    """A new attempt of the same job: a new prompt_id, back in the queue after a backoff."""
+    backoff = min(settings.JOB_RETRY_BACKOFF_SECONDS * 2 ** (job.attempt - 1), settings.JOB_RETRY_BACKOFF_MAX)
+    not_before = timezone.now() + timedelta(seconds=backoff)
+    note = {"retry": True, "category": category, "message": message[:500], "backoff_seconds": backoff}
+    if job.status == JobStatus.QUEUED:
+        # Nothing reached ComfyUI (it was unreachable): the same prompt_id stays unused.
+        moved = bool(
+            Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED, attempt=job.attempt).update(
+                attempt=job.attempt + 1, not_before=not_before, heartbeat_at=None
+            )
+        )
+        job.refresh_from_db()
+        if moved:
+            job_event(job, EventKind.ATTEMPT, data=note)
+    else:
+        moved = job_transition(
+            job,
+            JobStatus.QUEUED,
+            attempt=job.attempt + 1,
+            prompt_id=uuid.uuid4(),
+            not_before=not_before,
+            client_id="",
+            heartbeat_at=None,
+            event_data=note,
+            **PROGRESS_RESET,
+        )
+    if moved:
+        job_enqueue(job, countdown=backoff)
+        logger.info("job %s: attempt %d after %s, in %.0fs", job.id, job.attempt, category, backoff)
+    return moved
+
+
+def job_retry(job: Job) -> Job:
+    """A person retries a finished job by hand: a new job linked to the original."""
+    return job_create(
+        user=job.user,
+        workflow=job.workflow,
+        job_type=job.job_type,
+        priority=job.priority,
+        backend=job.backend if job.backend in settings.COMFYUI_BACKENDS else None,
+        retry_of=job,
+    )
+
+
+# --- attempts ------------------------------------------------------------------------------------
+
+
+def job_attempt_open(job: Job, *, worker: str) -> JobAttempt:
+    attempt, _ = JobAttempt.objects.get_or_create(
+        prompt_id=job.prompt_id,
+        defaults={
+            "job": job,
+            "number": job.attempt,
+            "backend": job.backend,
+            "worker": worker,
+            "submitted_at": timezone.now(),
+        },
+    )
+    return attempt
+
+
+def job_attempt_close(job: Job, *, outcome: str, category: str = "", message: str = "") -> None:
+    JobAttempt.objects.filter(prompt_id=job.prompt_id, outcome="").update(
+        outcome=outcome,
+        failure_category=category,
+        error_message=message[:10_000],
+        finished_at=timezone.now(),
+        started_at=job.started_at,
+    )
+
+
+# --- the tracker's coalesced writes -------------------------------------------------------------
+
+
+def progress_values(job: Job) -> dict[str, Any]:
+    """The progress fields as the in-memory job holds them, to save along with a transition."""
+    return {name: getattr(job, name) for name in PROGRESS_FIELDS}
+
+
+def job_progress_save(job: Job, events: list[JobEvent] = (), timings: list[NodeTiming] = ()) -> bool:
+    """One write: the latest progress, the new timeline events, the finished node timings.
+
+    Only while the job is still active in the same attempt; a job closed or requeued meanwhile
+    (by a sweep, a cancel) keeps what its new owner wrote. The events get their seq here.
+    """
     job.heartbeat_at = timezone.now()
-    values = {**progress_values(job), "seq": job.seq, "heartbeat_at": job.heartbeat_at}
-    return bool(Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(**values))
+    values = {**progress_values(job), "version": job.version, "heartbeat_at": job.heartbeat_at}
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES, prompt_id=job.prompt_id).update(
+            seq=F("seq") + len(events), **values
+        )
+        if not updated:
+            return False
+        job.seq = Job.objects.filter(pk=job.pk).values_list("seq", flat=True).get()
+        for offset, event in enumerate(events, start=job.seq - len(events) + 1):
+            event.seq = offset
+        JobEvent.objects.bulk_create(events)
+        NodeTiming.objects.bulk_create(timings)
+    return True
 
 
 def job_heartbeat(job: Job) -> None:
@@ -165,14 +405,19 @@ def job_claim(job: Job, *, client_id: str, worker: str, stale_after: timedelta) 
     return bool(updated)
 
 
+# --- cancel --------------------------------------------------------------------------------------
+
+
 def job_cancel(job: Job) -> Job:
     """A waiting job never reaches ComfyUI; an active one is removed or interrupted by its tracker."""
     if job.status == JobStatus.QUEUED and job_transition(job, JobStatus.CANCELLED, expected=JobStatus.QUEUED):
+        job_attempt_close(job, outcome=JobStatus.CANCELLED)
         return job
     if job.status in ACTIVE_STATUSES and job.cancel_requested_at is None:
         now = timezone.now()
         Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES).update(cancel_requested_at=now)
         job.refresh_from_db()
+        job_event(job, EventKind.NOTE, data={"message": "cancel requested"})
     return job
 
 
@@ -180,27 +425,31 @@ def job_cancel_requested(job: Job) -> bool:
     return Job.objects.filter(pk=job.pk, cancel_requested_at__isnull=False).exists()
 
 
+def job_close(job: Job, status: str, **fields: Any) -> bool:
+    """Close the current attempt and the job (completed or cancelled)."""
+    moved = job_transition(job, status, **fields)
+    if moved:
+        job_attempt_close(job, outcome=status)
+    return moved
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+
 def job_output_store(job: Job, client: ComfyUIClient, output: OutputFile) -> JobOutput:
     """Fetch one output through /view into the project's storage and record it (idempotent)."""
-    existing = JobOutput.objects.filter(
-        job=job,
-        node_id=output.node_id,
-        comfy_subfolder=output.subfolder,
-        comfy_filename=output.filename,
-        comfy_type=output.type,
-    ).first()
+    identity = {
+        "job": job,
+        "node_id": output.node_id,
+        "comfy_subfolder": output.subfolder,
+        "comfy_filename": output.filename,
+        "comfy_type": output.type,
+    }
+    existing = JobOutput.objects.filter(**identity).first()
     if existing is not None:
         return existing
     media_type = mimetypes.guess_type(output.filename)[0] or "application/octet-stream"
-    record = JobOutput(
-        job=job,
-        node_id=output.node_id,
-        kind=output.kind,
-        comfy_filename=output.filename,
-        comfy_subfolder=output.subfolder,
-        comfy_type=output.type,
-        media_type=media_type,
-    )
+    record = JobOutput(**identity, kind=output.kind, media_type=media_type)
     with _spooled(client.view(output)) as spool:
         record.size_bytes = spool.seek(0, 2)
         spool.seek(0)
@@ -209,13 +458,7 @@ def job_output_store(job: Job, client: ComfyUIClient, output: OutputFile) -> Job
         record.save()
     except IntegrityError:  # a concurrent tracker stored it first
         record.file.delete(save=False)
-        return JobOutput.objects.get(
-            job=job,
-            node_id=output.node_id,
-            comfy_subfolder=output.subfolder,
-            comfy_filename=output.filename,
-            comfy_type=output.type,
-        )
+        return JobOutput.objects.get(**identity)
     return record
 
 
@@ -227,3 +470,26 @@ def _spooled(chunks: Iterator[bytes]) -> Iterator[IO[bytes]]:
             spool.write(chunk)
         spool.seek(0)
         yield spool
+
+
+def job_preview_store(job: Job, image: bytes, media_type: str) -> None:
+    """Keep the latest live preview of a running job (one file per job, overwritten)."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    path = f"previews/{job.id}.{'png' if media_type == 'image/png' else 'jpg'}"
+    if default_storage.exists(path):
+        default_storage.delete(path)
+    default_storage.save(path, ContentFile(image))
+    job.preview_at = timezone.now()
+
+
+def job_preview_path(job: Job) -> str | None:
+    from django.core.files.storage import default_storage
+
+    for suffix in ("jpg", "png"):
+        path = f"previews/{job.id}.{suffix}"
+        if default_storage.exists(path):
+            return path
+    return None
+

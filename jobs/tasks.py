@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from jobs import sweeps
 from jobs.tracking import job_track
 
 
@@ -9,3 +10,11 @@ from jobs.tracking import job_track
 def job_run(job_id: str) -> None:
     """Submit the job's prompt to its GPU's ComfyUI and follow it to the end (GPU queue only)."""
     job_track(job_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_jobs() -> None:
+    """Orphaned, stuck, timed-out and forgotten jobs (beat, default queue)."""
+    sweeps.sweep_orphaned_jobs()
+    sweeps.sweep_stuck_jobs()
+    sweeps.sweep_waiting_jobs()

@@ -2,7 +2,7 @@
 
 It runs inside the GPU worker's task, one job at a time. It listens on ComfyUI's websocket with a
 client id of its own (ComfyUI sends a prompt's events only to the submitting client id), turns the
-messages into the job's state, and coalesces: the database sees at most one write per
+messages into the job's state and timeline, and coalesces: the database sees at most one write per
 TRACKER_DB_INTERVAL and the browsers at most one broadcast per TRACKER_BROADCAST_INTERVAL,
 however fast ComfyUI reports. When the socket drops it reconnects and reconciles from /queue and
 /history, because ComfyUI does not replay what was sent in between.
@@ -13,29 +13,38 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 from jobs import services
-from jobs.comfyui_client import ComfySocket, ComfyUIClient, ComfyUIError, HistoryEntry, WsMessage, history_outputs
+from jobs.comfyui_client import (
+    ComfySocket,
+    ComfyUIClient,
+    ComfyUIError,
+    HistoryEntry,
+    PreviewFrame,
+    WsMessage,
+    history_outputs,
+)
 from jobs.failures import Failure, failure_from_execution_error, failure_from_interruption, failure_from_rejection
-from jobs.models import FailureCategory, Job, JobStatus
-from jobs.node_catalog import node_catalog
+from jobs.models import EventKind, FailureCategory, Job, JobEvent, JobStatus, NodeTiming
+from jobs.node_catalog import NodeCatalog, node_catalog
 from jobs.progress import JobProgress
+from monitoring import eta
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
-# A tracker that has not beaten for this long is presumed dead and its job may be claimed.
-STALE_AFTER = timedelta(seconds=20)
 # With no message for this long, ask /queue whether the prompt is still there.
 IDLE_RECONCILE_SECONDS = 10.0
 HISTORY_WAIT_SECONDS = 10.0
+DRAINING_RECHECK_SECONDS = 30.0
 
 
 class TrackingEnded(Exception):
-    """The job reached a final status; nothing more to follow."""
+    """The job reached a final status (or went back to the queue); nothing more to follow."""
 
 
 def tracker_client_id(job: Job) -> str:
@@ -48,11 +57,14 @@ def job_track(job_id: str) -> None:
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.is_final:
         return
+    if job.status == JobStatus.QUEUED and _must_wait(job):
+        return
     client_id = tracker_client_id(job)
     if not _claim_when_free(job, client_id):
         logger.info("job %s is followed by a live tracker; this delivery stops", job.id)
         return
-    tracker = JobTracker(job, services.backend_client(job.backend), client_id=client_id)
+    client = services.backend_client(job.backend)
+    tracker = JobTracker(job, client, client_id=client_id, catalog=node_catalog(job.backend, client))
     try:
         tracker.run()
     except TrackingEnded:
@@ -61,15 +73,30 @@ def job_track(job_id: str) -> None:
         tracker.close()
 
 
+def _must_wait(job: Job) -> bool:
+    """A retry before its backoff, or a job for a draining backend: put it back for later."""
+    from monitoring.models import Backend
+
+    delay = 0.0
+    if job.not_before and job.not_before > timezone.now():
+        delay = (job.not_before - timezone.now()).total_seconds()
+    elif Backend.objects.filter(name=job.backend, draining=True).exists():
+        delay = DRAINING_RECHECK_SECONDS
+    if delay:
+        services.job_enqueue(job, countdown=delay)
+    return bool(delay)
+
+
 def _claim_when_free(job: Job, client_id: str) -> bool:
     """Claim the job, waiting out a previous tracker whose heartbeat may still look fresh."""
     worker = socket.gethostname()
-    deadline = time.monotonic() + STALE_AFTER.total_seconds() + HEARTBEAT_SECONDS
+    stale_after = timedelta(seconds=settings.TRACKER_STALE_SECONDS)
+    deadline = time.monotonic() + settings.TRACKER_STALE_SECONDS + HEARTBEAT_SECONDS
     last_beat = job.heartbeat_at
     while True:
-        if services.job_claim(job, client_id=client_id, worker=worker, stale_after=STALE_AFTER):
+        if services.job_claim(job, client_id=client_id, worker=worker, stale_after=stale_after):
             return True
-        if job.is_final:
+        if job.is_final or job.status == JobStatus.QUEUED:
             return False
         if job.heartbeat_at != last_beat or time.monotonic() > deadline:
             return False  # someone else is beating: a live tracker follows this job
@@ -77,26 +104,37 @@ def _claim_when_free(job: Job, client_id: str) -> bool:
 
 
 class JobTracker:
-    def __init__(self, job: Job, client: ComfyUIClient, *, client_id: str) -> None:
+    def __init__(self, job: Job, client: ComfyUIClient, *, client_id: str, catalog: NodeCatalog) -> None:
         self.job = job
         self.client = client
         self.client_id = client_id
         self.socket: ComfySocket | None = None
         self.prompt_id = str(job.prompt_id)
-        display_names, output_classes = node_catalog(job.backend, client)
         self.progress = JobProgress(
             prompt_id=self.prompt_id,
             workflow=job.workflow,
-            display_names=display_names,
-            output_classes=output_classes,
+            display_names=catalog.display_names,
+            output_classes=catalog.output_classes,
+            categories=catalog.categories,
         )
+        self.estimates = eta.node_estimates(job.backend, job.workflow, self.progress.to_run)
+        self.progress.weights = eta.node_weights(self.estimates)
+        self.started_monotonic = time.monotonic()
         self.dirty = False
+        self.db_dirty = False
+        self.pending_events: list[JobEvent] = []
+        self.unsent_events: list[JobEvent] = []
+        self.pending_timings: list[NodeTiming] = []
+        self.node_started_at: dict[str, datetime] = {}
         self.last_db_write = 0.0
         self.last_broadcast = 0.0
         self.last_message = time.monotonic()
+        self.last_progress = time.monotonic()
         self.last_cancel_check = 0.0
+        self.last_step_sample = 0.0
+        self.last_preview = 0.0
         self.interrupt_sent_at: float | None = None
-        self.db_dirty = False
+        self.interrupt_reason: Failure | None = None
         self.messages = 0
         self.db_writes = 0
         self.broadcasts = 0
@@ -108,9 +146,14 @@ class JobTracker:
         where = self._locate_until_deadline()
         if where is None:
             # Not in ComfyUI: never submitted, or a previous delivery's prompt was lost with ComfyUI.
-            self._submit(resubmission=self.job.status != JobStatus.QUEUED)
+            if self.job.status != JobStatus.QUEUED:
+                from jobs.sweeps import lost_failure
+
+                self._fail(Failure(*lost_failure(self.job)))
+            self._submit()
         elif self.job.status == JobStatus.QUEUED:
             self._transition(JobStatus.SUBMITTED, expected=JobStatus.QUEUED)
+        services.job_attempt_open(self.job, worker=socket.gethostname())
         if where == "history":
             self._finish()
         self._follow()
@@ -159,8 +202,8 @@ class JobTracker:
                 self._beat_if_due()
                 time.sleep(1.0)
 
-    def _submit(self, *, resubmission: bool = False) -> None:
-        if not resubmission and not self._transition(JobStatus.SUBMITTED, expected=JobStatus.QUEUED):
+    def _submit(self) -> None:
+        if not self._transition(JobStatus.SUBMITTED, expected=JobStatus.QUEUED):
             raise TrackingEnded  # cancelled meanwhile, or another delivery submitted it
         deadline = time.monotonic() + settings.TRACKER_RECONNECT_SECONDS
         while True:
@@ -190,12 +233,16 @@ class JobTracker:
                 logger.warning("job %s: %s; reconnecting", self.job.id, exc)
                 self._reconnect()
                 continue
-            if isinstance(message, WsMessage):
+            if message is not None:
                 self.messages += 1
                 self.last_message = time.monotonic()
+            if isinstance(message, WsMessage):
                 self._apply(message)
+            elif isinstance(message, PreviewFrame):
+                self._keep_preview(message)
             self._flush_if_due()
             self._check_cancel_if_due()
+            self._check_stuck()
             if time.monotonic() - self.last_message > IDLE_RECONCILE_SECONDS:
                 self._reconcile()
 
@@ -203,14 +250,17 @@ class JobTracker:
         if not self.progress.apply(message):
             return
         self.dirty = True
+        self.last_progress = time.monotonic()
+        self.job.last_progress_at = timezone.now()
+        self._record_happenings()
+        self._sample_steps(message)
         if self.progress.started and self.job.status == JobStatus.SUBMITTED:
-            self._sync_progress_fields()
             self._transition(JobStatus.RUNNING, expected=JobStatus.SUBMITTED)
         if self.progress.ended:
             self._finish()
 
     def _wait_time(self) -> float:
-        if not self.dirty:
+        if not self.dirty and not self.unsent_events:
             return settings.COMFYUI_WS_TIMEOUT
         due = self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL - time.monotonic()
         return min(max(due, 0.005), settings.COMFYUI_WS_TIMEOUT)
@@ -238,6 +288,79 @@ class JobTracker:
                 )
             )
 
+    # --- the timeline ------------------------------------------------------------------------
+
+    def _event(self, kind: str, *, node_id: str = "", data: dict | None = None, at: datetime | None = None) -> None:
+        # The seq is given when the batch is stored (jobs.services.job_progress_save).
+        self.pending_events.append(
+            JobEvent(job=self.job, seq=0, kind=kind, at=at or timezone.now(), node_id=node_id, data=data or {})
+        )
+        self.db_dirty = True
+
+    def _record_happenings(self) -> None:
+        now = timezone.now()
+        for kind, node_id, data in self.progress.drain_happenings():
+            class_type = str(self.job.workflow.get(node_id, {}).get("class_type", ""))
+            if kind == "node_started":
+                self.node_started_at[node_id] = now
+                name = self.progress.display_names.get(class_type, class_type)
+                self._event(EventKind.NODE_STARTED, node_id=node_id, data={"class_type": class_type, "name": name}, at=now)
+            elif kind == "node_finished":
+                started = self.node_started_at.pop(node_id, None)
+                duration = (now - started).total_seconds() if started else None
+                self._event(
+                    EventKind.NODE_FINISHED,
+                    node_id=node_id,
+                    data={"class_type": class_type, "seconds": duration, "steps": data.get("steps")},
+                    at=now,
+                )
+                if started is not None:
+                    self._timing(node_id, class_type, started, now, data.get("steps"))
+            elif kind == "nodes_cached":
+                self._event(EventKind.NODES_CACHED, data=data, at=now)
+
+    def _timing(self, node_id: str, class_type: str, started: datetime, finished: datetime, steps: float | None) -> None:
+        self.pending_timings.append(
+            NodeTiming(
+                job=self.job,
+                attempt=self.job.attempt,
+                node_id=node_id,
+                class_type=class_type,
+                backend=self.job.backend,
+                fingerprint=self.job.fingerprint,
+                started_at=started,
+                finished_at=finished,
+                duration=(finished - started).total_seconds(),
+                steps=int(steps) if steps else None,
+            )
+        )
+
+    def _sample_steps(self, message: WsMessage) -> None:
+        # Steps arrive ~100 times a second; the timeline keeps a sample now and then.
+        if message.type != "progress" or self.progress.step_max is None:
+            return
+        now = time.monotonic()
+        final_step = self.progress.step_value == self.progress.step_max
+        if now - self.last_step_sample < settings.TRACKER_STEP_SAMPLE_SECONDS and not final_step:
+            return
+        self.last_step_sample = now
+        self._event(
+            EventKind.STEPS,
+            node_id=self.progress.current_node or "",
+            data={"value": self.progress.step_value, "max": self.progress.step_max},
+        )
+
+    def _keep_preview(self, frame: PreviewFrame) -> None:
+        # Type-1 frames name no prompt; on our own client id they can only be ours.
+        if frame.prompt_id not in (None, self.prompt_id):
+            return
+        now = time.monotonic()
+        if now - self.last_preview < settings.TRACKER_PREVIEW_INTERVAL:
+            return
+        self.last_preview = now
+        services.job_preview_store(self.job, frame.image, frame.media_type)
+        self.dirty = True
+
     # --- coalescing --------------------------------------------------------------------------
 
     def _sync_progress_fields(self) -> None:
@@ -245,28 +368,51 @@ class JobTracker:
         job.current_node_id = progress.current_node or ""
         job.current_node_class = progress.current_class
         job.current_node_name = progress.current_name
+        job.current_node_category = progress.current_category
         job.step_value = progress.step_value
         job.step_max = progress.step_max
         job.nodes_total = progress.nodes_total
         job.nodes_done = progress.nodes_done
         job.cached_nodes = sorted(progress.cached)
         job.progress = progress.fraction
+        job.eta_finish_at = self._eta_finish_at()
+
+    def _eta_finish_at(self) -> datetime | None:
+        current = self.progress.current_node
+        started = self.node_started_at.get(current) if current else None
+        remaining = eta.remaining_seconds(
+            self.estimates,
+            to_run=self.progress.to_run,
+            done=self.progress.done,
+            cached=self.progress.cached,
+            current_node=current,
+            step_value=self.progress.step_value,
+            step_max=self.progress.step_max,
+            current_started_seconds_ago=(timezone.now() - started).total_seconds() if started else None,
+        )
+        return timezone.now() + timedelta(seconds=remaining) if remaining is not None else None
 
     def _flush_if_due(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if self.dirty and (force or now - self.last_broadcast >= settings.TRACKER_BROADCAST_INTERVAL):
+        if (self.db_dirty or self.dirty) and (force or now - self.last_db_write >= settings.TRACKER_DB_INTERVAL):
             self._sync_progress_fields()
-            self.job.seq += 1
-            services.job_broadcast_now(self.job)
-            self.broadcasts += 1
-            self.last_broadcast = now
-            self.dirty = False
-            self.db_dirty = True
-        if self.db_dirty and (force or now - self.last_db_write >= settings.TRACKER_DB_INTERVAL):
-            services.job_progress_save(self.job)
+            # Events reach browsers only once stored, so a client that reconnects with the last
+            # seq it saw can always fetch what it missed.
+            if services.job_progress_save(self.job, self.pending_events, self.pending_timings):
+                self.unsent_events.extend(self.pending_events)
+            self.pending_events, self.pending_timings = [], []
             self.db_writes += 1
             self.last_db_write = now
             self.db_dirty = False
+        if (self.dirty or self.unsent_events) and (force or now - self.last_broadcast >= settings.TRACKER_BROADCAST_INTERVAL):
+            self._sync_progress_fields()
+            self.job.version = services.next_version(self.job)
+            self.db_dirty = True  # the stored version must catch up
+            services.job_broadcast_now(self.job, self.unsent_events)
+            self.unsent_events = []
+            self.broadcasts += 1
+            self.last_broadcast = now
+            self.dirty = False
         self._beat_if_due()
 
     def _beat_if_due(self) -> None:
@@ -276,7 +422,7 @@ class JobTracker:
             self.db_writes += 1
             self.last_db_write = now
 
-    # --- cancel ------------------------------------------------------------------------------
+    # --- cancel, stuck, timeout -----------------------------------------------------------------
 
     def _check_cancel_if_due(self) -> None:
         now = time.monotonic()
@@ -285,19 +431,48 @@ class JobTracker:
         self.last_cancel_check = now
         if not services.job_cancel_requested(self.job):
             return
+        self._stop_prompt(reason=None)
+
+    def _stop_prompt(self, reason: Failure | None) -> None:
+        """Remove a waiting prompt, interrupt a running one. `reason` None means a user's cancel."""
+        now = time.monotonic()
         if self.interrupt_sent_at is not None and now - self.interrupt_sent_at < 5.0:
             return
+        self.interrupt_reason = reason
         try:
             where = self.client.queue().position(self.prompt_id)
             if where == "pending":
                 # /interrupt only stops a running prompt; a waiting one is deleted from the queue.
                 self.client.delete_from_queue([self.prompt_id])
-                self._close(JobStatus.CANCELLED)
+                if reason is None:
+                    self._close(JobStatus.CANCELLED)
+                self._fail(reason)
             elif where == "running":
                 self.client.interrupt(self.prompt_id)
                 self.interrupt_sent_at = now
         except ComfyUIError as exc:
-            logger.warning("job %s: cancel could not reach ComfyUI: %s", self.job.id, exc)
+            logger.warning("job %s: could not stop the prompt: %s", self.job.id, exc)
+
+    def _check_stuck(self) -> None:
+        now = time.monotonic()
+        if self.interrupt_sent_at is not None:
+            return
+        if now - self.started_monotonic > settings.JOB_MAX_SECONDS:
+            self._stop_prompt(
+                Failure(FailureCategory.TIMED_OUT, f"ran longer than the maximum of {settings.JOB_MAX_SECONDS}s")
+            )
+            return
+        silent = now - self.last_progress
+        if self.job.status == JobStatus.RUNNING and silent > self._stuck_threshold():
+            node = self.progress.current_name or self.progress.current_node or "?"
+            self._stop_prompt(
+                Failure(FailureCategory.STUCK, f"no progress for {silent:.0f}s in {node}", {"node_id": self.progress.current_node})
+            )
+
+    def _stuck_threshold(self) -> float:
+        expected = self.estimates.get(self.progress.current_node or "")
+        usual = expected.seconds if expected is not None and expected.samples else 0.0
+        return max(settings.JOB_STUCK_FLOOR_SECONDS, settings.JOB_STUCK_FACTOR * usual)
 
     # --- ending ------------------------------------------------------------------------------
 
@@ -310,6 +485,8 @@ class JobTracker:
             self._store_outputs(entry)
             self._close(JobStatus.COMPLETED)
         if outcome == "interrupted":
+            if self.interrupt_reason is not None:
+                self._fail(self.interrupt_reason)
             if services.job_cancel_requested(self.job):
                 self._close(JobStatus.CANCELLED)
             data = self.progress.error or (entry.message("execution_interrupted") if entry else None) or {}
@@ -335,7 +512,7 @@ class JobTracker:
             self._fail(Failure(FailureCategory.OUTPUT_MISSING, "ComfyUI kept no history for the finished prompt"))
         for output in history_outputs(entry):
             try:
-                services.job_output_store(self.job, self.client, output)
+                stored = services.job_output_store(self.job, self.client, output)
             except ComfyUIError as exc:
                 self._fail(
                     Failure(
@@ -344,31 +521,40 @@ class JobTracker:
                         {"node_id": output.node_id, "filename": output.filename},
                     )
                 )
+            self._event(
+                EventKind.OUTPUT,
+                node_id=output.node_id,
+                data={"output_id": stored.pk, "filename": output.filename, "media_type": stored.media_type},
+            )
 
     def _transition(self, status: str, *, expected: str) -> bool:
+        self._flush_if_due(force=True)
         self._sync_progress_fields()
         moved = services.job_transition(self.job, status, expected=expected, **services.progress_values(self.job))
         if moved:
             self.db_writes += 1
             self.broadcasts += 1
-            self.db_dirty = False
-            self.last_broadcast = time.monotonic()
-            self.dirty = False
-        elif self.job.is_final:
+            self.last_broadcast = self.last_db_write = time.monotonic()
+            self.dirty = self.db_dirty = False
+        elif self.job.is_final or self.job.status == JobStatus.QUEUED:
             raise TrackingEnded
         return moved
 
     def _close(self, status: str) -> None:
         self._flush_if_due(force=True)
         if not self.job.is_final:
-            self._transition(status, expected=self.job.status)
+            self._sync_progress_fields()
+            services.job_close(self.job, status, **services.progress_values(self.job))
         raise TrackingEnded
 
     def _fail(self, failure: Failure) -> None:
         self._flush_if_due(force=True)
         if not self.job.is_final:
+            self._event(EventKind.ERROR, node_id=str(failure.details.get("node_id") or ""),
+                        data={"category": failure.category, "message": failure.message[:2000]})
+            self._flush_if_due(force=True)
             services.job_fail(self.job, failure.category, failure.message, failure.details)
-        logger.info("job %s failed: %s: %s", self.job.id, failure.category, failure.message)
+        logger.info("job %s attempt failed: %s: %s", self.job.id, failure.category, failure.message)
         raise TrackingEnded
 
 

@@ -21,6 +21,22 @@ from tests.factories import UserFactory
 
 pytest_plugins = ["tests.simulator_process"]
 
+# Test runs share the machine's Redis with each other and with a running system: give this run
+# its own Celery keys and channel-layer prefix (the worker processes inherit the environment).
+RUN_PREFIX = f"test-{os.getpid()}-"
+os.environ["CELERY_KEY_PREFIX"] = RUN_PREFIX
+os.environ["CHANNEL_LAYER_PREFIX"] = f"{RUN_PREFIX}asgi"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_redis_keys() -> None:
+    from django.conf import settings
+
+    from anime_production.celery import app
+
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": RUN_PREFIX}
+    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{RUN_PREFIX}asgi"
+
 REPO = Path(__file__).resolve().parents[1]
 TRACES_DIR = REPO.parent / "shared" / "comfyui-traces"
 ARTIFACTS = REPO / "test-artifacts"

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -305,4 +306,62 @@ def http_exchange(
         decoded = response.text
     log.append("http", method=method, path=path, request=body, status=response.status_code, response=decoded)
     return response
+
+
+class SimulatorClient:
+    """A client as the product's tracker is one: one clientId, its socket, HTTP calls, all recorded."""
+
+    def __init__(self, sim: SimulatorProcess, client_id: str | None = None) -> None:
+        self.sim = sim
+        self.log = EventLog()
+        self.client_id = client_id or str(uuid.uuid4())
+        self.socket = RecordingSocket(sim.url, self.client_id, self.log)
+
+    def connect(self) -> None:
+        self.socket.connect()
+        self.log.wait_for(ws_message("status", sid=self.client_id))
+
+    def negotiate_preview_metadata(self) -> None:
+        mark = len(self.log.events)
+        self.socket.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+        self.log.wait_for(ws_message("feature_flags"), after=mark)
+
+    def drop_socket(self) -> None:
+        self.socket.close()
+        self.log.append("ws_closed_by_client")
+
+    def reconnect(self) -> None:
+        mark = len(self.log.events)
+        self.log.append("ws_reconnected")
+        self.socket.connect()
+        self.log.wait_for(ws_message("status", sid=self.client_id), after=mark)
+
+    def http(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+        """The decoded JSON answer (None for non-JSON answers and refused connections)."""
+        response = http_exchange(self.log, self.sim.url, method, path, body, raw)
+        if response is None or response.headers.get("Content-Type", "").split(";")[0] != "application/json":
+            return None
+        return response.json()
+
+    def submit(self, request: dict[str, Any]) -> str:
+        """POST /prompt with this client's id; `request` holds "prompt" and optional fields."""
+        answer = self.http("POST", "/prompt", {**request, "client_id": self.client_id})
+        if not answer or "prompt_id" not in answer:
+            raise AssertionError(f"prompt rejected: {answer}")
+        return str(answer["prompt_id"])
+
+    def wait_progress(self, prompt_id: str, count: int, timeout: float = 15.0) -> None:
+        def enough(event: dict[str, Any]) -> bool:
+            return self.log.count(ws_message("progress", prompt_id=prompt_id)) >= count
+
+        self.log.wait_for(enough, timeout=timeout)
+
+    def wait_finished(self, prompt_id: str, timeout: float = 30.0) -> None:
+        """Until `executing {node: null}` for the prompt: ComfyUI's end-of-prompt marker."""
+        self.log.wait_for(ws_message("executing", node=None, prompt_id=prompt_id), timeout=timeout)
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Stop listening, without recording a client-side close; returns everything recorded."""
+        self.socket.close()
+        return self.log.events
 

@@ -79,22 +79,27 @@ def test_websocket_subscriber_sees_snapshot_node_progress_and_final_state(live, 
 
     async def watch():
         ws = WebsocketCommunicator(
-            application, f"/ws/jobs/{job['id']}/?token={token}", headers=[(b"origin", b"http://localhost:8000")]
+            application, f"/ws/jobs/{job['id']}/?token={token}&after=0", headers=[(b"origin", b"http://localhost:8000")]
         )
         connected, _ = await ws.connect()
         assert connected
         seen = []
-        while not seen or seen[-1]["job"]["status"] not in FINAL:
+        while not seen or (seen[-1]["job"] or {}).get("status") not in FINAL:
             seen.append(await ws.receive_json_from(timeout=30))
         await ws.disconnect()
         return seen
 
     seen = async_to_sync(watch)()
     assert seen[0]["type"] == "snapshot"
-    updates = [m["job"] for m in seen[1:]]
     assert all(m["type"] == "update" for m in seen[1:])
-    seqs = [seen[0]["job"]["seq"]] + [u["seq"] for u in updates]
-    assert seqs == sorted(set(seqs)), "updates out of order or repeated"
+    updates = [m["job"] for m in seen[1:] if m["job"]]
+    versions = [seen[0]["job"]["version"]] + [u["version"] for u in updates]
+    assert versions == sorted(versions), "states out of order"
+    timeline = [e for m in seen for e in m["events"]]
+    seqs = [e["seq"] for e in timeline]
+    assert seqs == sorted(set(seqs)), "timeline events out of order or repeated"
+    assert ("node_started", "2") in [(e["kind"], e["node_id"]) for e in timeline]
+    assert [e["data"]["to"] for e in timeline if e["kind"] == "status"][-2:] == ["running", "completed"]
     sleeping = [u for u in updates if u["current_node"] and u["current_node"]["id"] == "2" and u["step"]]
     assert sleeping, "no step progress for the sleeping node"
     assert all(u["current_node"]["name"] == display_name for u in sleeping)

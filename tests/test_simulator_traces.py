@@ -21,15 +21,14 @@ import difflib
 import json
 import re
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.simulator_process import EventLog, RecordingSocket, SimulatorProcess, http_exchange, ws_message
+from tests.simulator_process import SimulatorClient, SimulatorProcess
 
 TRACES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui-traces"
 
@@ -214,60 +213,7 @@ class Trace:
         raise LookupError(prompt_id)
 
 
-class TraceClient:
-    """A client doing what the recorded client did, recording what it sees."""
-
-    def __init__(self, sim: SimulatorProcess) -> None:
-        self.sim = sim
-        self.log = EventLog()
-        self.client_id = str(uuid.uuid4())
-        self.socket = RecordingSocket(sim.url, self.client_id, self.log)
-
-    def connect(self) -> None:
-        self.socket.connect()
-        self.log.wait_for(ws_message("status", sid=self.client_id))
-
-    def negotiate_preview_metadata(self) -> None:
-        mark = len(self.log.events)
-        self.socket.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
-        self.log.wait_for(ws_message("feature_flags"), after=mark)
-
-    def drop_socket(self) -> None:
-        self.socket.close()
-        self.log.append("ws_closed_by_client")
-
-    def reconnect(self) -> None:
-        mark = len(self.log.events)
-        self.log.append("ws_reconnected")
-        self.socket.connect()
-        self.log.wait_for(ws_message("status", sid=self.client_id), after=mark)
-
-    def http(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
-        response = http_exchange(self.log, self.sim.url, method, path, body, raw)
-        if response is None or response.headers.get("Content-Type", "").split(";")[0] != "application/json":
-            return None
-        return response.json()
-
-    def submit(self, request: dict[str, Any]) -> str:
-        answer = self.http("POST", "/prompt", {**request, "client_id": self.client_id})
-        return str(answer["prompt_id"])
-
-    def wait_progress(self, prompt_id: str, count: int) -> None:
-        def enough(event: dict[str, Any]) -> bool:
-            return self.log.count(ws_message("progress", prompt_id=prompt_id)) >= count
-
-        self.log.wait_for(enough, timeout=15)
-
-    def wait_finished(self, prompt_id: str) -> None:
-        self.log.wait_for(ws_message("executing", node=None, prompt_id=prompt_id), timeout=30)
-
-    def finish(self) -> Events:
-        # Stop listening without recording a client-side close: the traces end without one.
-        self.socket.close()
-        return self.log.events
-
-
-def replay_runs_and_reads(trace: Trace, client: TraceClient, reads: Sequence[str]) -> None:
+def replay_runs_and_reads(trace: Trace, client: SimulatorClient, reads: Sequence[str]) -> None:
     """Submit each recorded prompt, wait for it to end, then make the recorded GETs."""
     prompt_id = ""
     for request in trace.prompt_requests():
@@ -278,43 +224,43 @@ def replay_runs_and_reads(trace: Trace, client: TraceClient, reads: Sequence[str
         client.http("GET", path.format(id=prompt_id))
 
 
-def replay_success(trace: Trace, client: TraceClient) -> None:
+def replay_success(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     replay_runs_and_reads(trace, client, ["/history/{id}", "/api/jobs/{id}", "/queue"])
 
 
-def replay_cached(trace: Trace, client: TraceClient) -> None:
+def replay_cached(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     replay_runs_and_reads(trace, client, ["/history/{id}"])
 
 
-def replay_node_error(trace: Trace, client: TraceClient) -> None:
+def replay_node_error(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     replay_runs_and_reads(trace, client, ["/history/{id}", "/api/jobs/{id}"])
 
 
-def replay_oom(trace: Trace, client: TraceClient) -> None:
+def replay_oom(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     replay_runs_and_reads(trace, client, ["/history/{id}"])
 
 
-def replay_expansion(trace: Trace, client: TraceClient) -> None:
+def replay_expansion(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     replay_runs_and_reads(trace, client, ["/history/{id}"])
 
 
-def replay_preview(trace: Trace, client: TraceClient) -> None:
+def replay_preview(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     replay_runs_and_reads(trace, client, [])
 
 
-def replay_preview_metadata(trace: Trace, client: TraceClient) -> None:
+def replay_preview_metadata(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     client.negotiate_preview_metadata()
     replay_runs_and_reads(trace, client, [])
 
 
-def replay_rejected_posts(trace: Trace, client: TraceClient) -> None:
+def replay_rejected_posts(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     for request in trace.prompt_requests():
         if request is None:
@@ -323,7 +269,7 @@ def replay_rejected_posts(trace: Trace, client: TraceClient) -> None:
             client.http("POST", "/prompt", {**request, "client_id": client.client_id})
 
 
-def replay_interrupt(trace: Trace, client: TraceClient) -> None:
+def replay_interrupt(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     (request,) = trace.prompt_requests()
     assert request is not None
@@ -334,7 +280,7 @@ def replay_interrupt(trace: Trace, client: TraceClient) -> None:
     client.http("GET", f"/history/{prompt_id}")
 
 
-def replay_queue(trace: Trace, client: TraceClient) -> None:
+def replay_queue(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     first, second, third = trace.prompt_requests()
     assert first and second and third
@@ -350,7 +296,7 @@ def replay_queue(trace: Trace, client: TraceClient) -> None:
     client.http("GET", "/history?max_items=2")
 
 
-def replay_reconnect(trace: Trace, client: TraceClient) -> None:
+def replay_reconnect(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     prompt_id = trace.prompt_posts()[0]["response"]["prompt_id"]
     submitted = client.submit({"prompt": trace.submitted_prompt(prompt_id), "prompt_id": prompt_id})
@@ -363,7 +309,7 @@ def replay_reconnect(trace: Trace, client: TraceClient) -> None:
     client.http("GET", f"/history/{prompt_id}")
 
 
-def replay_restart(trace: Trace, client: TraceClient) -> None:
+def replay_restart(trace: Trace, client: SimulatorClient) -> None:
     client.connect()
     (request,) = trace.prompt_requests()
     assert request is not None
@@ -384,7 +330,7 @@ def replay_restart(trace: Trace, client: TraceClient) -> None:
 
 @dataclass(frozen=True)
 class Scenario:
-    replay: Callable[[Trace, TraceClient], None]
+    replay: Callable[[Trace, SimulatorClient], None]
     simulator_args: tuple[str, ...] = ()
     # restart.jsonl kept only every 25th progress message, so progress cannot be compared there.
     drop_progress: bool = False
@@ -421,7 +367,7 @@ def test_simulator_matches_recorded_trace(name: str, comfyui_sim: SimulatorProce
     if scenario.simulator_args:
         comfyui_sim.extra_args = list(scenario.simulator_args)
         comfyui_sim.restart()
-    client = TraceClient(comfyui_sim)
+    client = SimulatorClient(comfyui_sim)
     scenario.replay(trace, client)
     recorded = client.finish()
 

@@ -49,7 +49,11 @@ def test_subscriber_gets_snapshot_then_updates_in_order():
 
     snapshot, first, second = async_to_sync(scenario)()
     assert [first["job"]["status"], second["job"]["status"]] == ["submitted", "running"]
-    assert snapshot["job"]["seq"] < first["job"]["seq"] < second["job"]["seq"]
+    assert snapshot["job"]["version"] < first["job"]["version"] < second["job"]["version"]
+    # Each status change is on the timeline, in order, and reaches the subscriber with it.
+    kinds = [(e["kind"], e["data"]["to"]) for e in first["events"] + second["events"]]
+    assert kinds == [("status", "submitted"), ("status", "running")]
+    assert first["events"][0]["seq"] < second["events"][0]["seq"]
 
 
 def test_stale_update_is_not_relayed_after_a_newer_snapshot():
@@ -61,7 +65,7 @@ def test_stale_update_is_not_relayed_after_a_newer_snapshot():
         ws = communicator(f"/ws/jobs/{job.id}/?token={token}")
         await ws.connect()
         snapshot = await ws.receive_json_from(timeout=5)
-        stale = dict(snapshot["job"], status="queued", seq=snapshot["job"]["seq"] - 1)
+        stale = dict(snapshot["job"], status="queued", version=snapshot["job"]["version"] - 1)
         # As if a delayed broadcast arrived after the snapshot.
         await get_channel_layer().group_send(job_group(job.id), {"type": "job.state", "job": stale})
         nothing = await ws.receive_nothing(timeout=0.3)
@@ -114,8 +118,8 @@ def test_refused_subscriptions(case):
 
 def test_job_list_stream_shows_only_the_users_jobs():
     user = UserFactory()
-    mine = JobFactory(user=user)
     theirs = JobFactory()
+    mine = JobFactory(user=user)
     token = token_for(user)
 
     async def scenario():
@@ -124,15 +128,19 @@ def test_job_list_stream_shows_only_the_users_jobs():
         snapshot = await ws.receive_json_from(timeout=5)
         await database_sync_to_async(services.job_transition)(theirs, JobStatus.SUBMITTED)
         await database_sync_to_async(services.job_transition)(mine, JobStatus.SUBMITTED)
-        update = await ws.receive_json_from(timeout=5)
+        updates = [await ws.receive_json_from(timeout=5)]
+        while updates[-1]["job"]["status"] != "submitted":
+            updates.append(await ws.receive_json_from(timeout=5))
         more = await ws.receive_nothing(timeout=0.3)
         await ws.disconnect()
-        return snapshot, update, more
+        return snapshot, updates, more
 
-    snapshot, update, more = async_to_sync(scenario)()
-    assert [j["id"] for j in snapshot["jobs"]] == [str(mine.id)]
-    assert update["job"]["id"] == str(mine.id) and update["job"]["status"] == "submitted"
-    assert more, "another user's job leaked into the stream"
+    snapshot, updates, more = async_to_sync(scenario)()
+    assert [(j["id"], j["queue_position"]) for j in snapshot["jobs"]] == [(str(mine.id), 2)]
+    assert {u["job"]["id"] for u in updates} == {str(mine.id)}, "another user's job leaked into the stream"
+    # When the other job left the queue, mine moved up: the stream said so.
+    assert [u["job"]["queue_position"] for u in updates] == [1, None]
+    assert more
 
 
 def test_idle_socket_survives_past_the_redis_read_timeout():

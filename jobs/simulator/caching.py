@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .graph import DynamicPrompt, is_link
-from .nodes import NodeRegistry
+from .node_registry import NodeRegistry
 
 
 @dataclass

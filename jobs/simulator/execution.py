@@ -22,7 +22,8 @@ from typing import Any
 from .caching import CacheEntry, OutputCache
 from .device import DeviceMemory
 from .graph import DynamicPrompt, ExecutionList, is_link
-from .nodes import Node, NodeRegistry, NodeReturn, OutOfMemoryError
+from .node_registry import NodeRegistry
+from .nodes import Node, NodeReturn, OutOfMemoryError
 from .options import SimulatorOptions
 from .progress import Preview, ProgressBar, ProgressRegistry
 from .prompt_queue import ExecutionStatus, PromptQueue
@@ -272,8 +273,8 @@ class PromptExecutor:
                 },
                 self.hub.client_id,
             )
-            if cached.ui is not None:
-                run.ui_outputs[unique_id] = cached.ui
+        if cached.ui is not None:
+            run.ui_outputs[unique_id] = cached.ui
         run.progress.finish_progress(unique_id)
         run.results[unique_id] = cached
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .nodes import NodeRegistry
+    from .node_registry import NodeRegistry
 
 
 def is_link(value: Any) -> bool:

@@ -1,9 +1,9 @@
-"""The node classes the simulator knows, declared as ComfyUI declares them.
+"""ComfyUI's core nodes as the simulator runs them, declared as ComfyUI declares them.
 
-Input declarations, return types, categories and display names follow ComfyUI 0.8 (core nodes)
-and its execution test pack (TestSleep & co), because clients read them from `/object_info` and
-validation errors quote them back (`input_config`). The work itself is fake: cost comes from
-sleeps and sampler steps, images are solid colours, but files written are real PNG/WEBP.
+Input declarations, return types, categories and display names follow ComfyUI 0.8, because
+clients read them from `/object_info` and validation errors quote them back (`input_config`).
+The work itself is fake: cost comes from sampler steps, images are solid colours, but the files
+written are real PNG/WEBP.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ import asyncio
 import io
 import json
 import random
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -22,19 +19,10 @@ from PIL import Image, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
 from .device import DeviceMemory
-from .graph import GraphBuilder
 from .options import SimulatorOptions
 from .output_files import get_save_image_path
 from .progress import Preview, ProgressBar
-from .tensors import (
-    Conditioning,
-    ImageBatch,
-    Latent,
-    ModelHandle,
-    average_colour,
-    colour_from_int,
-    colour_from_text,
-)
+from .tensors import Conditioning, ImageBatch, Latent, ModelHandle, colour_from_int
 
 MAX_RESOLUTION = 16384
 MAX_PREVIEW_RESOLUTION = 512
@@ -96,14 +84,14 @@ class Node:
         raise NotImplementedError
 
 
-def _encode(image: Image.Image, image_format: str = "JPEG") -> Preview:
+def encode_preview(image: Image.Image, image_format: str = "JPEG") -> Preview:
     image = ImageOps.contain(image, (MAX_PREVIEW_RESOLUTION, MAX_PREVIEW_RESOLUTION), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     image.save(buffer, format=image_format, quality=95, compress_level=1)
     return Preview(image_format, buffer.getvalue())
 
 
-def _blend(start: tuple[int, int, int], end: tuple[int, int, int], fraction: float) -> tuple[int, int, int]:
+def blend(start: tuple[int, int, int], end: tuple[int, int, int], fraction: float) -> tuple[int, int, int]:
     return (
         round(start[0] + (end[0] - start[0]) * fraction),
         round(start[1] + (end[1] - start[1]) * fraction),
@@ -235,9 +223,9 @@ class KSampler(Node):
             await asyncio.sleep(ctx.options.step_seconds)
             preview = None
             if ctx.options.previews:
-                colour = _blend((128, 128, 128), final, (step + 1) / steps)
+                colour = blend((128, 128, 128), final, (step + 1) / steps)
                 frame = Image.new("RGB", (latent_image.width, latent_image.height), colour)
-                preview = await asyncio.to_thread(_encode, frame)
+                preview = await asyncio.to_thread(encode_preview, frame)
             # The sampler callback fires after each step, so values run 1..steps.
             pbar.update_absolute(step + 1, steps, preview)
         return (result,)
@@ -392,226 +380,3 @@ class SaveAnimatedWEBP(Node):
             method=self.METHODS.get(method, 4),
         )
         return {"filename": file, "subfolder": path.subfolder, "type": "output"}
-
-
-# --- ComfyUI's execution test pack and the probe nodes used in the recorded traces ---------------
-
-
-class TestSleep(Node):
-    RETURN_TYPES = (ANY,)
-    IS_ASYNC = True
-    CATEGORY = "_for_testing"
-    DISPLAY_NAME = "Test Sleep"
-    PYTHON_MODULE = "custom_nodes.testing-pack"
-
-    @classmethod
-    def input_types(cls, options: SimulatorOptions) -> dict[str, dict[str, Any]]:
-        return {
-            "required": {
-                "value": (ANY, {}),
-                "seconds": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 9999.0, "step": 0.01, "tooltip": "The amount of seconds to sleep."}),
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }  # fmt: skip
-
-    async def execute(self, ctx: NodeContext, value: Any, seconds: float, **_: Any) -> NodeReturn:
-        pbar = ctx.progress_bar(seconds)
-        start = time.time()
-        expiration = start + seconds
-        now = start
-        while now < expiration:
-            now = time.time()
-            pbar.update_absolute(now - start)
-            await asyncio.sleep(0.01)
-        return (value,)
-
-
-class TestParallelSleep(Node):
-    RETURN_TYPES = ("IMAGE",)
-    OUTPUT_NODE = True
-    CATEGORY = "_for_testing"
-    DISPLAY_NAME = "Test Parallel Sleep"
-    PYTHON_MODULE = "custom_nodes.testing-pack"
-
-    @classmethod
-    def input_types(cls, options: SimulatorOptions) -> dict[str, dict[str, Any]]:
-        sleep = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})
-        return {
-            "required": {
-                "image1": ("IMAGE",),
-                "image2": ("IMAGE",),
-                "image3": ("IMAGE",),
-                "sleep1": sleep,
-                "sleep2": sleep,
-                "sleep3": sleep,
-            },
-            "hidden": {"unique_id": "UNIQUE_ID"},
-        }
-
-    async def execute(
-        self,
-        ctx: NodeContext,
-        image1: ImageBatch,
-        image2: ImageBatch,
-        image3: ImageBatch,
-        sleep1: float,
-        sleep2: float,
-        sleep3: float,
-        **_: Any,
-    ) -> NodeReturn:
-        # Expands into three TestSleep nodes and an average, run as a subgraph of this node.
-        graph = GraphBuilder(prefix=f"{ctx.unique_id}.0.0.")
-        sleep_node1 = graph.node("TestSleep", value=image1, seconds=sleep1)
-        sleep_node2 = graph.node("TestSleep", value=image2, seconds=sleep2)
-        sleep_node3 = graph.node("TestSleep", value=image3, seconds=sleep3)
-        blend = graph.node(
-            "TestVariadicAverage",
-            input1=graph.out(sleep_node1),
-            input2=graph.out(sleep_node2),
-            input3=graph.out(sleep_node3),
-        )
-        return {"result": (graph.out(blend),), "expand": graph.finalize()}
-
-
-class TestVariadicAverage(Node):
-    RETURN_TYPES = ("IMAGE",)
-    CATEGORY = "_for_testing"
-    DISPLAY_NAME = "Variadic Average"
-    PYTHON_MODULE = "custom_nodes.testing-pack"
-
-    @classmethod
-    def input_types(cls, options: SimulatorOptions) -> dict[str, dict[str, Any]]:
-        return {"required": {"input1": ("IMAGE",)}}
-
-    async def execute(self, ctx: NodeContext, input1: ImageBatch, **more: Any) -> NodeReturn:
-        inputs = [input1]
-        while f"input{len(inputs) + 1}" in more:
-            inputs.append(more[f"input{len(inputs) + 1}"])
-        frames = tuple(average_colour([batch.frames[0] for batch in inputs]) for _ in range(input1.batch_size))
-        return (ImageBatch(input1.width, input1.height, frames),)
-
-
-class TestSyncError(Node):
-    RETURN_TYPES = (ANY,)
-    CATEGORY = "_for_testing/async"
-    DISPLAY_NAME = "Test Sync Error"
-    PYTHON_MODULE = "custom_nodes.testing-pack"
-
-    @classmethod
-    def input_types(cls, options: SimulatorOptions) -> dict[str, dict[str, Any]]:
-        return {"required": {"value": (ANY, {})}}
-
-    async def execute(self, ctx: NodeContext, value: Any, **_: Any) -> NodeReturn:
-        raise RuntimeError("Intentional sync execution error for testing")
-
-
-class ProbeRaiseOOM(Node):
-    RETURN_TYPES = ("IMAGE",)
-    CATEGORY = "_for_testing"
-    PYTHON_MODULE = "custom_nodes.probe_nodes"
-
-    @classmethod
-    def input_types(cls, options: SimulatorOptions) -> dict[str, dict[str, Any]]:
-        return {"required": {"value": (ANY, {})}}
-
-    async def execute(self, ctx: NodeContext, value: Any, **_: Any) -> NodeReturn:
-        raise OutOfMemoryError(
-            "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.64 GiB of which "
-            "1.02 GiB is free."
-        )
-
-
-class ProbePreviewSampler(Node):
-    RETURN_TYPES = ("IMAGE",)
-    CATEGORY = "_for_testing"
-    PYTHON_MODULE = "custom_nodes.probe_nodes"
-
-    @classmethod
-    def input_types(cls, options: SimulatorOptions) -> dict[str, dict[str, Any]]:
-        return {
-            "required": {
-                "image": ("IMAGE",),
-                "steps": ("INT", {"default": 6, "min": 1, "max": 1000}),
-                "seconds_per_step": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 60.0, "step": 0.01}),
-            }
-        }
-
-    async def execute(
-        self, ctx: NodeContext, image: ImageBatch, steps: int, seconds_per_step: float, **_: Any
-    ) -> NodeReturn:
-        pbar = ctx.progress_bar(steps)
-        target = image.frames[0]
-        for step in range(steps):
-            await asyncio.sleep(seconds_per_step)
-            colour = _blend(colour_from_text(f"{ctx.unique_id}:{steps}"), target, (step + 1) / steps)
-            preview = await asyncio.to_thread(
-                _encode, Image.new("RGB", (MAX_PREVIEW_RESOLUTION, MAX_PREVIEW_RESOLUTION), colour)
-            )
-            pbar.update_absolute(step + 1, steps, preview)
-        return (image,)
-
-
-@dataclass
-class NodeRegistry:
-    """NODE_CLASS_MAPPINGS plus the `/object_info` view of it, for one simulator configuration."""
-
-    options: SimulatorOptions
-    classes: dict[str, type[Node]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.classes:
-            self.classes = {cls.__name__: cls for cls in ALL_NODES}
-
-    def __contains__(self, class_type: object) -> bool:
-        return class_type in self.classes
-
-    def __getitem__(self, class_type: str) -> type[Node]:
-        return self.classes[class_type]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.classes)
-
-    def get(self, class_type: str) -> type[Node] | None:
-        return self.classes.get(class_type)
-
-    def input_types(self, class_type: str) -> dict[str, dict[str, Any]]:
-        return self.classes[class_type].input_types(self.options)
-
-    def object_info(self, class_type: str) -> dict[str, Any]:
-        cls = self.classes[class_type]
-        inputs = cls.input_types(self.options)
-        info: dict[str, Any] = {
-            "input": inputs,
-            "input_order": {category: list(values.keys()) for category, values in inputs.items()},
-            "output": list(cls.RETURN_TYPES),
-            "output_is_list": [False] * len(cls.RETURN_TYPES),
-            "output_name": list(cls.RETURN_NAMES or cls.RETURN_TYPES),
-            "name": class_type,
-            "display_name": cls.DISPLAY_NAME or class_type,
-            "description": cls.DESCRIPTION,
-            "python_module": cls.PYTHON_MODULE,
-            "category": cls.CATEGORY,
-            "output_node": cls.OUTPUT_NODE,
-        }
-        if cls.OUTPUT_TOOLTIPS is not None:
-            info["output_tooltips"] = list(cls.OUTPUT_TOOLTIPS)
-        return info
-
-
-ALL_NODES: tuple[type[Node], ...] = (
-    CheckpointLoaderSimple,
-    CLIPTextEncode,
-    EmptyLatentImage,
-    KSampler,
-    VAEDecode,
-    SaveImage,
-    PreviewImage,
-    EmptyImage,
-    SaveAnimatedWEBP,
-    TestSleep,
-    TestParallelSleep,
-    TestVariadicAverage,
-    TestSyncError,
-    ProbeRaiseOOM,
-    ProbePreviewSampler,
-)

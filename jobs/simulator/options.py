@@ -30,6 +30,10 @@ class SimulatorOptions:
     vram_total_gb: float = 24.0
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        # Path checks (saving, /view) compare absolute paths, as ComfyUI's folder_paths does.
+        object.__setattr__(self, "output_dir", Path(self.output_dir).resolve())
+
     @property
     def input_dir(self) -> Path:
         # ComfyUI keeps input/, output/ and temp/ side by side.
@@ -76,7 +80,7 @@ def options_from_arguments(arguments: Mapping[str, Any]) -> SimulatorOptions:
     return SimulatorOptions(
         host=arguments.get("host") or SimulatorOptions.host,
         port=int(arguments.get("port") or SimulatorOptions.port),
-        output_dir=Path(output_dir).resolve() if output_dir else default_output_dir(),
+        output_dir=Path(output_dir) if output_dir else default_output_dir(),
         models=DEFAULT_MODELS if models is None else tuple(m.strip() for m in models.split(",") if m.strip()),
         step_seconds=float(arguments.get("step_seconds", DEFAULT_STEP_SECONDS)),
         previews=arguments.get("preview_method", "auto") != "none",

@@ -12,10 +12,6 @@ from .options import SimulatorOptions
 FILE_TYPES = ("output", "input", "temp")
 
 
-class OutsideOutputFolderError(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class SavePath:
     folder: Path
@@ -46,7 +42,8 @@ def get_save_image_path(filename_prefix: str, output_dir: Path, width: int = 0, 
     filename = os.path.basename(normalized)
     folder = output_dir / subfolder
     if os.path.commonpath((str(output_dir), os.path.abspath(folder))) != str(output_dir):
-        raise OutsideOutputFolderError(
+        # A plain Exception, as ComfyUI raises it: execution_error reports exception_type "Exception".
+        raise Exception(
             "**** ERROR: Saving image outside the output folder is not allowed."
             f"\n full_output_folder: {os.path.abspath(folder)}"
             f"\n         output_dir: {output_dir}"

@@ -23,7 +23,7 @@ from PIL import Image
 from .device import DeviceMemory, system_stats
 from .execution import PromptExecutor, prompt_worker
 from .job_listing import ALL_STATUSES, find_job, list_jobs
-from .nodes import NodeRegistry
+from .node_registry import NodeRegistry
 from .options import SimulatorOptions
 from .output_files import annotated_filepath, directory_for_type
 from .prompt_queue import PromptQueue

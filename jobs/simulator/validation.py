@@ -15,8 +15,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .graph import is_link
-from .nodes import ANY, NodeRegistry
+from .node_registry import NodeRegistry
+from .nodes import ANY
 
 logger = logging.getLogger(__name__)
 

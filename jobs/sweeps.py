@@ -1,0 +1,136 @@
+"""Periodic sweeps (celery beat): the database row is the truth about a job, not the broker message.
+
+- orphaned: an active job whose tracker stopped beating (its worker died). If ComfyUI still has the
+  prompt, a new tracking task resumes it; if not, the attempt failed `lost` (or `worker_lost` when it
+  never reached ComfyUI) and is retried.
+- stuck / timed out: a running job with no progress for too long, or running past the maximum, is
+  interrupted in ComfyUI and failed (and retried when the category allows). The tracker checks the
+  same while it lives; the sweep is the backstop.
+- waiting: a job waiting too long is flagged; a waiting job whose broker message was lost (Redis
+  restarted without persistence) is enqueued again. A second delivery is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from jobs import services
+from jobs.comfyui_client import ComfyUIError
+from jobs.models import ACTIVE_STATUSES, EventKind, FailureCategory, Job, JobAttempt, JobStatus
+from monitoring import eta
+
+logger = logging.getLogger(__name__)
+
+
+def sweep_orphaned_jobs() -> int:
+    """Active jobs whose tracker is gone: resume them, or fail them as lost."""
+    stale = timezone.now() - timedelta(seconds=settings.TRACKER_STALE_SECONDS * 2)
+    handled = 0
+    for job in Job.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=stale):
+        client = services.backend_client(job.backend)
+        try:
+            queue = client.queue()
+            where = queue.position(str(job.prompt_id)) or (
+                "history" if client.history(str(job.prompt_id)) is not None else None
+            )
+        except ComfyUIError as exc:
+            logger.warning("sweep: cannot ask %s about job %s: %s", job.backend, job.id, exc)
+            continue
+        if where is None:
+            services.job_fail(job, *lost_failure(job))
+        elif job.enqueued_at is None or job.enqueued_at < stale:
+            # The prompt lives on: a new tracker re-attaches to it (and finishes it from history).
+            services.job_event(job, EventKind.NOTE, data={"message": "tracker gone; resuming", "comfyui": where})
+            services.job_enqueue(job)
+        handled += 1
+    return handled
+
+
+def lost_failure(job: Job) -> tuple[str, str]:
+    if JobAttempt.objects.filter(prompt_id=job.prompt_id).exists():
+        return FailureCategory.LOST, "the prompt is neither in ComfyUI's queue nor in its history (ComfyUI restarted?)"
+    return FailureCategory.WORKER_LOST, "the worker died before the prompt reached ComfyUI"
+
+
+def sweep_stuck_jobs() -> int:
+    now = timezone.now()
+    handled = 0
+    for job in Job.objects.filter(status=JobStatus.RUNNING):
+        failure = stuck_or_timed_out(job, now)
+        if failure is None:
+            continue
+        category, message = failure
+        try:
+            services.backend_client(job.backend).interrupt(str(job.prompt_id))
+        except ComfyUIError as exc:
+            logger.warning("sweep: cannot interrupt job %s: %s", job.id, exc)
+        services.job_fail(job, category, message, {"node_id": job.current_node_id})
+        handled += 1
+    return handled
+
+
+def stuck_or_timed_out(job: Job, now) -> tuple[str, str] | None:
+    if job.started_at and (now - job.started_at).total_seconds() > settings.JOB_MAX_SECONDS:
+        return FailureCategory.TIMED_OUT, f"ran longer than the maximum of {settings.JOB_MAX_SECONDS}s"
+    last = job.last_progress_at or job.started_at
+    if last is None:
+        return None
+    silent = (now - last).total_seconds()
+    if silent > stuck_threshold(job):
+        where = job.current_node_name or job.current_node_id or "?"
+        return FailureCategory.STUCK, f"no progress for {silent:.0f}s in {where}"
+    return None
+
+
+def stuck_threshold(job: Job) -> float:
+    usual = 0.0
+    if job.current_node_id:
+        estimate = eta.node_estimates(job.backend, job.workflow, {job.current_node_id}).get(job.current_node_id)
+        if estimate is not None and estimate.samples:
+            usual = estimate.seconds
+    return max(settings.JOB_STUCK_FLOOR_SECONDS, settings.JOB_STUCK_FACTOR * usual)
+
+
+def sweep_waiting_jobs() -> int:
+    now = timezone.now()
+    flag_before = now - timedelta(seconds=settings.JOB_WAIT_FLAG_SECONDS)
+    flagged = 0
+    for job in Job.objects.filter(status=JobStatus.QUEUED, wait_flagged=False, created_at__lt=flag_before):
+        if Job.objects.filter(pk=job.pk, wait_flagged=False).update(wait_flagged=True):
+            services.job_event(job, EventKind.NOTE, data={"message": "waiting longer than expected"})
+            flagged += 1
+    return flagged + requeue_lost_messages(now)
+
+
+def requeue_lost_messages(now) -> int:
+    """Waiting jobs with no message left in their backend's broker queue, on an idle backend."""
+    from anime_production.celery import app
+
+    resent = 0
+    quiet_since = now - timedelta(seconds=settings.TRACKER_STALE_SECONDS * 3)
+    for backend in settings.COMFYUI_BACKENDS:
+        if Job.objects.filter(backend=backend, status__in=ACTIVE_STATUSES).exists():
+            continue
+        if broker_queue_length(app, services.gpu_queue(backend)) > 0:
+            continue
+        waiting = Job.objects.filter(backend=backend, status=JobStatus.QUEUED, enqueued_at__lt=quiet_since).exclude(
+            not_before__gt=now
+        )
+        for job in waiting.order_by("-priority", "created_at")[:50]:
+            services.job_enqueue(job)
+            resent += 1
+    return resent
+
+
+def broker_queue_length(app, queue: str) -> int:
+    """Messages waiting in a Redis-backed Celery queue, over all its priority lists."""
+    steps = app.conf.broker_transport_options.get("priority_steps", [0])
+    sep = app.conf.broker_transport_options.get("sep", "\x06\x16")
+    with app.connection_for_read() as connection:
+        client = connection.default_channel.client
+        names = [queue] + [f"{queue}{sep}{step}" for step in steps if step]
+        return sum(client.llen(name) for name in names)

@@ -1,0 +1,211 @@
+"""Roll-ups of finished jobs, node timings and error messages, kept current by a beat task.
+
+The statistics and failure pages read these tables, never a million jobs. A refresh recomputes
+whole hours and days (delete + insert), so it is idempotent: running it twice, or over a period
+that was already done, changes nothing. It starts a little before the last refresh, because a job's
+`finished_at` is stamped just before its transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, Left, Trunc
+from django.utils import timezone
+
+from jobs.models import FINAL_STATUSES, Job, JobStatus, NodeTiming
+from monitoring.models import ErrorMessageRollup, JobRollup, NodeRollup, RollupPeriod, RollupState
+
+logger = logging.getLogger(__name__)
+
+# Upper edges (seconds) of the duration histogram buckets; one more bucket holds everything longer.
+# Fine enough for image jobs (30-60 s) and coarse where 8-40 min video jobs live.
+DURATION_EDGES: tuple[float, ...] = (
+    1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 75, 90, 120, 150, 180, 240, 300,
+    420, 600, 900, 1200, 1500, 1800, 2100, 2400, 3000, 3600, 5400, 7200,
+)
+# A job's finished_at is stamped before its transaction commits: look back this far for late commits.
+LATE_COMMIT_SLACK = timedelta(minutes=10)
+STATE_NAME = "stats"
+MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    since: datetime | None
+    until: datetime
+    job_rows: int
+    node_rows: int
+    message_rows: int
+
+
+def histogram_bucket(seconds: float) -> int:
+    for index, edge in enumerate(DURATION_EDGES):
+        if seconds < edge:
+            return index
+    return len(DURATION_EDGES)
+
+
+def _histogram_counts(alias: str, prefix: str, as_duration: bool) -> dict[str, Count]:
+    """One filtered COUNT per bucket: the database fills the histogram in the same scan."""
+    bounds: list[float | None] = [None, *DURATION_EDGES, None]
+    counts = {}
+    for index, (low, high) in enumerate(zip(bounds, bounds[1:])):
+        condition = Q(**{f"{alias}__isnull": False})
+        if low is not None:
+            condition &= Q(**{f"{alias}__gte": timedelta(seconds=low) if as_duration else low})
+        if high is not None:
+            condition &= Q(**{f"{alias}__lt": timedelta(seconds=high) if as_duration else high})
+        counts[f"{prefix}{index}"] = Count("pk", filter=condition)
+    return counts
+
+
+def _seconds(value: timedelta | float | None) -> float:
+    if value is None:
+        return 0.0
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _histogram_from(row: dict[str, Any], prefix: str) -> list[int]:
+    return [row[f"{prefix}{index}"] for index in range(len(DURATION_EDGES) + 1)]
+
+
+def _finished_jobs(start: datetime | None, end: datetime | None) -> QuerySet[Job]:
+    jobs = Job.objects.filter(status__in=FINAL_STATUSES, finished_at__isnull=False)
+    if start is not None:
+        jobs = jobs.filter(finished_at__gte=start)
+    if end is not None:
+        jobs = jobs.filter(finished_at__lt=end)
+    return jobs.order_by()
+
+
+def job_rollup_rows(period: str, start: datetime | None, end: datetime | None) -> list[JobRollup]:
+    """Aggregate the jobs that finished in [start, end) into one row per cell of `period`."""
+    wait = ExpressionWrapper(Coalesce("submitted_at", "started_at") - F("created_at"), output_field=DurationField())
+    run = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    rows = (
+        _finished_jobs(start, end)
+        .alias(wait=wait, run=run)
+        .annotate(bucket=Trunc("finished_at", period))
+        .values("bucket", "job_type", "backend", "status", "failure_category")
+        .annotate(
+            n=Count("pk"),
+            wait_n=Count("pk", filter=Q(wait__isnull=False)),
+            wait_total=Sum("wait"),
+            run_n=Count("pk", filter=Q(run__isnull=False)),
+            run_total=Sum("run"),
+            **_histogram_counts("wait", "w", as_duration=True),
+            **_histogram_counts("run", "r", as_duration=True),
+        )
+    )
+    return [
+        JobRollup(
+            period=period,
+            start=row["bucket"],
+            job_type=row["job_type"],
+            backend=row["backend"],
+            status=row["status"],
+            failure_category=row["failure_category"],
+            count=row["n"],
+            wait_count=row["wait_n"],
+            wait_sum=_seconds(row["wait_total"]),
+            wait_hist=_histogram_from(row, "w"),
+            run_count=row["run_n"],
+            run_sum=_seconds(row["run_total"]),
+            run_hist=_histogram_from(row, "r"),
+        )
+        for row in rows
+    ]
+
+
+def node_rollup_rows(period: str, start: datetime | None, end: datetime | None) -> list[NodeRollup]:
+    timings = NodeTiming.objects.order_by()
+    if start is not None:
+        timings = timings.filter(finished_at__gte=start)
+    if end is not None:
+        timings = timings.filter(finished_at__lt=end)
+    rows = (
+        timings.annotate(bucket=Trunc("finished_at", period))
+        .values("bucket", "class_type", "backend")
+        .annotate(
+            n=Count("pk"),
+            total=Sum("duration"),
+            longest=Max("duration"),
+            **_histogram_counts("duration", "d", as_duration=False),
+        )
+    )
+    return [
+        NodeRollup(
+            period=period,
+            start=row["bucket"],
+            class_type=row["class_type"],
+            backend=row["backend"],
+            count=row["n"],
+            duration_sum=row["total"] or 0.0,
+            duration_max=row["longest"] or 0.0,
+            duration_hist=_histogram_from(row, "d"),
+        )
+        for row in rows
+    ]
+
+
+def error_message_rows(start: datetime | None, end: datetime | None) -> list[ErrorMessageRollup]:
+    rows = (
+        _finished_jobs(start, end)
+        .filter(status=JobStatus.FAILED)
+        .annotate(day=Trunc("finished_at", "day"), message=Left("error_message", MESSAGE_CHARS))
+        .values("day", "failure_category", "backend", "job_type", "message")
+        .annotate(n=Count("pk"))
+    )
+    return [
+        ErrorMessageRollup(
+            day=row["day"],
+            failure_category=row["failure_category"],
+            backend=row["backend"],
+            job_type=row["job_type"],
+            message=row["message"] or "",
+            count=row["n"],
+        )
+        for row in rows
+    ]
+
+
+def _floor(moment: datetime, period: str) -> datetime:
+    moment = moment.astimezone(timezone.get_current_timezone())
+    moment = moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0) if period == RollupPeriod.DAY else moment
+
+
+def _replace(model: Any, rows: Iterable[Any], field: str, start: datetime | None, **filters: Any) -> int:
+    stale = model.objects.filter(**filters)
+    if start is not None:
+        stale = stale.filter(**{f"{field}__gte": start})
+    stale.delete()
+    created = model.objects.bulk_create(list(rows), batch_size=2000)
+    return len(created)
+
+
+def stats_rollup_refresh(*, rebuild: bool = False, now: datetime | None = None) -> RefreshResult:
+    """Recompute the hours and days touched since the last refresh (everything on `rebuild`)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        # The row lock serialises concurrent refreshes (two beat schedulers, a rebuild by hand).
+        state, _ = RollupState.objects.select_for_update().get_or_create(name=STATE_NAME)
+        since = None if rebuild or state.refreshed_until is None else state.refreshed_until - LATE_COMMIT_SLACK
+        job_rows = node_rows = 0
+        for period in (RollupPeriod.HOUR, RollupPeriod.DAY):
+            start = None if since is None else _floor(since, period)
+            job_rows += _replace(JobRollup, job_rollup_rows(period, start, None), "start", start, period=period)
+            node_rows += _replace(NodeRollup, node_rollup_rows(period, start, None), "start", start, period=period)
+        day_start = None if since is None else _floor(since, RollupPeriod.DAY)
+        message_rows = _replace(ErrorMessageRollup, error_message_rows(day_start, None), "day", day_start)
+        state.refreshed_until = now
+        state.save(update_fields=["refreshed_until"])
+    logger.info("stats roll-up refreshed since %s: %d job, %d node, %d message rows", since, job_rows, node_rows, message_rows)
+    return RefreshResult(since, now, job_rows, node_rows, message_rows)

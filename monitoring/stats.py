@@ -1,0 +1,196 @@
+"""Generation statistics, read from the roll-ups (monitoring.rollups), never from the job table.
+
+Percentiles come from the roll-ups' fixed-bucket histograms, interpolated inside a bucket: an
+estimate good to a fraction of a bucket, which is what a dashboard needs at a million jobs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from jobs.models import JobStatus
+from monitoring.models import JobRollup, NodeRollup, RollupPeriod
+from monitoring.rollups import DURATION_EDGES
+
+WINDOW_CHOICES = (1, 7, 30, 90)
+DEFAULT_WINDOW_DAYS = 30
+HOURLY_CHART_HOURS = 48
+SLOWEST_NODES = 10
+
+
+def histogram_percentile(histogram: Sequence[int], fraction: float) -> float | None:
+    """The value below which `fraction` of the counted durations fall, interpolated in its bucket."""
+    total = sum(histogram)
+    if not total:
+        return None
+    rank = fraction * total
+    seen = 0
+    lows = (0.0, *DURATION_EDGES)
+    for index, count in enumerate(histogram):
+        if count and seen + count >= rank:
+            low = lows[index]
+            # The open last bucket has no upper edge: report its lower edge rather than invent one.
+            high = DURATION_EDGES[index] if index < len(DURATION_EDGES) else low
+            return low + (high - low) * (rank - seen) / count
+        seen += count
+    return float(DURATION_EDGES[-1])
+
+
+def _add(total: list[int], histogram: Sequence[int]) -> None:
+    if len(total) < len(histogram):
+        total.extend([0] * (len(histogram) - len(total)))
+    for index, count in enumerate(histogram):
+        total[index] += count
+
+
+@dataclass
+class Tally:
+    """Counts and duration histograms of one group of finished jobs (a job type, a backend, ...)."""
+
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    wait_hist: list[int] = field(default_factory=list)
+    run_hist: list[int] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any]) -> None:
+        if row["status"] == JobStatus.COMPLETED:
+            self.completed += row["count"]
+            # Durations of completed jobs only: a failure after 2 s says nothing about run time.
+            _add(self.wait_hist, row["wait_hist"])
+            _add(self.run_hist, row["run_hist"])
+        elif row["status"] == JobStatus.FAILED:
+            self.failed += row["count"]
+        else:
+            self.cancelled += row["count"]
+
+    def summary(self, hours: float) -> dict[str, Any]:
+        count = self.completed + self.failed + self.cancelled
+        decided = self.completed + self.failed
+        return {
+            "count": count,
+            "completed": self.completed,
+            "failed": self.failed,
+            "cancelled": self.cancelled,
+            # Cancelled jobs are someone's choice, not a failure of the system.
+            "success_rate": round(self.completed / decided, 4) if decided else None,
+            "wait_p50": _round(histogram_percentile(self.wait_hist, 0.50)),
+            "wait_p95": _round(histogram_percentile(self.wait_hist, 0.95)),
+            "run_p50": _round(histogram_percentile(self.run_hist, 0.50)),
+            "run_p95": _round(histogram_percentile(self.run_hist, 0.95)),
+            "per_hour": round(count / hours, 2),
+            "per_day": round(count * 24 / hours, 1),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def window_start(days: int, now: datetime) -> datetime:
+    """Midnight `days - 1` days ago: whole days, today included."""
+    today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days - 1)
+
+
+def window_days(value: Any) -> int:
+    try:
+        days = int(value)
+    except (TypeError, ValueError):
+        return DEFAULT_WINDOW_DAYS
+    return days if days in WINDOW_CHOICES else DEFAULT_WINDOW_DAYS
+
+
+def _daily_rows(since: datetime) -> Iterable[dict[str, Any]]:
+    return JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since).values(
+        "start", "job_type", "backend", "status", "count", "wait_hist", "run_hist"
+    )
+
+
+def _hourly_throughput(now: datetime) -> list[dict[str, Any]]:
+    first = timezone.localtime(now).replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURLY_CHART_HOURS - 1)
+    counts: dict[datetime, dict[str, int]] = defaultdict(lambda: {"completed": 0, "failed": 0, "cancelled": 0})
+    rows = JobRollup.objects.filter(period=RollupPeriod.HOUR, start__gte=first).values("start", "status", "count")
+    for row in rows:
+        counts[row["start"]][row["status"]] += row["count"]
+    hours = [first + timedelta(hours=offset) for offset in range(HOURLY_CHART_HOURS)]
+    return [{"hour": hour.isoformat(), "count": sum(counts[hour].values()), **counts[hour]} for hour in hours]
+
+
+def _daily_throughput(day_counts: dict[datetime, dict[str, int]], since: datetime, days: int) -> list[dict[str, Any]]:
+    series = []
+    for offset in range(days):
+        day = since + timedelta(days=offset)
+        counts = day_counts.get(day, {})
+        completed, failed, cancelled = (counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+        series.append(
+            {"day": day.date().isoformat(), "count": completed + failed + cancelled,
+             "completed": completed, "failed": failed, "cancelled": cancelled}
+        )
+    return series
+
+
+def slowest_nodes(since: datetime, limit: int = SLOWEST_NODES) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    rows = NodeRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since).values(
+        "class_type", "count", "duration_sum", "duration_max", "duration_hist"
+    )
+    for row in rows:
+        group = groups.setdefault(row["class_type"], {"count": 0, "total": 0.0, "max": 0.0, "hist": []})
+        group["count"] += row["count"]
+        group["total"] += row["duration_sum"]
+        group["max"] = max(group["max"], row["duration_max"])
+        _add(group["hist"], row["duration_hist"])
+    nodes = [
+        {
+            "class_type": class_type,
+            "count": group["count"],
+            "mean": round(group["total"] / group["count"], 2) if group["count"] else None,
+            "p50": _round(histogram_percentile(group["hist"], 0.50)),
+            "p95": _round(histogram_percentile(group["hist"], 0.95)),
+            "max": round(group["max"], 1),
+        }
+        for class_type, group in groups.items()
+    ]
+    nodes.sort(key=lambda node: node["mean"] or 0.0, reverse=True)
+    return nodes[:limit]
+
+
+def generation_stats(*, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = None) -> dict[str, Any]:
+    """Per job type and per backend: counts, success rate, wait and run p50/p95, throughput."""
+    now = now or timezone.now()
+    since = window_start(days, now)
+    hours = max((now - since).total_seconds() / 3600, 1.0)
+    by_type: dict[str, Tally] = defaultdict(Tally)
+    by_backend: dict[str, Tally] = defaultdict(Tally)
+    overall = Tally()
+    day_counts: dict[datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in _daily_rows(since):
+        by_type[row["job_type"]].add(row)
+        by_backend[row["backend"]].add(row)
+        overall.add(row)
+        day_counts[row["start"]][row["status"]] += row["count"]
+    return {
+        "window_days": days,
+        "since": since.isoformat(),
+        "generated_at": now.isoformat(),
+        "note": "finished jobs by finish time; durations of completed jobs; percentiles from histograms",
+        "overall": overall.summary(hours),
+        "by_job_type": [{"job_type": name, **tally.summary(hours)} for name, tally in sorted(by_type.items())],
+        "by_backend": [{"backend": name, **tally.summary(hours)} for name, tally in sorted(by_backend.items())],
+        "throughput_hourly": _hourly_throughput(now),
+        "throughput_daily": _daily_throughput(day_counts, since, days),
+        "slowest_nodes": slowest_nodes(since),
+    }
+
+
+def known_values(field_name: str) -> list[str]:
+    """Backends or job types seen in the roll-ups (a few thousand rows, not a million jobs)."""
+    values = JobRollup.objects.filter(period=RollupPeriod.DAY).values_list(field_name, flat=True).distinct()
+    return sorted(set(values.order_by()))

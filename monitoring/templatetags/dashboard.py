@@ -1,0 +1,62 @@
+"""Formatting and drill-down links for the dashboard templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from django import template
+from django.urls import reverse
+
+register = template.Library()
+
+# Dashboard names -> the job changelist's filter parameters (see jobs.admin.JobAdmin.list_filter).
+CHANGELIST_PARAMS = {
+    "status": "status__exact",
+    "failure_category": "failure_category__exact",
+    "backend": "backend",
+    "job_type": "job_type",
+    "error_message": "error_message",
+    "finished_from": "finished_at__gte",
+    "finished_to": "finished_at__lt",
+}
+
+
+@register.filter
+def seconds(value: float | None) -> str:
+    """12.3 s, 4 min 05 s, 1 h 02 min; a dash when there is nothing to say."""
+    if value is None or value == "":
+        return "–"
+    value = float(value)
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, secs = divmod(int(round(value)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f} %"
+
+
+@register.filter
+def item(container: Any, key: Any) -> Any:
+    """`row|item:name`: a dict value or list element named by a variable, which templates cannot do."""
+    return container[key]
+
+
+@register.simple_tag
+def jobs_url(**filters: Any) -> str:
+    """The job changelist filtered to exactly the jobs behind a number on a dashboard page."""
+    params = {}
+    for name, value in filters.items():
+        if value in (None, ""):
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat(sep=" ")
+        params[CHANGELIST_PARAMS[name]] = value
+    return f"{reverse('admin:jobs_job_changelist')}?{urlencode(params)}"

@@ -1,0 +1,274 @@
+"""The learned ETA: fingerprints, history fallbacks, remaining time, weights, and its accuracy."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from jobs.models import JobStatus, NodeTiming
+from monitoring import eta
+from monitoring.eta import NodeEstimate
+from monitoring.eta_accuracy import eta_accuracy
+from tests.factories import JobFactory
+
+
+def image_workflow(*, steps: int = 20, width: int = 512, height: int = 512, batch: int = 1) -> dict[str, Any]:
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a castle at dusk", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": 42, "steps": steps, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+            "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0],
+        }},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "ComfyUI"}},
+    }  # fmt: skip
+
+
+def renumbered(workflow: dict[str, Any], offset: int) -> dict[str, Any]:
+    def rename(value: Any) -> Any:
+        return [str(int(value[0]) + offset), value[1]] if isinstance(value, list) else value
+
+    return {
+        str(int(node_id) + offset): {**node, "inputs": {k: rename(v) for k, v in node["inputs"].items()}}
+        for node_id, node in workflow.items()
+    }
+
+
+@pytest.fixture(autouse=True)
+def fresh_eta_cache():
+    eta.eta_cache_clear()
+    yield
+    eta.eta_cache_clear()
+
+
+# --- fingerprints -------------------------------------------------------------------------------
+
+
+def test_fingerprint_ignores_seed_prompt_filenames_and_node_numbering():
+    base = image_workflow()
+    other = copy.deepcopy(base)
+    other["3"]["inputs"]["seed"] = 123456789
+    other["6"]["inputs"]["text"] = "a dragon over the sea, golden hour"
+    other["9"]["inputs"]["filename_prefix"] = "shot_042"
+    other["4"]["inputs"]["ckpt_name"] = "v1-5-pruned-emaonly.safetensors"
+
+    fingerprint = eta.workflow_fingerprint(base)
+    assert len(fingerprint) <= 64 and int(fingerprint, 16) >= 0
+    assert eta.workflow_fingerprint(other) == fingerprint
+    assert eta.workflow_fingerprint(renumbered(base, 100)) == fingerprint
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        image_workflow(steps=30),
+        image_workflow(width=1024, height=1024),
+        image_workflow(batch=4),
+    ],
+    ids=["steps", "size", "batch"],
+)
+def test_fingerprint_changes_with_cost_inputs(changed):
+    assert eta.workflow_fingerprint(changed) != eta.workflow_fingerprint(image_workflow())
+
+
+def test_fingerprint_changes_with_frames_and_structure():
+    video = {
+        "1": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 480, "height": 832, "length": 33, "batch_size": 1}},
+        "2": {"class_type": "VAEDecode", "inputs": {"samples": ["1", 0]}},
+    }  # fmt: skip
+    longer = copy.deepcopy(video)
+    longer["1"]["inputs"]["length"] = 81
+    assert eta.workflow_fingerprint(longer) != eta.workflow_fingerprint(video)
+
+    with_preview = image_workflow()
+    with_preview["10"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+    assert eta.workflow_fingerprint(with_preview) != eta.workflow_fingerprint(image_workflow())
+
+
+def test_node_cost_key_takes_the_sampler_size_from_its_latent():
+    small, large = image_workflow(), image_workflow(width=1024, height=1024)
+    assert eta.node_cost_key(small, "3") == "KSampler|steps=20|pixels=262144|batch=1"
+    assert eta.node_cost_key(large, "8") == "VAEDecode|pixels=1048576|batch=1"
+    # Prompts and seeds are not cost: the text encoders of both are the same.
+    assert eta.node_cost_key(small, "6") == eta.node_cost_key(large, "7") == "CLIPTextEncode"
+
+
+# --- estimates from history ---------------------------------------------------------------------
+
+
+def finished_job(workflow: dict[str, Any], backend: str, durations: dict[str, float], *, status: str = JobStatus.COMPLETED):
+    """A finished job with the node timings the tracker would have written."""
+    job = JobFactory(
+        user=None, workflow=workflow, backend=backend, status=status, fingerprint=eta.workflow_fingerprint(workflow)
+    )
+    end = timezone.now() - timedelta(minutes=5)
+    NodeTiming.objects.bulk_create(
+        NodeTiming(
+            job=job, node_id=node_id, class_type=workflow[node_id]["class_type"], backend=backend,
+            fingerprint=job.fingerprint, started_at=end - timedelta(seconds=seconds), finished_at=end,
+            duration=seconds, steps=workflow[node_id]["inputs"].get("steps"),
+        )
+        for node_id, seconds in durations.items()
+    )  # fmt: skip
+    return job
+
+
+@pytest.mark.django_db
+def test_estimates_fall_back_from_fingerprint_to_cost_key_to_class_to_default():
+    workflow = image_workflow()
+    sampler = {"3"}
+
+    assert eta.node_estimates("gpu-a", workflow, sampler)["3"] == eta.DEFAULT_ESTIMATE
+
+    # Only another backend has run a sampler, at twice the steps: scaled by the steps.
+    for _ in range(3):
+        finished_job(image_workflow(steps=40), "gpu-b", {"3": 8.0})
+    eta.eta_cache_clear()
+    estimate = eta.node_estimates("gpu-a", workflow, sampler)["3"]
+    assert (estimate.source, estimate.samples) == ("class", 3)
+    assert estimate.seconds == pytest.approx(4.0)
+
+    # The same sampler cost on this backend, inside a different workflow.
+    with_preview = image_workflow()
+    with_preview["10"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+    for seconds in (2.0, 2.2, 2.4):
+        finished_job(with_preview, "gpu-a", {"3": seconds})
+    eta.eta_cache_clear()
+    estimate = eta.node_estimates("gpu-a", workflow, sampler)["3"]
+    assert (estimate.source, estimate.samples, estimate.seconds) == ("class+backend", 3, pytest.approx(2.2))
+    assert estimate.seconds_per_step == pytest.approx(2.2 / 20)
+
+    # This very workflow, with another seed and prompt: its own history wins.
+    same = copy.deepcopy(workflow)
+    same["3"]["inputs"]["seed"] = 7
+    for seconds in (3.0, 3.1, 3.2):
+        finished_job(same, "gpu-a", {"3": seconds})
+    eta.eta_cache_clear()
+    estimate = eta.node_estimates("gpu-a", workflow, sampler)["3"]
+    assert (estimate.source, estimate.samples, estimate.seconds) == ("fingerprint", 3, pytest.approx(3.1))
+
+
+@pytest.mark.django_db
+def test_estimates_use_recent_timings_of_completed_jobs_only():
+    workflow = image_workflow()
+    for _ in range(eta.SAMPLES_PER_KEY):
+        finished_job(workflow, "gpu-a", {"8": 9.0})
+    NodeTiming.objects.update(finished_at=timezone.now() - timedelta(days=1))
+    for _ in range(eta.SAMPLES_PER_KEY):
+        finished_job(workflow, "gpu-a", {"8": 1.0})
+    # A cancelled run stopped its decode midway: not what a decode takes.
+    for _ in range(eta.SAMPLES_PER_KEY):
+        finished_job(workflow, "gpu-a", {"8": 0.1}, status=JobStatus.CANCELLED)
+
+    estimate = eta.node_estimates("gpu-a", workflow, {"8"})["8"]
+    assert (estimate.seconds, estimate.samples) == (pytest.approx(1.0), eta.SAMPLES_PER_KEY)
+
+
+@pytest.mark.django_db
+def test_node_estimates_is_two_queries_then_served_from_cache(django_assert_max_num_queries, django_assert_num_queries):
+    workflow = image_workflow()
+    for _ in range(5):
+        finished_job(workflow, "gpu-a", {"4": 2.0, "3": 3.0, "8": 0.5})
+    with django_assert_max_num_queries(2):
+        first = eta.node_estimates("gpu-a", workflow, set(workflow))
+    with django_assert_num_queries(0):
+        again = eta.node_estimates("gpu-a", workflow, set(workflow))
+    assert first == again
+    assert first["3"].source == "fingerprint"
+
+
+@pytest.mark.django_db
+def test_queue_eta_adds_the_running_job_and_each_job_ahead():
+    workflow = image_workflow()
+    for _ in range(3):
+        finished_job(workflow, "gpu-a", {n: 1.0 for n in workflow})
+    assert eta.expected_total_seconds("gpu-a", workflow) == pytest.approx(7.0)
+    assert eta.queue_eta_seconds("gpu-a", [("a", workflow), ("b", workflow)], 5.0) == pytest.approx(19.0)
+    assert eta.queue_eta_seconds("gpu-a", [], 0.0) == 0.0
+    # A job runs and nobody knows for how long; or a job ahead was never seen: unknowable.
+    assert eta.queue_eta_seconds("gpu-a", [("a", workflow)], None) is None
+    unknown = {"1": {"class_type": "SomeCustomNode", "inputs": {}}}
+    assert eta.expected_total_seconds("gpu-a", unknown) is None
+    assert eta.queue_eta_seconds("gpu-a", [("a", workflow), ("b", unknown)], 5.0) is None
+
+
+# --- remaining time and weights -----------------------------------------------------------------
+
+
+def learned(seconds: float, samples: int = 5) -> NodeEstimate:
+    return NodeEstimate(seconds=seconds, seconds_per_step=None, samples=samples, source="fingerprint")
+
+
+def test_remaining_counts_nodes_not_run_and_skips_done_and_cached():
+    estimates = {"load": learned(4.0), "encode": learned(1.0), "sample": learned(10.0), "save": learned(0.5)}
+    remaining = eta.remaining_seconds(
+        estimates, to_run=set(estimates), done={"encode"}, cached={"load"},
+        current_node=None, step_value=None, step_max=None, current_started_seconds_ago=None,
+    )  # fmt: skip
+    assert remaining == pytest.approx(10.5)
+
+
+def test_remaining_uses_the_observed_step_rate():
+    # Nothing known about this sampler: its own pace is all there is (2 s per step here).
+    estimates = {"load": learned(4.0), "sample": eta.DEFAULT_ESTIMATE}
+    remaining = eta.remaining_seconds(
+        estimates, to_run=set(estimates), done={"load"}, cached=set(),
+        current_node="sample", step_value=5, step_max=20, current_started_seconds_ago=10.0,
+    )  # fmt: skip
+    assert remaining == pytest.approx(30.0)
+
+    # History says 10 s, but this run is twice as slow: near the end its own pace dominates.
+    estimates = {"sample": learned(10.0)}
+    remaining = eta.remaining_seconds(
+        estimates, to_run={"sample"}, done=set(), cached=set(),
+        current_node="sample", step_value=18, step_max=20, current_started_seconds_ago=18.0,
+    )  # fmt: skip
+    history_only = max(10.0 - 18.0, 10.0 * eta.OVERRUN_REMAINING_FRACTION)
+    assert history_only < remaining <= 2.0
+    assert remaining > 1.8
+
+
+def test_remaining_without_steps_is_expected_minus_elapsed_never_below_a_floor():
+    estimates = {"decode": learned(6.0), "save": learned(1.0)}
+    kwargs = dict(to_run=set(estimates), done=set(), cached=set(), current_node="decode", step_value=None, step_max=None)
+    assert eta.remaining_seconds(estimates, **kwargs, current_started_seconds_ago=2.0) == pytest.approx(5.0)
+    overrun = eta.remaining_seconds(estimates, **kwargs, current_started_seconds_ago=60.0)
+    assert 1.0 < overrun < 2.0
+
+
+def test_remaining_is_none_when_nothing_is_known():
+    estimates = {"a": eta.DEFAULT_ESTIMATE, "b": eta.DEFAULT_ESTIMATE}
+    remaining = eta.remaining_seconds(
+        estimates, to_run={"a", "b"}, done=set(), cached=set(),
+        current_node="a", step_value=5, step_max=10, current_started_seconds_ago=3.0,
+    )  # fmt: skip
+    assert remaining is None
+    assert eta.remaining_seconds({}, to_run=set(), done=set(), cached=set(), current_node=None,
+                                 step_value=None, step_max=None, current_started_seconds_ago=None) is None  # fmt: skip
+
+
+def test_weights_are_expected_seconds_or_equal_when_nothing_is_known():
+    assert eta.node_weights({"a": learned(1.0), "b": learned(9.0)}) == {"a": 1.0, "b": 9.0}
+    assert eta.node_weights({"a": eta.DEFAULT_ESTIMATE, "b": eta.DEFAULT_ESTIMATE}) == {"a": 1.0, "b": 1.0}
+
+
+# --- accuracy -----------------------------------------------------------------------------------
+
+
+def test_learned_eta_beats_elapsed_over_fraction_at_ten_percent_of_the_run():
+    report = eta_accuracy(seed=7, train=400, test=300)
+    checkpoint = report.errors[("all", 0.10)]
+    assert checkpoint.runs >= 150
+    learned_error, naive_error = checkpoint.median("learned"), checkpoint.median("naive")
+    assert learned_error < naive_error / 2
+    assert learned_error < 0.15
+    # Workflows never seen in training lean on the fallbacks and still beat the naive estimate.
+    unseen = report.errors[("unseen workflow", 0.10)]
+    assert unseen.median("learned") < unseen.median("naive")
