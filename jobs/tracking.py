@@ -71,6 +71,8 @@ def job_track(job_id: str) -> None:
         pass
     finally:
         tracker.close()
+        # This job's node timings are new history: the next job here learns from them.
+        eta.eta_cache_clear()
 
 
 def _must_wait(job: Job) -> bool:

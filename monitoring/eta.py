@@ -46,6 +46,7 @@ HISTORY_MAX_AGE = timedelta(days=60)
 HISTORY_CACHE_SECONDS = 60.0
 HISTORY_CACHE_ENTRIES = 256
 JOB_COSTS_MEMO_ENTRIES = 20_000
+QUEUE_TOTALS_ENTRIES = 10_000
 
 # Below this many observed steps the per-step rate still carries the node's set-up time
 # (moving the model to the GPU, encoding) and extrapolates it over every remaining step.
@@ -317,11 +318,13 @@ def estimates_from_history(
 _history_cache: dict[frozenset[str], tuple[float, TimingHistory]] = {}
 # Finished jobs never change, so a job's node cost signatures are computed once per process.
 _job_costs: dict[Any, dict[str, NodeCost]] = {}
+_queue_totals: dict[tuple[str, str], tuple[float, float | None]] = {}
 
 
 def eta_cache_clear() -> None:
     _history_cache.clear()
     _job_costs.clear()
+    _queue_totals.clear()
 
 
 def node_estimates(backend: str, workflow: dict[str, Any], nodes: set[str]) -> dict[str, NodeEstimate]:
@@ -446,7 +449,11 @@ def node_weights(estimates: dict[str, NodeEstimate]) -> dict[str, float]:
 
 
 def expected_total_seconds(backend: str, workflow: dict[str, Any]) -> float | None:
-    """Expected run time of the whole workflow on the backend; None when nothing is known."""
+    """Expected run time of the whole workflow on the backend; None when nothing is known.
+
+    Counts every node: which classes are outputs (and so which nodes ComfyUI will run) and
+    which nodes its cache will serve are only known once the job runs.
+    """
     if not isinstance(workflow, dict) or not workflow:
         return None
     estimates = node_estimates(backend, workflow, {str(n) for n in workflow})
@@ -460,16 +467,31 @@ def queue_eta_seconds(
 ) -> float | None:
     """Seconds until a waiting job can start: what runs now plus each job ahead of it.
 
-    `jobs_ahead` is (job id, workflow) in queue order. `running_remaining` is the running job's
+    `jobs_ahead` is (job id, workflow) in queue order; a job's expected total is cached for a
+    minute under its id, so the id must name that one workflow. `running_remaining` is the running job's
     estimated remaining seconds, 0.0 when nothing runs; None (a job runs, nobody knows for how
     long) makes the answer None. The waiting job's own run time is not included.
     """
     if running_remaining is None:
         return None
     total = max(running_remaining, 0.0)
-    for _job_id, workflow in jobs_ahead:
-        expected = expected_total_seconds(backend, workflow)
+    for job_id, workflow in jobs_ahead:
+        expected = _job_expected_total(backend, job_id, workflow)
         if expected is None:
             return None
         total += expected
     return total
+
+
+def _job_expected_total(backend: str, job_id: str, workflow: dict[str, Any]) -> float | None:
+    # Every waiting job's ETA walks the jobs ahead of it: a page of N waiting jobs asks about
+    # N^2/2 workflows. A job's workflow never changes, so its expected total is kept a while.
+    key = (backend, job_id)
+    cached = _queue_totals.get(key)
+    if cached is not None and time.monotonic() - cached[0] < HISTORY_CACHE_SECONDS:
+        return cached[1]
+    expected = expected_total_seconds(backend, workflow)
+    if len(_queue_totals) >= QUEUE_TOTALS_ENTRIES:
+        _queue_totals.clear()
+    _queue_totals[key] = (time.monotonic(), expected)
+    return expected

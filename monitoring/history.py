@@ -299,7 +299,7 @@ def _columns(model: type[models.Model]) -> list[models.Field]:
 def _copy_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
     """COPY ... FROM STDIN: several times faster than INSERTs for a million rows."""
     fields = _columns(model)
-    defaults = {f.attname: (f.get_default() if f.has_default() else None) for f in fields}
+    defaults = {f.attname: f.get_default() for f in fields}  # "" for blank text, as Django saves it
     json_fields = {f.attname for f in fields if isinstance(f, models.JSONField)}
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     sql = f"COPY {connection.ops.quote_name(model._meta.db_table)} ({columns}) FROM STDIN"
@@ -315,8 +315,17 @@ def _copy_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
 
 
 def _insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
-    names = {f.attname for f in model._meta.concrete_fields}
-    model.objects.bulk_create([model(**{k: v for k, v in row.items() if k in names}) for row in rows], batch_size=2000)
+    """Plain multi-row INSERTs; not bulk_create, whose auto_now_add would stamp every job with today."""
+    fields = _columns(model)
+    defaults = {f.attname: f.get_default() for f in fields}  # "" for blank text, as Django saves it
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({placeholders})"
+    params = [
+        [f.get_db_prep_save(row.get(f.attname, defaults[f.attname]), connection) for f in fields] for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def history_write(batch: Batch) -> None:

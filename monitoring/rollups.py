@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q, QuerySet, Sum
+from django.db.models import Count, FloatField, Func, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Left, Trunc
 from django.utils import timezone
 
@@ -45,6 +45,31 @@ class RefreshResult:
     message_rows: int
 
 
+class SecondsBetween(Func):
+    """`end - start` in seconds, as a float, computed natively by each database.
+
+    Django's own datetime subtraction runs a Python function per row on SQLite; with a filtered
+    count per histogram bucket that made a roll-up of 20k jobs take 40 s.
+    """
+
+    output_field = FloatField()
+    arity = 2
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        return super().as_sql(compiler, connection, template="EXTRACT(EPOCH FROM (%(expressions)s))",
+                              arg_joiner=" - ", **extra)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        return super().as_sql(compiler, connection, template="((julianday(%(expressions)s)) * 86400.0)",
+                              arg_joiner=") - julianday(", **extra)
+
+    def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        # TIMESTAMPDIFF takes (unit, start, end): the arguments in the other order.
+        end, start = self.get_source_expressions()
+        return Func(start, end, template="(TIMESTAMPDIFF(MICROSECOND, %(expressions)s) / 1000000.0)",
+                    output_field=FloatField()).as_sql(compiler, connection, **extra)
+
+
 def histogram_bucket(seconds: float) -> int:
     for index, edge in enumerate(DURATION_EDGES):
         if seconds < edge:
@@ -52,24 +77,18 @@ def histogram_bucket(seconds: float) -> int:
     return len(DURATION_EDGES)
 
 
-def _histogram_counts(alias: str, prefix: str, as_duration: bool) -> dict[str, Count]:
+def _histogram_counts(alias: str, prefix: str) -> dict[str, Count]:
     """One filtered COUNT per bucket: the database fills the histogram in the same scan."""
     bounds: list[float | None] = [None, *DURATION_EDGES, None]
     counts = {}
     for index, (low, high) in enumerate(zip(bounds, bounds[1:])):
         condition = Q(**{f"{alias}__isnull": False})
         if low is not None:
-            condition &= Q(**{f"{alias}__gte": timedelta(seconds=low) if as_duration else low})
+            condition &= Q(**{f"{alias}__gte": low})
         if high is not None:
-            condition &= Q(**{f"{alias}__lt": timedelta(seconds=high) if as_duration else high})
+            condition &= Q(**{f"{alias}__lt": high})
         counts[f"{prefix}{index}"] = Count("pk", filter=condition)
     return counts
-
-
-def _seconds(value: timedelta | float | None) -> float:
-    if value is None:
-        return 0.0
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def _histogram_from(row: dict[str, Any], prefix: str) -> list[int]:
@@ -87,8 +106,8 @@ def _finished_jobs(start: datetime | None, end: datetime | None) -> QuerySet[Job
 
 def job_rollup_rows(period: str, start: datetime | None, end: datetime | None) -> list[JobRollup]:
     """Aggregate the jobs that finished in [start, end) into one row per cell of `period`."""
-    wait = ExpressionWrapper(Coalesce("submitted_at", "started_at") - F("created_at"), output_field=DurationField())
-    run = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+    wait = SecondsBetween(Coalesce("submitted_at", "started_at"), "created_at")
+    run = SecondsBetween("finished_at", "started_at")
     rows = (
         _finished_jobs(start, end)
         .alias(wait=wait, run=run)
@@ -100,8 +119,8 @@ def job_rollup_rows(period: str, start: datetime | None, end: datetime | None) -
             wait_total=Sum("wait"),
             run_n=Count("pk", filter=Q(run__isnull=False)),
             run_total=Sum("run"),
-            **_histogram_counts("wait", "w", as_duration=True),
-            **_histogram_counts("run", "r", as_duration=True),
+            **_histogram_counts("wait", "w"),
+            **_histogram_counts("run", "r"),
         )
     )
     return [
@@ -114,10 +133,10 @@ def job_rollup_rows(period: str, start: datetime | None, end: datetime | None) -
             failure_category=row["failure_category"],
             count=row["n"],
             wait_count=row["wait_n"],
-            wait_sum=_seconds(row["wait_total"]),
+            wait_sum=row["wait_total"] or 0.0,
             wait_hist=_histogram_from(row, "w"),
             run_count=row["run_n"],
-            run_sum=_seconds(row["run_total"]),
+            run_sum=row["run_total"] or 0.0,
             run_hist=_histogram_from(row, "r"),
         )
         for row in rows
@@ -137,7 +156,7 @@ def node_rollup_rows(period: str, start: datetime | None, end: datetime | None) 
             n=Count("pk"),
             total=Sum("duration"),
             longest=Max("duration"),
-            **_histogram_counts("duration", "d", as_duration=False),
+            **_histogram_counts("duration", "d"),
         )
     )
     return [

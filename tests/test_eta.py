@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 from jobs.models import JobStatus, NodeTiming
 from monitoring import eta
 from monitoring.eta import NodeEstimate
-from monitoring.eta_accuracy import eta_accuracy
+from monitoring.eta_accuracy import eta_accuracy, simulated_runs, training_history
 from tests.factories import JobFactory
 
 
@@ -190,13 +191,44 @@ def test_queue_eta_adds_the_running_job_and_each_job_ahead():
     for _ in range(3):
         finished_job(workflow, "gpu-a", {n: 1.0 for n in workflow})
     assert eta.expected_total_seconds("gpu-a", workflow) == pytest.approx(7.0)
-    assert eta.queue_eta_seconds("gpu-a", [("a", workflow), ("b", workflow)], 5.0) == pytest.approx(19.0)
+    assert eta.queue_eta_seconds("gpu-a", [("job-1", workflow), ("job-2", workflow)], 5.0) == pytest.approx(19.0)
     assert eta.queue_eta_seconds("gpu-a", [], 0.0) == 0.0
     # A job runs and nobody knows for how long; or a job ahead was never seen: unknowable.
-    assert eta.queue_eta_seconds("gpu-a", [("a", workflow)], None) is None
+    assert eta.queue_eta_seconds("gpu-a", [("job-1", workflow)], None) is None
     unknown = {"1": {"class_type": "SomeCustomNode", "inputs": {}}}
     assert eta.expected_total_seconds("gpu-a", unknown) is None
-    assert eta.queue_eta_seconds("gpu-a", [("a", workflow), ("b", unknown)], 5.0) is None
+    assert eta.queue_eta_seconds("gpu-a", [("job-1", workflow), ("job-3", unknown)], 5.0) is None
+
+
+@pytest.mark.django_db
+def test_estimates_from_the_database_match_the_measured_model():
+    """The accuracy measurement learns from timings in memory; the tracker from NodeTiming rows."""
+    rng = random.Random(3)
+    training, held_out = simulated_runs(rng, 40), simulated_runs(rng, 8, unseen_share=0.5)
+    start = timezone.now() - timedelta(days=1)
+    for index, run in enumerate(training):
+        job = JobFactory(user=None, workflow=run.workflow, backend=run.backend, status=JobStatus.COMPLETED,
+                         fingerprint=eta.workflow_fingerprint(run.workflow))  # fmt: skip
+        NodeTiming.objects.bulk_create(
+            NodeTiming(
+                job=job, node_id=n.node_id, class_type=n.class_type, backend=run.backend, fingerprint=job.fingerprint,
+                started_at=start, finished_at=start + timedelta(minutes=index, seconds=n.finished),
+                duration=n.finished - n.started, steps=n.steps,
+            )
+            for n in run.nodes
+        )  # fmt: skip
+    history = training_history(training)
+    sources = set()
+    for run in held_out:
+        nodes = set(run.workflow)
+        from_rows = eta.node_estimates(run.backend, run.workflow, nodes)
+        in_memory = eta.estimates_from_history(history, backend=run.backend, workflow=run.workflow, nodes=nodes)
+        assert from_rows.keys() == in_memory.keys()
+        for node_id, estimate in from_rows.items():
+            assert (estimate.source, estimate.samples) == (in_memory[node_id].source, in_memory[node_id].samples)
+            assert estimate.seconds == pytest.approx(in_memory[node_id].seconds)
+            sources.add(estimate.source)
+    assert {"fingerprint", "class+backend", "class"} <= sources
 
 
 # --- remaining time and weights -----------------------------------------------------------------

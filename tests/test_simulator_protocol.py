@@ -427,3 +427,19 @@ def test_management_command_starts_the_simulator_with_its_options(monkeypatch: p
     call_command("comfyui_sim", "--port", "9123", "--host", "0.0.0.0", "--output-dir", str(tmp_path), "--models", "a.ckpt")
     (options,) = started
     assert (options.host, options.port, options.output_dir, options.models) == ("0.0.0.0", 9123, tmp_path, ("a.ckpt",))
+
+
+def test_sim_submissions_lists_every_post_including_resubmissions(comfyui_sim: SimulatorProcess) -> None:
+    client = connected_client(comfyui_sim)
+    chosen = "0e0e0e0e-1111-2222-3333-444444444444"
+    client.submit({**sleep_prompt(color=1, seconds=0.01), "prompt_id": chosen})
+    client.submit({**sleep_prompt(color=1, seconds=0.01), "prompt_id": chosen})
+    client.http("POST", "/prompt", {"prompt": {}, "prompt_id": "rejected", "client_id": client.client_id})
+    submissions = requests.get(comfyui_sim.url + "/sim/submissions", timeout=10).json()
+    assert [(s["prompt_id"], s["accepted"], s["client_id"]) for s in submissions] == [
+        (chosen, True, client.client_id),
+        (chosen, True, client.client_id),
+        ("rejected", False, client.client_id),
+    ]
+    # Not a ComfyUI route, so not served under /api either.
+    assert requests.get(comfyui_sim.url + "/api/sim/submissions", timeout=10).status_code == 404

@@ -3,6 +3,9 @@
 Routes, status codes and bodies follow ComfyUI 0.8.0's server.py (see shared/comfyui-traces);
 every route is also served under `/api`, as ComfyUI does. The prompt worker and the websocket
 publisher run as tasks of the same loop; nothing here blocks it.
+
+`/sim/...` routes are the simulator's own, for tests (real ComfyUI answers them with 404, so
+product code must never call them): `GET /sim/submissions` lists every `POST /prompt` received.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ class PromptServer:
         self.queue = PromptQueue(on_change=self.queue_updated)
         self.executor = PromptExecutor(self.registry, self.hub, options, self.device)
         self.number = 0
+        # Every POST /prompt with a prompt, accepted or not: lets tests count submissions, which
+        # ComfyUI itself cannot tell (it accepts a resubmitted prompt_id as a new prompt).
+        self.submissions: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     def queue_info(self) -> dict[str, Any]:
@@ -80,6 +86,9 @@ class PromptServer:
             ("GET", "/api/jobs", self.get_jobs),
             ("GET", "/api/jobs/{job_id}", self.get_job),
         ]
+
+    def simulator_routes(self) -> list[tuple[str, str, Handler]]:
+        return [("GET", "/sim/submissions", self.get_submissions)]
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -167,6 +176,7 @@ class PromptServer:
         extra_data = json_data.get("extra_data", {})
         if "client_id" in json_data:
             extra_data["client_id"] = json_data["client_id"]
+        self._record_submission(prompt_id, number, extra_data.get("client_id"), result.ok)
         if not result.ok:
             logger.warning("invalid prompt: %s", result.error)
             return web.json_response({"error": result.error, "node_errors": result.node_errors}, status=400)
@@ -174,6 +184,20 @@ class PromptServer:
         extra_data["create_time"] = int(time.time() * 1000)
         self.queue.put((number, prompt_id, prompt, extra_data, result.outputs, sensitive))
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
+
+    def _record_submission(self, prompt_id: str, number: float, client_id: str | None, accepted: bool) -> None:
+        self.submissions.append(
+            {
+                "prompt_id": prompt_id,
+                "number": number,
+                "client_id": client_id,
+                "accepted": accepted,
+                "received_at": int(time.time() * 1000),
+            }
+        )
+
+    async def get_submissions(self, request: web.Request) -> web.Response:
+        return web.json_response(self.submissions)
 
     async def get_queue(self, request: web.Request) -> web.Response:
         running, pending = self.queue.current_queue()
@@ -374,6 +398,7 @@ def build_app(options: SimulatorOptions) -> web.Application:
     # ComfyUI serves every route both as is and under /api.
     app.add_routes([web.route(method, "/api" + path, handler) for method, path, handler in routes])
     app.add_routes([web.route(method, path, handler) for method, path, handler in routes])
+    app.add_routes([web.route(method, path, handler) for method, path, handler in server.simulator_routes()])
     app.on_startup.append(server.start)
     app.on_shutdown.append(server.shutdown)
     app.on_cleanup.append(server.cleanup)
