@@ -278,9 +278,12 @@ def job_fail(job: Job, category: str, message: str, details: dict[str, Any] | No
 
 
 def retry_allowed(job: Job, category: str) -> bool:
-    limit = settings.JOB_RETRY_LIMITS.get(category, 0)
+    """Transient categories only, within the job's attempts and the category's own limit
+    (the attempt that just failed is already counted)."""
+    if category not in settings.JOB_RETRY_LIMITS:
+        return False
     failures = JobAttempt.objects.filter(job=job, failure_category=category).count()
-    return job.attempt < settings.JOB_MAX_ATTEMPTS and failures <= limit
+    return job.attempt < settings.JOB_MAX_ATTEMPTS and failures <= settings.JOB_RETRY_LIMITS[category]
 
 
 def job_requeue(job: Job, category: str, message: str) -> bool:

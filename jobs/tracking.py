@@ -120,7 +120,9 @@ class JobTracker:
             categories=catalog.categories,
         )
         self.estimates = eta.node_estimates(job.backend, job.workflow, self.progress.to_run)
-        self.progress.weights = eta.node_weights(self.estimates)
+        # Nodes nothing is known about weigh as much as the average known node (JobProgress.weight).
+        learned = eta.node_weights(self.estimates)
+        self.progress.weights = {n: w for n, w in learned.items() if not self.estimates[n].is_default}
         self.started_monotonic = time.monotonic()
         self.dirty = False
         self.db_dirty = False

@@ -17,13 +17,15 @@ def _minutes_if_long(values: list[float | None]) -> tuple[list[float | None], st
     return values, " s"
 
 
-def _percentile_chart(groups: list[dict[str, Any]], key: str, metric: str, title: str) -> SafeString:
-    labels = [group[key] for group in groups]
-    # One unit for both series, so p50 and p95 bars stay comparable.
-    values, unit = _minutes_if_long([g[f"{metric}_p50"] for g in groups] + [g[f"{metric}_p95"] for g in groups])
-    p50, p95 = values[: len(groups)], values[len(groups):]
-    return bar_chart(labels, [Series("p50", p50, colour(0)), Series("p95", p95, colour(3))], title=title, unit=unit,
-                     width=420)
+def _duration_chart(group: dict[str, Any], name: str) -> SafeString:
+    """Queue wait and run time of one group, p50 and p95, on the group's own scale: a 40-minute
+    video beside a 40-second image would flatten the image's bars to nothing."""
+    values, unit = _minutes_if_long([group["wait_p50"], group["run_p50"], group["wait_p95"], group["run_p95"]])
+    return bar_chart(
+        ["queue wait", "run time"],
+        [Series("p50", values[:2], colour(0)), Series("p95", values[2:], colour(3))],
+        title=f"{name}: durations", unit=unit, width=280, height=200,
+    )
 
 
 def _group_charts(groups: list[dict[str, Any]], key: str, noun: str) -> dict[str, SafeString]:
@@ -42,8 +44,7 @@ def _group_charts(groups: list[dict[str, Any]], key: str, noun: str) -> dict[str
                     colour(2))],
             title=f"Success rate per {noun}", unit=" %", width=420,
         ),
-        "wait": _percentile_chart(groups, key, "wait", f"Queue wait per {noun} (p50, p95)"),
-        "run": _percentile_chart(groups, key, "run", f"Run time per {noun} (p50, p95)"),
+        "durations": [_duration_chart(group, group[key]) for group in groups],
     }
 
 

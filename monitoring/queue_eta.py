@@ -24,12 +24,12 @@ def job_queue_eta_finish_at(job: Job) -> datetime | None:
         .order_by("-priority", "created_at")
         .values_list("id", "workflow")[:JOBS_AHEAD_LIMIT]
     )
-    running = (
-        Job.objects.filter(backend=job.backend, status__in=ACTIVE_STATUSES)
-        .values_list("eta_finish_at", flat=True)
-        .first()
-    )
-    running_remaining = max((running - now).total_seconds(), 0.0) if running else None
+    active = Job.objects.filter(backend=job.backend, status__in=ACTIVE_STATUSES).values_list("eta_finish_at", flat=True)
+    if not active:
+        running_remaining: float | None = 0.0  # the GPU is idle
+    else:
+        finish_at = active[0]
+        running_remaining = max((finish_at - now).total_seconds(), 0.0) if finish_at else None
     waiting = eta.queue_eta_seconds(job.backend, [(str(i), w) for i, w in ahead], running_remaining)
     own = eta.expected_total_seconds(job.backend, job.workflow)
     if waiting is None or own is None:

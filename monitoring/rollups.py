@@ -25,10 +25,11 @@ from monitoring.models import ErrorMessageRollup, JobRollup, NodeRollup, RollupP
 logger = logging.getLogger(__name__)
 
 # Upper edges (seconds) of the duration histogram buckets; one more bucket holds everything longer.
-# Fine enough for image jobs (30-60 s) and coarse where 8-40 min video jobs live.
+# Fine below a second (node timings), for image jobs (30-60 s) and in 2-minute steps for 8-40 min videos.
 DURATION_EDGES: tuple[float, ...] = (
-    1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 75, 90, 120, 150, 180, 240, 300,
-    420, 600, 900, 1200, 1500, 1800, 2100, 2400, 3000, 3600, 5400, 7200,
+    0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 70, 80, 90, 105, 120, 150,
+    180, 240, 300, 360, 420, 480, 540, 600, 720, 840, 960, 1080, 1200, 1320, 1440, 1560, 1680, 1800, 1920,
+    2040, 2160, 2280, 2400, 2700, 3000, 3600, 5400, 7200,
 )
 # A job's finished_at is stamped before its transaction commits: look back this far for late commits.
 LATE_COMMIT_SLACK = timedelta(minutes=10)

@@ -43,6 +43,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+class PortTakenError(RuntimeError):
+    pass
+
+
 class SimulatorProcess:
     """`python -m jobs.simulator` in a subprocess; restart() keeps the port, like restarting ComfyUI."""
 
@@ -55,6 +59,9 @@ class SimulatorProcess:
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        # A port we picked may be taken by someone else before the simulator binds it; then we
+        # may pick another, but only before the first start (restart() must keep the port).
+        self._may_change_port = port is None
         self.output_dir = output_dir or Path(tempfile.mkdtemp(prefix="comfyui-sim-")) / "output"
         self.extra_args = list(extra_args)
         self.log_path = self.output_dir.parent / f"simulator-{self.port}.log"
@@ -78,7 +85,19 @@ class SimulatorProcess:
     def start(self) -> None:
         if self.is_running():
             raise RuntimeError(f"simulator already running on {self.url}")
+        for attempt in range(3):
+            try:
+                self._spawn()
+                break
+            except PortTakenError:
+                if not self._may_change_port or attempt == 2:
+                    raise
+                self.port = free_port(self.host)
+        self._may_change_port = False
+
+    def _spawn(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         command = [
             sys.executable,
             "-m",
@@ -95,7 +114,7 @@ class SimulatorProcess:
             self._process = subprocess.Popen(
                 command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self._wait_until_ready()
+        self._wait_until_ready(log_start)
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM), SIGKILL if it lingers."""
@@ -127,11 +146,15 @@ class SimulatorProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def _wait_until_ready(self) -> None:
+    def _wait_until_ready(self, log_start: int) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self._process is None or self._process.poll() is not None:
-                raise RuntimeError(f"simulator exited during startup:\n{self.log_text()[-3000:]}")
+                self._process = None
+                startup_log = self.log_text()[log_start:]
+                if "address already in use" in startup_log:
+                    raise PortTakenError(f"port {self.port} is taken")
+                raise RuntimeError(f"simulator exited during startup:\n{startup_log[-3000:]}")
             try:
                 if requests.get(self.url + "/prompt", timeout=0.5).status_code == 200:
                     return
@@ -139,7 +162,9 @@ class SimulatorProcess:
                 pass
             time.sleep(0.05)
         self.kill()
-        raise RuntimeError(f"simulator did not answer on {self.url} within {STARTUP_TIMEOUT}s:\n{self.log_text()[-3000:]}")
+        raise RuntimeError(
+            f"simulator did not answer on {self.url} within {STARTUP_TIMEOUT}s:\n{self.log_text()[-3000:]}"
+        )
 
     def __enter__(self) -> SimulatorProcess:
         self.start()

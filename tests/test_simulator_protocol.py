@@ -8,6 +8,7 @@ restart amnesia, path traversal on /view, ...).
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from PIL import Image
 from tests.simulator_process import (
     REPO_ROOT,
     EventLog,
+    PortTakenError,
     RecordingSocket,
     SimulatorClient,
     SimulatorProcess,
@@ -443,3 +445,21 @@ def test_sim_submissions_lists_every_post_including_resubmissions(comfyui_sim: S
     ]
     # Not a ComfyUI route, so not served under /api either.
     assert requests.get(comfyui_sim.url + "/api/sim/submissions", timeout=10).status_code == 404
+
+
+def test_process_helper_moves_off_a_port_taken_before_first_start(tmp_path: Any) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        sim = SimulatorProcess(output_dir=tmp_path / "output")
+        sim.port = taken
+        sim.start()
+        try:
+            assert sim.port != taken
+            assert requests.get(sim.url + "/prompt", timeout=5).status_code == 200
+        finally:
+            sim.stop()
+        pinned = SimulatorProcess(port=taken, output_dir=tmp_path / "pinned")
+        with pytest.raises(PortTakenError):
+            pinned.start()

@@ -315,6 +315,7 @@ def replay_restart(trace: Trace, client: SimulatorClient) -> None:
     assert request is not None
     prompt_id = client.submit(request)
     client.wait_progress(prompt_id, 20)
+    # kill() and start() rather than restart(): the recorded client called ComfyUI while it was down.
     client.log.append("comfyui_killed")
     client.sim.kill()
     client.log.wait_for(lambda event: event["kind"] == "ws_error")

@@ -308,7 +308,9 @@ class PromptExecutor:
         task.add_done_callback(lambda _: unblock())
         return None
 
-    def _input_data(self, run: _PromptRun, unique_id: str, node: dict[str, Any], cls: type[Node]) -> dict[str, list[Any]]:
+    def _input_data(
+        self, run: _PromptRun, unique_id: str, node: dict[str, Any], cls: type[Node]
+    ) -> dict[str, list[Any]]:
         input_types = cls.input_types(self.options)
         declared = {**input_types.get("required", {}), **input_types.get("optional", {})}
         data: dict[str, list[Any]] = {}

@@ -71,7 +71,9 @@ def outputs_summary(outputs: dict[str, Any]) -> tuple[int, dict[str, Any] | None
     return count, preview or fallback
 
 
-def normalize_history_item(prompt_id: str, history_item: dict[str, Any], include_outputs: bool = False) -> dict[str, Any]:
+def normalize_history_item(
+    prompt_id: str, history_item: dict[str, Any], include_outputs: bool = False
+) -> dict[str, Any]:
     priority, _, prompt, extra_data, _ = history_item["prompt"]
     create_time, workflow_id = _job_metadata(extra_data)
     status_info = history_item.get("status") or {}

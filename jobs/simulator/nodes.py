@@ -22,7 +22,7 @@ from .device import DeviceMemory
 from .options import SimulatorOptions
 from .output_files import get_save_image_path
 from .progress import Preview, ProgressBar
-from .tensors import Conditioning, ImageBatch, Latent, ModelHandle, colour_from_int
+from .tensors import Conditioning, ImageBatch, Latent, ModelHandle, blend, colour_from_int
 
 MAX_RESOLUTION = 16384
 MAX_PREVIEW_RESOLUTION = 512
@@ -91,14 +91,6 @@ def encode_preview(image: Image.Image, image_format: str = "JPEG") -> Preview:
     return Preview(image_format, buffer.getvalue())
 
 
-def blend(start: tuple[int, int, int], end: tuple[int, int, int], fraction: float) -> tuple[int, int, int]:
-    return (
-        round(start[0] + (end[0] - start[0]) * fraction),
-        round(start[1] + (end[1] - start[1]) * fraction),
-        round(start[2] + (end[2] - start[2]) * fraction),
-    )
-
-
 # --- core image and sampling nodes -------------------------------------------------------------
 
 
@@ -117,7 +109,9 @@ class EmptyImage(Node):
             }
         }
 
-    async def execute(self, ctx: NodeContext, width: int, height: int, batch_size: int = 1, color: int = 0, **_: Any) -> NodeReturn:
+    async def execute(
+        self, ctx: NodeContext, width: int, height: int, batch_size: int = 1, color: int = 0, **_: Any
+    ) -> NodeReturn:
         return (ImageBatch(width, height, (colour_from_int(color),) * batch_size),)
 
 

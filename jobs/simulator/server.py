@@ -167,7 +167,12 @@ class PromptServer:
             number = -self.number if json_data.get("front") else self.number
             self.number += 1
         if "prompt" not in json_data:
-            error = {"type": "no_prompt", "message": "No prompt provided", "details": "No prompt provided", "extra_info": {}}
+            error = {
+                "type": "no_prompt",
+                "message": "No prompt provided",
+                "details": "No prompt provided",
+                "extra_info": {},
+            }
             return web.json_response({"error": error, "node_errors": {}}, status=400)
 
         prompt = json_data["prompt"]

@@ -102,6 +102,15 @@ def colour_from_int(colour: int) -> Rgb:
     return (colour >> 16) & 0xFF, (colour >> 8) & 0xFF, colour & 0xFF
 
 
+def blend(start: Rgb, end: Rgb, fraction: float) -> Rgb:
+    """The colour `fraction` of the way from start to end (a sampler's preview converging)."""
+    return (
+        round(start[0] + (end[0] - start[0]) * fraction),
+        round(start[1] + (end[1] - start[1]) * fraction),
+        round(start[2] + (end[2] - start[2]) * fraction),
+    )
+
+
 def average_colour(colours: Sequence[Rgb]) -> Rgb:
     count = len(colours)
     return (

@@ -22,11 +22,10 @@ from .nodes import (
     NodeContext,
     NodeReturn,
     OutOfMemoryError,
-    blend,
     encode_preview,
 )
 from .options import SimulatorOptions
-from .tensors import ImageBatch, average_colour, colour_from_text
+from .tensors import ImageBatch, average_colour, blend, colour_from_text
 
 
 

@@ -60,7 +60,9 @@ def validate_prompt(
             return ValidationResult(
                 False,
                 _prompt_error(
-                    "invalid_prompt", f"Cannot execute because node {class_type} does not exist.", f"Node ID '#{node_id}'"
+                    "invalid_prompt",
+                    f"Cannot execute because node {class_type} does not exist.",
+                    f"Node ID '#{node_id}'",
                 ),
             )
         if cls.OUTPUT_NODE and (partial_execution_targets is None or node_id in partial_execution_targets):
@@ -81,7 +83,8 @@ def _validate_outputs(registry: NodeRegistry, prompt: dict[str, Any], outputs: l
         try:
             valid, reasons = _validate_inputs(registry, prompt, output, validated)
         except Exception as error:
-            valid, reasons = False, [_exception_reason("exception_during_validation", "Exception when validating node", error)]
+            reason = _exception_reason("exception_during_validation", "Exception when validating node", error)
+            valid, reasons = False, [reason]
             validated[output] = (False, reasons)
         if valid:
             good_outputs.append(output)
