@@ -48,6 +48,17 @@ def sampler_workflow(steps: int = 30, seed: int | None = None) -> dict:
     }
 
 
+async def follow_to_end(ws: WebsocketCommunicator, timeline: list[dict]) -> list[dict]:
+    """Collect timeline events from the socket until the job's state is final, then disconnect."""
+    state = None
+    while (state or {}).get("status") not in FINAL:
+        message = await ws.receive_json_from(timeout=30)
+        timeline += message["events"]
+        state = message["job"] or state
+    await ws.disconnect()
+    return timeline
+
+
 def job_now(api, job_id: str) -> dict:
     return api.get(f"/api/jobs/{job_id}/").json()
 
@@ -102,16 +113,11 @@ def test_reconnecting_subscriber_ends_with_the_same_timeline(live, api, user):
     async def steady() -> list[tuple]:
         ws = WebsocketCommunicator(application, f"{path}&after=0", headers=ORIGIN)
         assert (await ws.connect())[0]
-        timeline, state = [], None
-        while (state or {}).get("status") not in FINAL:
-            message = await ws.receive_json_from(timeout=30)
-            timeline += message["events"]
-            state = message["job"] or state
-        await ws.disconnect()
+        timeline = await follow_to_end(ws, [])
         return [(e["seq"], e["kind"], e["node_id"]) for e in timeline]
 
     async def flaky() -> list[tuple]:
-        timeline, state = [], None
+        timeline = []
         ws = WebsocketCommunicator(application, f"{path}&after=0", headers=ORIGIN)
         assert (await ws.connect())[0]
         while not any(e["kind"] == "node_started" and e["node_id"] == "3" for e in timeline):
@@ -121,11 +127,7 @@ def test_reconnecting_subscriber_ends_with_the_same_timeline(live, api, user):
         await asyncio.sleep(1.0)
         ws = WebsocketCommunicator(application, f"{path}&after={timeline[-1]['seq']}", headers=ORIGIN)
         assert (await ws.connect())[0]
-        while (state or {}).get("status") not in FINAL:
-            message = await ws.receive_json_from(timeout=30)
-            timeline += message["events"]
-            state = message["job"] or state
-        await ws.disconnect()
+        timeline = await follow_to_end(ws, timeline)
         return [(e["seq"], e["kind"], e["node_id"]) for e in timeline]
 
     async def both():
