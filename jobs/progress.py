@@ -142,6 +142,9 @@ class JobProgress:
         handler = getattr(self, f"_on_{message.type}", None)
         if handler is None:
             return False
+        # Any message about our prompt means ComfyUI is executing it, even when we joined late
+        # and never saw its `execution_start`.
+        self.started = True
         changed = handler(message.data)
         self.fraction = self.overall()
         return bool(changed)

@@ -123,6 +123,8 @@ class JobTracker:
         # Nodes nothing is known about weigh as much as the average known node (JobProgress.weight).
         learned = eta.node_weights(self.estimates)
         self.progress.weights = {n: w for n, w in learned.items() if not self.estimates[n].is_default}
+        if job.status != JobStatus.QUEUED:
+            self._restore_progress()
         self.started_monotonic = time.monotonic()
         self.dirty = False
         self.db_dirty = False
@@ -142,6 +144,19 @@ class JobTracker:
         self.messages = 0
         self.db_writes = 0
         self.broadcasts = 0
+
+    def _restore_progress(self) -> None:
+        """Taking over from a tracker that died: carry on from what it stored, so progress does
+        not start again from zero (ComfyUI will not repeat what it already sent)."""
+        progress, job = self.progress, self.job
+        progress.started = job.status == JobStatus.RUNNING
+        progress.cached = set(job.cached_nodes)
+        finished = job.events.filter(kind=EventKind.NODE_FINISHED)
+        if job.submitted_at:
+            finished = finished.filter(at__gte=job.submitted_at)
+        progress.done = set(finished.values_list("node_id", flat=True))
+        progress.current_node = job.current_node_id or None
+        progress.fraction = job.progress
 
     # --- lifecycle ---------------------------------------------------------------------------
 

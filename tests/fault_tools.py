@@ -59,7 +59,7 @@ class _WsPair:
 
 @dataclass
 class Submission:
-    at: float
+    at: float  # wall clock (time.time()), comparable with the database's timestamps
     prompt_id: str | None
     client_id: str | None
     forwarded: bool
@@ -223,7 +223,7 @@ class ComfyProxy:
         body = await request.read()
         if request.method == "POST" and path in INTERRUPT_PATHS:
             with self._lock:
-                self.interrupts.append((time.monotonic(), _json_field(body, "prompt_id")))
+                self.interrupts.append((time.time(), _json_field(body, "prompt_id")))
         fault = self.fault
         if fault is not None and fault.applies(path, is_websocket):
             if request.method == "POST" and path in PROMPT_PATHS:
@@ -254,7 +254,7 @@ class ComfyProxy:
         with self._lock:
             self.submissions.append(
                 Submission(
-                    at=time.monotonic(),
+                    at=time.time(),
                     prompt_id=_json_field(body, "prompt_id"),
                     client_id=_json_field(body, "client_id"),
                     forwarded=forwarded,

@@ -110,3 +110,16 @@ def test_cancel_a_finished_job_is_a_conflict(api, user):
     job = JobFactory(user=user, status=JobStatus.COMPLETED)
     response = api.post(f"/api/jobs/{job.id}/cancel/")
     assert response.status_code == 409 and "already completed" in response.json()["detail"]
+
+
+def test_queue_position_follows_priority_then_age(api, user):
+    older = JobFactory(user=user, priority=5)
+    newer = JobFactory(user=user, priority=5)
+    urgent = JobFactory(user=user, priority=9)
+    other_backend = JobFactory(user=user, priority=9, backend="elsewhere")
+    positions = {j["id"]: j["queue_position"] for j in api.get("/api/jobs/").json()["results"]}
+    assert positions[str(urgent.id)] == 1
+    assert positions[str(older.id)] == 2 and positions[str(newer.id)] == 3
+    assert positions[str(other_backend.id)] == 1, "each backend has its own queue"
+    api.post(f"/api/jobs/{urgent.id}/cancel/")
+    assert api.get(f"/api/jobs/{newer.id}/").json()["queue_position"] == 2
