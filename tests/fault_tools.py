@@ -48,7 +48,7 @@ HOP_BY_HOP = {
 # --- the ComfyUI proxy ------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class _WsPair:
     client_id: str
     downstream: web.WebSocketResponse

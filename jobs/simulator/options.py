@@ -29,6 +29,7 @@ class SimulatorOptions:
     previews: bool = True
     vram_total_gb: float = 24.0
     log_level: str = "INFO"
+    record_sends: bool = False
 
     def __post_init__(self) -> None:
         # Path checks (saving, /view) compare absolute paths, as ComfyUI's folder_paths does.
@@ -71,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--vram-total-gb", type=float, default=SimulatorOptions.vram_total_gb)
     parser.add_argument("--log-level", default=SimulatorOptions.log_level)
+    parser.add_argument(
+        "--record-sends",
+        action="store_true",
+        help="keep when each `progress` message was written to a socket, at GET /sim/sent (for latency "
+        "benchmarks; ComfyUI's messages carry no timestamp). Grows ~100 entries a second while a node reports",
+    )
 
 
 def options_from_arguments(arguments: Mapping[str, Any]) -> SimulatorOptions:
@@ -86,4 +93,5 @@ def options_from_arguments(arguments: Mapping[str, Any]) -> SimulatorOptions:
         previews=arguments.get("preview_method", "auto") != "none",
         vram_total_gb=float(arguments.get("vram_total_gb", SimulatorOptions.vram_total_gb)),
         log_level=str(arguments.get("log_level") or SimulatorOptions.log_level),
+        record_sends=bool(arguments.get("record_sends", False)),
     )

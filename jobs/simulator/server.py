@@ -5,7 +5,8 @@ every route is also served under `/api`, as ComfyUI does. The prompt worker and 
 publisher run as tasks of the same loop; nothing here blocks it.
 
 `/sim/...` routes are the simulator's own, for tests (real ComfyUI answers them with 404, so
-product code must never call them): `GET /sim/submissions` lists every `POST /prompt` received.
+product code must never call them): `GET /sim/submissions` lists every `POST /prompt` received;
+`GET /sim/sent[?prompt_id=]` lists when each `progress` message went out (with --record-sends).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ MAX_UPLOAD_SIZE = 100 * 1024 * 1024
 class PromptServer:
     def __init__(self, options: SimulatorOptions) -> None:
         self.options = options
-        self.hub = SocketHub()
+        self.hub = SocketHub(record_sends=options.record_sends)
         self.registry = NodeRegistry(options)
         self.device = DeviceMemory(options.vram_total_gb)
         self.queue = PromptQueue(on_change=self.queue_updated)
@@ -88,7 +89,7 @@ class PromptServer:
         ]
 
     def simulator_routes(self) -> list[tuple[str, str, Handler]]:
-        return [("GET", "/sim/submissions", self.get_submissions)]
+        return [("GET", "/sim/submissions", self.get_submissions), ("GET", "/sim/sent", self.get_sent)]
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -203,6 +204,13 @@ class PromptServer:
 
     async def get_submissions(self, request: web.Request) -> web.Response:
         return web.json_response(self.submissions)
+
+    async def get_sent(self, request: web.Request) -> web.Response:
+        sent = self.hub.sent_progress
+        if sent is None:
+            return web.json_response({"error": "start the simulator with --record-sends"}, status=404)
+        prompt_id = request.rel_url.query.get("prompt_id")
+        return web.json_response([entry for entry in sent if prompt_id in (None, entry["prompt_id"])])
 
     async def get_queue(self, request: web.Request) -> web.Response:
         running, pending = self.queue.current_queue()

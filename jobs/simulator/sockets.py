@@ -3,6 +3,10 @@
 One socket per clientId (a reconnect with the same id replaces the old one). Messages queued with
 `send_sync` go out in order from a single publisher task; `sid=None` means every socket, which is
 how `status` is broadcast, and also what happens to progress when a prompt had no client_id.
+
+With `record_sends`, the hub also notes when each `progress` message was written to each socket
+(`sent_progress`, served at GET /sim/sent): ComfyUI's messages carry no timestamp, and a latency
+benchmark needs the send time of the step a browser is shown.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import json
 import logging
 import struct
+import time
 from enum import IntEnum
 from typing import Any
 
@@ -38,7 +43,7 @@ Message = tuple[str | int, Any, str | None]
 
 
 class SocketHub:
-    def __init__(self) -> None:
+    def __init__(self, *, record_sends: bool = False) -> None:
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.feature_flags: dict[str, dict[str, Any]] = {}
         # The client of the prompt being executed and the node it last started, like
@@ -46,6 +51,7 @@ class SocketHub:
         self.client_id: str | None = None
         self.last_node_id: str | None = None
         self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.sent_progress: list[dict[str, Any]] | None = [] if record_sends else None
 
     def send_sync(self, event: str | int, data: Any, sid: str | None = None) -> None:
         self._outbox.put_nowait((event, data, sid))
@@ -65,8 +71,10 @@ class SocketHub:
             message: str | bytes = struct.pack(">I", event) + bytes(data)
         else:
             message = json.dumps({"type": event, "data": data})
-        targets = list(self.sockets.values()) if sid is None else [self.sockets[sid]] if sid in self.sockets else []
-        for ws in targets:
+        targets = list(self.sockets.items()) if sid is None else [(sid, self.sockets[sid])] if sid in self.sockets else []
+        for target_sid, ws in targets:
+            if event == "progress" and self.sent_progress is not None:
+                self.sent_progress.append({**data, "sid": target_sid, "sent_at": time.time()})
             await _send_ignoring_disconnects(ws, message)
 
     async def close_all(self) -> None:
