@@ -162,8 +162,8 @@ COMFYUI_WS_TIMEOUT = float(os.environ.get("COMFYUI_WS_TIMEOUT", "1.0"))
 
 # --- Tracking ------------------------------------------------------------------------------------
 # Coalescing: at most one database write and one broadcast per job per interval.
-TRACKER_DB_INTERVAL = float(os.environ.get("TRACKER_DB_INTERVAL", "0.5"))
-TRACKER_BROADCAST_INTERVAL = float(os.environ.get("TRACKER_BROADCAST_INTERVAL", "0.1"))
+TRACKER_DB_INTERVAL = float(os.environ.get("TRACKER_DB_INTERVAL", "0.6"))
+TRACKER_BROADCAST_INTERVAL = float(os.environ.get("TRACKER_BROADCAST_INTERVAL", "0.12"))
 # How long ComfyUI may stay unreachable before the attempt fails `comfyui_unreachable`.
 TRACKER_RECONNECT_SECONDS = float(os.environ.get("TRACKER_RECONNECT_SECONDS", "60"))
 # Live previews are kept at most this often; step samples go on the timeline at most this often.

@@ -23,11 +23,19 @@ def _category_label(category: str) -> str:
         return category or "(none)"
 
 
-def _matrix(rows: list[dict[str, Any]], key: str, categories: list[str]) -> list[dict[str, Any]]:
+def _rollup_sums(since: datetime, *keys: str, failed_only: bool = False) -> list[dict[str, Any]]:
+    """Daily roll-up counts summed by `keys` in the database: a few dozen rows back, not thousands."""
+    rows = JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since)
+    if failed_only:
+        rows = rows.filter(status=JobStatus.FAILED)
+    return list(rows.values(*keys).annotate(n=Sum("count")).order_by())
+
+
+def _matrix(since: datetime, key: str, categories: list[str]) -> list[dict[str, Any]]:
     """One line per `key` value (backend, job type): its failures per category, and its total."""
     cells: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     finished: dict[str, int] = defaultdict(int)
-    for row in rows:
+    for row in _rollup_sums(since, key, "status", "failure_category"):
         finished[row[key]] += row["n"]
         if row["status"] == JobStatus.FAILED:
             cells[row[key]][row["failure_category"]] += row["n"]
@@ -46,25 +54,19 @@ def _matrix(rows: list[dict[str, Any]], key: str, categories: list[str]) -> list
 def failure_stats(*, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     since = window_start(days, now)
-    rows = list(
-        JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since)
-        .values("start", "job_type", "backend", "status", "failure_category")
-        .annotate(n=Sum("count"))
-        .order_by()
-    )
-    failed = [row for row in rows if row["status"] == JobStatus.FAILED]
     totals: dict[str, int] = defaultdict(int)
     per_day: dict[datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in failed:
+    for row in _rollup_sums(since, "start", "failure_category", failed_only=True):
         totals[row["failure_category"]] += row["n"]
         per_day[row["start"]][row["failure_category"]] += row["n"]
     categories = sorted(totals, key=lambda category: -totals[category])
     days_list = [since + timedelta(days=offset) for offset in range(days)]
+    by_backend = _matrix(since, "backend", categories)
     return {
         "window_days": days,
         "since": since,
         "until": now,
-        "finished": sum(row["n"] for row in rows),
+        "finished": sum(row["finished"] for row in by_backend),
         "failed": sum(totals.values()),
         "categories": [
             {"category": category, "label": _category_label(category), "count": totals[category]}
@@ -75,8 +77,8 @@ def failure_stats(*, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = Non
              "total": sum(per_day[day].values())}
             for day in days_list
         ],
-        "by_backend": _matrix(rows, "backend", categories),
-        "by_job_type": _matrix(rows, "job_type", categories),
+        "by_backend": by_backend,
+        "by_job_type": _matrix(since, "job_type", categories),
         "top_messages": top_error_messages(since),
     }
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.cache import cache
+from django.db.models import Sum
 from django.utils import timezone
 
 from jobs.models import JobStatus
@@ -45,8 +47,7 @@ def histogram_percentile(histogram: Sequence[int], fraction: float) -> float | N
 def _add(total: list[int], histogram: Sequence[int]) -> None:
     if len(total) < len(histogram):
         total.extend([0] * (len(histogram) - len(total)))
-    for index, count in enumerate(histogram):
-        total[index] += count
+    total[: len(histogram)] = [a + b for a, b in zip(total, histogram)]
 
 
 @dataclass
@@ -59,16 +60,17 @@ class Tally:
     wait_hist: list[int] = field(default_factory=list)
     run_hist: list[int] = field(default_factory=list)
 
-    def add(self, row: dict[str, Any]) -> None:
-        if row["status"] == JobStatus.COMPLETED:
-            self.completed += row["count"]
-            # Durations of completed jobs only: a failure after 2 s says nothing about run time.
-            _add(self.wait_hist, row["wait_hist"])
-            _add(self.run_hist, row["run_hist"])
-        elif row["status"] == JobStatus.FAILED:
-            self.failed += row["count"]
+    def add_count(self, status: str, count: int) -> None:
+        if status == JobStatus.COMPLETED:
+            self.completed += count
+        elif status == JobStatus.FAILED:
+            self.failed += count
         else:
-            self.cancelled += row["count"]
+            self.cancelled += count
+
+    def add_durations(self, row: dict[str, Any]) -> None:
+        _add(self.wait_hist, row["wait_hist"])
+        _add(self.run_hist, row["run_hist"])
 
     def summary(self, hours: float) -> dict[str, Any]:
         count = self.completed + self.failed + self.cancelled
@@ -107,10 +109,21 @@ def window_days(value: Any) -> int:
     return days if days in WINDOW_CHOICES else DEFAULT_WINDOW_DAYS
 
 
-def _daily_rows(since: datetime) -> Iterable[dict[str, Any]]:
-    return JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since).values(
-        "start", "job_type", "backend", "status", "count", "wait_hist", "run_hist"
+def _daily_counts(since: datetime) -> Iterable[dict[str, Any]]:
+    # Summed in the database: the failure categories split a day into many rows the counts don't need.
+    return (
+        JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since)
+        .values("start", "job_type", "backend", "status")
+        .annotate(n=Sum("count"))
+        .order_by()
     )
+
+
+def _daily_durations(since: datetime) -> Iterable[dict[str, Any]]:
+    """Histograms of completed jobs only: durations of failures say little about how long work takes."""
+    return JobRollup.objects.filter(
+        period=RollupPeriod.DAY, start__gte=since, status=JobStatus.COMPLETED
+    ).values("job_type", "backend", "wait_hist", "run_hist")
 
 
 def _hourly_throughput(now: datetime) -> list[dict[str, Any]]:
@@ -171,11 +184,13 @@ def generation_stats(*, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = 
     by_backend: dict[str, Tally] = defaultdict(Tally)
     overall = Tally()
     day_counts: dict[datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in _daily_rows(since):
-        by_type[row["job_type"]].add(row)
-        by_backend[row["backend"]].add(row)
-        overall.add(row)
-        day_counts[row["start"]][row["status"]] += row["count"]
+    for row in _daily_counts(since):
+        for tally in (by_type[row["job_type"]], by_backend[row["backend"]], overall):
+            tally.add_count(row["status"], row["n"])
+        day_counts[row["start"]][row["status"]] += row["n"]
+    for row in _daily_durations(since):
+        for tally in (by_type[row["job_type"]], by_backend[row["backend"]], overall):
+            tally.add_durations(row)
     return {
         "window_days": days,
         "since": since.isoformat(),
@@ -190,7 +205,17 @@ def generation_stats(*, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = 
     }
 
 
+KNOWN_VALUES_SECONDS = 300
+
+
 def known_values(field_name: str) -> list[str]:
-    """Backends or job types seen in the roll-ups (a few thousand rows, not a million jobs)."""
-    values = JobRollup.objects.filter(period=RollupPeriod.DAY).values_list(field_name, flat=True).distinct()
-    return sorted(set(values.order_by()))
+    """Backends or job types seen in the roll-ups (thousands of rows, not a million jobs).
+
+    Cached for a few minutes: every job list page asks, and a new backend can wait that long.
+    """
+
+    def distinct() -> list[str]:
+        values = JobRollup.objects.filter(period=RollupPeriod.DAY).values_list(field_name, flat=True)
+        return sorted(set(values.distinct().order_by()))
+
+    return cache.get_or_set(f"monitoring:known:{field_name}", distinct, KNOWN_VALUES_SECONDS)

@@ -313,7 +313,9 @@ def rig_factory(request, transactional_db, settings, tmp_path, api) -> Iterator[
     rigs: list[FaultRig] = []
 
     def make(scenario: str) -> FaultRig:
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:80]
+        base = request.node.originalname.removeprefix("test_")[:40]
+        params = getattr(getattr(request.node, "callspec", None), "id", "")
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{base}-{params}" if params else base)
         rig = FaultRig(name=name, scenario=scenario, tmp_path=tmp_path, settings=settings, api=api)
         rigs.append(rig)
         rig.start()
@@ -323,6 +325,14 @@ def rig_factory(request, transactional_db, settings, tmp_path, api) -> Iterator[
     for rig in rigs:
         rig.record()
         rig.stop()
+
+
+def closed_attempts(job_id: str) -> list[JobAttempt]:
+    """The job's attempts once all are closed (the job's final status and its attempt's outcome
+    are two writes: give the second a moment)."""
+    wait_for(lambda: not JobAttempt.objects.filter(job_id=job_id, outcome="").exists(), timeout=10,
+             message=f"the attempts of job {job_id} to be closed")
+    return list(JobAttempt.objects.filter(job_id=job_id).order_by("number"))
 
 
 def statuses_on_timeline(job_id: str) -> list[str]:
@@ -373,7 +383,7 @@ def test_sigkill_whole_gpu_worker_mid_job_is_resumed_by_the_orphan_sweep(rig_fac
     assert job.deliveries == 2, "the first worker, then the one the sweep handed the job to"
     notes = [e.data for e in JobEvent.objects.filter(job_id=job_id, kind="note")]
     assert any("resuming" in str(n.get("message")) for n in notes), notes
-    (attempt,) = JobAttempt.objects.filter(job_id=job_id)
+    (attempt,) = closed_attempts(job_id)
     assert attempt.outcome == "completed"
     assert_outputs_match_history(rig, job, expected=1)
     rig.assert_ran_once(job_id)
@@ -418,7 +428,7 @@ def test_comfyui_restart_mid_job_is_detected_lost_and_retried_with_a_new_prompt(
 
     job = rig.wait_final(job_id, timeout=90)
     assert job.status == "completed", rig.describe(job_id)
-    attempts = list(JobAttempt.objects.filter(job_id=job_id).order_by("number"))
+    attempts = closed_attempts(job_id)
     assert [(a.number, a.outcome, a.failure_category) for a in attempts] == [
         (1, "failed", "lost"),
         (2, "completed", ""),
@@ -474,8 +484,10 @@ def test_websocket_dropped_mid_job_completes_with_all_outputs(rig_factory, how, 
         f"completed, but the job says {job.nodes_done}/{job.nodes_total} nodes done: "
         "the tracker missed the end of the run"
     )
-    finished = {e.node_id for e in JobEvent.objects.filter(job_id=job_id, kind="node_finished")}
-    assert finished == {"1", "2", "3", "4"}, f"node_finished on the timeline only for {sorted(finished)}"
+    if how != "unavailable-until-done":
+        # The socket was back while the prompt still ran: the rest of its events must come through.
+        finished = {e.node_id for e in JobEvent.objects.filter(job_id=job_id, kind="node_finished")}
+        assert finished == {"1", "2", "3", "4"}, f"node_finished on the timeline only for {sorted(finished)}"
     assert len(rig.proxy.websocket_opens) >= 2, "the tracker reconnected"
     rig.assert_ran_once(job_id)
     rig.finish()
@@ -749,7 +761,7 @@ def test_node_without_progress_is_detected_stuck_and_its_prompt_interrupted(rig_
     assert job.status == "failed", rig.describe(job_id)
     assert job.failure_category == "stuck"
     assert "no progress for" in job.error_message and "ProbePreviewSampler" in job.error_message, job.error_message
-    attempts = list(JobAttempt.objects.filter(job_id=job_id).order_by("number"))
+    attempts = closed_attempts(job_id)
     assert [(a.number, a.outcome, a.failure_category) for a in attempts] == [(1, "failed", "stuck"), (2, "failed", "stuck")]
     history = comfy_history(rig.sim.url)
     starts = [e.at.timestamp() for e in JobEvent.objects.filter(job_id=job_id, kind="node_started", node_id="2").order_by("seq")]
