@@ -220,7 +220,8 @@ class JobAttempt(models.Model):
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveSmallIntegerField()
-    prompt_id = models.UUIDField(unique=True)
+    # Usually new per attempt; an attempt that re-attaches after ComfyUI was unreachable keeps it.
+    prompt_id = models.UUIDField(db_index=True)
     backend = models.CharField(max_length=64)
     worker = models.CharField(max_length=255, blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)

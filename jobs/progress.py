@@ -65,6 +65,13 @@ class JobProgress:
     def __post_init__(self) -> None:
         self.to_run = nodes_to_run(self.workflow, self.output_classes)
 
+    def complete(self, cached_nodes: list[str]) -> None:
+        """ComfyUI says the prompt succeeded: every node that had to run ran, or came from cache."""
+        self.cached |= {top_level_id(str(n)) for n in cached_nodes}
+        self.done |= self.to_run - self.cached
+        self.outcome = "success"
+        self.fraction = 1.0
+
     def drain_happenings(self) -> list[tuple[str, str, dict[str, Any]]]:
         drained, self.happenings = self.happenings, []
         return drained

@@ -27,6 +27,7 @@ from jobs.models import (
     ACTIVE_STATUSES,
     TRANSITION_TIMESTAMPS,
     EventKind,
+    FailureCategory,
     Job,
     JobAttempt,
     JobEvent,
@@ -306,7 +307,9 @@ def job_requeue(job: Job, category: str, message: str) -> bool:
             job,
             JobStatus.QUEUED,
             attempt=job.attempt + 1,
-            prompt_id=uuid.uuid4(),
+            # Unreachable is not gone: the prompt may still run, and the next attempt re-attaches
+            # to it instead of running the work twice. Otherwise it is gone or was stopped.
+            prompt_id=job.prompt_id if category == FailureCategory.COMFYUI_UNREACHABLE else uuid.uuid4(),
             not_before=not_before,
             client_id="",
             heartbeat_at=None,
@@ -336,10 +339,10 @@ def job_retry(job: Job) -> Job:
 
 def job_attempt_open(job: Job, *, worker: str) -> JobAttempt:
     attempt, _ = JobAttempt.objects.get_or_create(
-        prompt_id=job.prompt_id,
+        job=job,
+        number=job.attempt,
         defaults={
-            "job": job,
-            "number": job.attempt,
+            "prompt_id": job.prompt_id,
             "backend": job.backend,
             "worker": worker,
             "submitted_at": timezone.now(),
@@ -349,7 +352,7 @@ def job_attempt_open(job: Job, *, worker: str) -> JobAttempt:
 
 
 def job_attempt_close(job: Job, *, outcome: str, category: str = "", message: str = "") -> None:
-    JobAttempt.objects.filter(prompt_id=job.prompt_id, outcome="").update(
+    JobAttempt.objects.filter(job=job, number=job.attempt, outcome="").update(
         outcome=outcome,
         failure_category=category,
         error_message=message[:10_000],

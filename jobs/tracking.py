@@ -41,6 +41,8 @@ HEARTBEAT_SECONDS = 5.0
 IDLE_RECONCILE_SECONDS = 10.0
 HISTORY_WAIT_SECONDS = 10.0
 DRAINING_RECHECK_SECONDS = 30.0
+# How long an interrupted prompt may take to stop before the tracker gives up on it.
+STOP_GRACE_SECONDS = 30.0
 
 
 class TrackingEnded(Exception):
@@ -136,10 +138,11 @@ class JobTracker:
         self.last_broadcast = 0.0
         self.last_message = time.monotonic()
         self.last_progress = time.monotonic()
-        self.last_cancel_check = 0.0
+        self.last_db_check = 0.0
         self.last_step_sample = 0.0
         self.last_preview = 0.0
         self.interrupt_sent_at: float | None = None
+        self.interrupt_resent_at = 0.0
         self.interrupt_reason: Failure | None = None
         self.messages = 0
         self.db_writes = 0
@@ -161,17 +164,20 @@ class JobTracker:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> None:
+        fresh = self.job.status == JobStatus.QUEUED
+        # Win the job before touching ComfyUI: a duplicate delivery that loses here never opens a
+        # socket with our client id (ComfyUI would route the prompt's events to it instead).
+        if fresh and not self._transition(JobStatus.SUBMITTED, expected=JobStatus.QUEUED):
+            raise TrackingEnded
         self.socket = self._connect_until_deadline()
         where = self._locate_until_deadline()
         if where is None:
-            # Not in ComfyUI: never submitted, or a previous delivery's prompt was lost with ComfyUI.
-            if self.job.status != JobStatus.QUEUED:
+            if not fresh:
+                # A previous tracker submitted it; ComfyUI no longer has it.
                 from jobs.sweeps import lost_failure
 
                 self._fail(Failure(*lost_failure(self.job)))
             self._submit()
-        elif self.job.status == JobStatus.QUEUED:
-            self._transition(JobStatus.SUBMITTED, expected=JobStatus.QUEUED)
         services.job_attempt_open(self.job, worker=socket.gethostname())
         if where == "history":
             self._finish()
@@ -222,8 +228,6 @@ class JobTracker:
                 time.sleep(1.0)
 
     def _submit(self) -> None:
-        if not self._transition(JobStatus.SUBMITTED, expected=JobStatus.QUEUED):
-            raise TrackingEnded  # cancelled meanwhile, or another delivery submitted it
         deadline = time.monotonic() + settings.TRACKER_RECONNECT_SECONDS
         while True:
             try:
@@ -260,7 +264,7 @@ class JobTracker:
             elif isinstance(message, PreviewFrame):
                 self._keep_preview(message)
             self._flush_if_due()
-            self._check_cancel_if_due()
+            self._check_db_if_due()
             self._check_stuck()
             if time.monotonic() - self.last_message > IDLE_RECONCILE_SECONDS:
                 self._reconcile()
@@ -443,20 +447,35 @@ class JobTracker:
 
     # --- cancel, stuck, timeout -----------------------------------------------------------------
 
-    def _check_cancel_if_due(self) -> None:
+    def _check_db_if_due(self) -> None:
+        """Has someone asked to cancel, or taken the job from us (a sweep closed or requeued it)?"""
         now = time.monotonic()
-        if now - self.last_cancel_check < settings.TRACKER_DB_INTERVAL:
+        if now - self.last_db_check < settings.TRACKER_DB_INTERVAL:
             return
-        self.last_cancel_check = now
-        if not services.job_cancel_requested(self.job):
-            return
-        self._stop_prompt(reason=None)
+        self.last_db_check = now
+        status, prompt_id, cancel_requested_at = (
+            Job.objects.filter(pk=self.job.pk).values_list("status", "prompt_id", "cancel_requested_at").get()
+        )
+        if status not in (JobStatus.SUBMITTED, JobStatus.RUNNING) or str(prompt_id) != self.prompt_id:
+            logger.info("job %s is %s elsewhere; this tracker stops", self.job.id, status)
+            self.job.refresh_from_db()
+            raise TrackingEnded
+        if cancel_requested_at is not None:
+            self._stop_prompt(reason=None)
 
     def _stop_prompt(self, reason: Failure | None) -> None:
         """Remove a waiting prompt, interrupt a running one. `reason` None means a user's cancel."""
         now = time.monotonic()
-        if self.interrupt_sent_at is not None and now - self.interrupt_sent_at < 5.0:
-            return
+        if self.interrupt_sent_at is not None:
+            if now - self.interrupt_sent_at > STOP_GRACE_SECONDS:
+                # A node that never yields cannot be interrupted; this GPU's ComfyUI needs a
+                # restart. Stop following, so the job is accounted for and the worker is free.
+                if reason is None:
+                    self._event(EventKind.NOTE, data={"message": "cancelled; ComfyUI did not stop the prompt"})
+                    self._close(JobStatus.CANCELLED)
+                self._fail(Failure(reason.category, f"{reason.message}; ComfyUI did not stop the prompt", reason.details))
+            if now - self.interrupt_resent_at < 5.0:
+                return
         self.interrupt_reason = reason
         try:
             where = self.client.queue().position(self.prompt_id)
@@ -468,13 +487,15 @@ class JobTracker:
                 self._fail(reason)
             elif where == "running":
                 self.client.interrupt(self.prompt_id)
-                self.interrupt_sent_at = now
+                self.interrupt_sent_at = self.interrupt_sent_at or now
+                self.interrupt_resent_at = now
         except ComfyUIError as exc:
             logger.warning("job %s: could not stop the prompt: %s", self.job.id, exc)
 
     def _check_stuck(self) -> None:
         now = time.monotonic()
         if self.interrupt_sent_at is not None:
+            self._stop_prompt(self.interrupt_reason)
             return
         if now - self.started_monotonic > settings.JOB_MAX_SECONDS:
             self._stop_prompt(
@@ -501,6 +522,9 @@ class JobTracker:
         if entry is not None and outcome is None:
             outcome = "success" if entry.status_str == "success" else _history_outcome(entry)
         if outcome == "success":
+            if entry is not None:
+                # We may not have heard every node (a dropped socket): ComfyUI's word settles it.
+                self.progress.complete((entry.message("execution_cached") or {}).get("nodes") or [])
             self._store_outputs(entry)
             self._close(JobStatus.COMPLETED)
         if outcome == "interrupted":
