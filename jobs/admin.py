@@ -43,7 +43,7 @@ STATUS_COLOURS = {
     "failed": "#dc3545",
     "cancelled": "#adb5bd",
 }
-COUNT_CAP = 10_000
+COUNT_CAP = 5_000
 TIMELINE_LIMIT = 2_000
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 RETRY_MISSING = "Retry is not available yet: this installation has no retry service (jobs.services.job_retry)."

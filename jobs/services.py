@@ -397,14 +397,11 @@ def job_heartbeat(job: Job) -> None:
 
 
 def job_claim(job: Job, *, client_id: str, worker: str, stale_after: timedelta) -> bool:
-    """Become the job's tracker: it is waiting, or its last tracker stopped beating.
-
-    A second delivery of the same task while the first one is alive claims nothing.
-    """
+    """Take over an active job whose tracker stopped beating (a waiting job is won instead by its
+    queued -> submitted compare-and-set). A second delivery while the first is alive claims nothing."""
     now = timezone.now()
     stale = Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - stale_after)
-    claimable = Q(status=JobStatus.QUEUED) | (Q(status__in=ACTIVE_STATUSES) & stale)
-    updated = Job.objects.filter(Q(pk=job.pk) & claimable).update(
+    updated = Job.objects.filter(Q(pk=job.pk, status__in=ACTIVE_STATUSES) & stale).update(
         client_id=client_id, worker=worker, heartbeat_at=now, deliveries=F("deliveries") + 1
     )
     job.refresh_from_db()

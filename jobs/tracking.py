@@ -62,7 +62,7 @@ def job_track(job_id: str) -> None:
     if job.status == JobStatus.QUEUED and _must_wait(job):
         return
     client_id = tracker_client_id(job)
-    if not _claim_when_free(job, client_id):
+    if job.status != JobStatus.QUEUED and not _claim_when_free(job, client_id):
         logger.info("job %s is followed by a live tracker; this delivery stops", job.id)
         return
     client = services.backend_client(job.backend)
@@ -100,7 +100,7 @@ def _claim_when_free(job: Job, client_id: str) -> bool:
     while True:
         if services.job_claim(job, client_id=client_id, worker=worker, stale_after=stale_after):
             return True
-        if job.is_final or job.status == JobStatus.QUEUED:
+        if job.status not in (JobStatus.SUBMITTED, JobStatus.RUNNING):
             return False
         if job.heartbeat_at != last_beat or time.monotonic() > deadline:
             return False  # someone else is beating: a live tracker follows this job
@@ -167,7 +167,14 @@ class JobTracker:
         fresh = self.job.status == JobStatus.QUEUED
         # Win the job before touching ComfyUI: a duplicate delivery that loses here never opens a
         # socket with our client id (ComfyUI would route the prompt's events to it instead).
-        if fresh and not self._transition(JobStatus.SUBMITTED, expected=JobStatus.QUEUED):
+        if fresh and not self._transition(
+            JobStatus.SUBMITTED,
+            expected=JobStatus.QUEUED,
+            client_id=self.client_id,
+            worker=socket.gethostname(),
+            heartbeat_at=timezone.now(),
+            deliveries=self.job.deliveries + 1,
+        ):
             raise TrackingEnded
         self.socket = self._connect_until_deadline()
         where = self._locate_until_deadline()
@@ -440,6 +447,8 @@ class JobTracker:
 
     def _beat_if_due(self) -> None:
         now = time.monotonic()
+        if self.job.status == JobStatus.QUEUED:
+            return  # not ours yet: the queued -> submitted compare-and-set decides
         if now - self.last_db_write >= HEARTBEAT_SECONDS:
             services.job_heartbeat(self.job)
             self.db_writes += 1
@@ -570,10 +579,12 @@ class JobTracker:
                 data={"output_id": stored.pk, "filename": output.filename, "media_type": stored.media_type},
             )
 
-    def _transition(self, status: str, *, expected: str) -> bool:
+    def _transition(self, status: str, *, expected: str, **fields) -> bool:
         self._flush_if_due(force=True)
         self._sync_progress_fields()
-        moved = services.job_transition(self.job, status, expected=expected, **services.progress_values(self.job))
+        moved = services.job_transition(
+            self.job, status, expected=expected, **services.progress_values(self.job), **fields
+        )
         if moved:
             self.db_writes += 1
             self.broadcasts += 1
