@@ -37,8 +37,10 @@ from monitoring import eta
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
-# With no message for this long, ask /queue whether the prompt is still there.
+# With no message for this long, ask /queue whether the prompt is still there (sooner just after
+# a reconnect, when ComfyUI may have unregistered our new socket: see JobTracker._reconcile).
 IDLE_RECONCILE_SECONDS = 10.0
+IDLE_AFTER_RECONNECT_SECONDS = 2.0
 HISTORY_WAIT_SECONDS = 10.0
 DRAINING_RECHECK_SECONDS = 30.0
 # How long an interrupted prompt may take to stop before the tracker gives up on it.
@@ -137,6 +139,7 @@ class JobTracker:
         self.last_db_write = 0.0
         self.last_broadcast = 0.0
         self.last_message = time.monotonic()
+        self.reconnected_at: float | None = None
         self.last_progress = time.monotonic()
         self.last_db_check = 0.0
         self.last_step_sample = 0.0
@@ -195,6 +198,9 @@ class JobTracker:
             "job %s: %d ComfyUI messages, %d database writes, %d broadcasts",
             self.job.id, self.messages, self.db_writes, self.broadcasts,
         )
+        self._close_socket()
+
+    def _close_socket(self) -> None:
         if self.socket is not None:
             self.socket.close()
             self.socket = None
@@ -273,8 +279,8 @@ class JobTracker:
             self._flush_if_due()
             self._check_db_if_due()
             self._check_stuck()
-            if time.monotonic() - self.last_message > IDLE_RECONCILE_SECONDS:
-                self._reconcile()
+            if time.monotonic() - self.last_message > self._idle_limit():
+                self._reconcile(silent=True)
 
     def _apply(self, message: WsMessage) -> None:
         if not self.progress.apply(message):
@@ -295,12 +301,19 @@ class JobTracker:
         due = self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL - time.monotonic()
         return min(max(due, 0.005), settings.COMFYUI_WS_TIMEOUT)
 
+    def _idle_limit(self) -> float:
+        heard_since_reconnect = self.reconnected_at is not None and self.last_message > self.reconnected_at + 0.5
+        if self.reconnected_at is None or heard_since_reconnect:
+            return IDLE_RECONCILE_SECONDS
+        return IDLE_AFTER_RECONNECT_SECONDS
+
     def _reconnect(self) -> None:
-        self.close()
+        self._close_socket()
         self.socket = self._connect_until_deadline()
+        self.reconnected_at = time.monotonic()
         self._reconcile()
 
-    def _reconcile(self) -> None:
+    def _reconcile(self, *, silent: bool = False) -> None:
         """Ask ComfyUI directly: after a dropped socket or a long silence, messages may be gone."""
         self.last_message = time.monotonic()
         try:
@@ -308,6 +321,15 @@ class JobTracker:
         except ComfyUIError as exc:
             logger.warning("job %s: reconcile failed: %s", self.job.id, exc)
             return
+        if where == "running" and silent:
+            # ComfyUI keeps one socket per client id, and when it notices the death of an old
+            # socket late it unregisters the new one with the same id: a running prompt whose
+            # events stopped reaching us needs a fresh socket (which also hears the current node).
+            logger.info("job %s: running in ComfyUI but silent here; reopening the socket", self.job.id)
+            self._close_socket()
+            time.sleep(0.2)
+            self.socket = self._connect_until_deadline()
+            self.reconnected_at = time.monotonic()
         if where == "history":
             self._finish()
         if where is None:
