@@ -140,6 +140,7 @@ class JobTracker:
         self.last_broadcast = 0.0
         self.last_message = time.monotonic()
         self.reconnected_at: float | None = None
+        self.message_gap = 1.0  # smoothed seconds between ComfyUI messages
         self.last_progress = time.monotonic()
         self.last_db_check = 0.0
         self.last_step_sample = 0.0
@@ -270,8 +271,10 @@ class JobTracker:
                 self._reconnect()
                 continue
             if message is not None:
+                now = time.monotonic()
                 self.messages += 1
-                self.last_message = time.monotonic()
+                self.message_gap = 0.8 * self.message_gap + 0.2 * min(now - self.last_message, IDLE_RECONCILE_SECONDS)
+                self.last_message = now
             if isinstance(message, WsMessage):
                 self._apply(message)
             elif isinstance(message, PreviewFrame):
@@ -302,10 +305,12 @@ class JobTracker:
         return min(max(due, 0.005), settings.COMFYUI_WS_TIMEOUT)
 
     def _idle_limit(self) -> float:
+        """How long a silence is normal: a sampler reporting every 10 ms going quiet for 2 s is
+        suspect; one whose steps take a minute is not."""
         heard_since_reconnect = self.reconnected_at is not None and self.last_message > self.reconnected_at + 0.5
-        if self.reconnected_at is None or heard_since_reconnect:
-            return IDLE_RECONCILE_SECONDS
-        return IDLE_AFTER_RECONNECT_SECONDS
+        if self.reconnected_at is not None and not heard_since_reconnect:
+            return IDLE_AFTER_RECONNECT_SECONDS
+        return min(IDLE_RECONCILE_SECONDS, max(IDLE_AFTER_RECONNECT_SECONDS, 20 * self.message_gap))
 
     def _reconnect(self) -> None:
         self._close_socket()
