@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, FloatField, Func, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Left, Trunc
@@ -35,6 +36,8 @@ DURATION_EDGES: tuple[float, ...] = (
 LATE_COMMIT_SLACK = timedelta(minutes=10)
 STATE_NAME = "stats"
 MESSAGE_CHARS = 500
+# The job list's backend and job type filters cache what the roll-ups know (monitoring.stats.known_values).
+KNOWN_VALUES_KEY = "monitoring:known:{}"
 
 
 @dataclass(frozen=True)
@@ -227,5 +230,6 @@ def stats_rollup_refresh(*, rebuild: bool = False, now: datetime | None = None) 
         message_rows = _replace(ErrorMessageRollup, error_message_rows(day_start, None), "day", day_start)
         state.refreshed_until = now
         state.save(update_fields=["refreshed_until"])
+    cache.delete_many([KNOWN_VALUES_KEY.format(name) for name in ("backend", "job_type")])
     logger.info("stats roll-up refreshed since %s: %d job, %d node, %d message rows", since, job_rows, node_rows, message_rows)
     return RefreshResult(since, now, job_rows, node_rows, message_rows)

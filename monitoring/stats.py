@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from jobs.models import JobStatus
 from monitoring.models import JobRollup, NodeRollup, RollupPeriod
-from monitoring.rollups import DURATION_EDGES
+from monitoring.rollups import DURATION_EDGES, KNOWN_VALUES_KEY
 
 WINDOW_CHOICES = (1, 7, 30, 90)
 DEFAULT_WINDOW_DAYS = 30
@@ -218,4 +218,4 @@ def known_values(field_name: str) -> list[str]:
         values = JobRollup.objects.filter(period=RollupPeriod.DAY).values_list(field_name, flat=True)
         return sorted(set(values.distinct().order_by()))
 
-    return cache.get_or_set(f"monitoring:known:{field_name}", distinct, KNOWN_VALUES_SECONDS)
+    return cache.get_or_set(KNOWN_VALUES_KEY.format(field_name), distinct, KNOWN_VALUES_SECONDS)

@@ -158,3 +158,59 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, message: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session) -> Iterator[str]:
+    """daphne serving the project (HTTP and websockets) on the test database, as `make run` does.
+
+    Same environment as the GPU worker: the jobs it enqueues reach that worker, the outputs the
+    worker stores are the ones it serves, and the worker's broadcasts reach its websockets.
+    """
+    import requests
+
+    port = _free_port()
+    with django_db_blocker.unblock():
+        database_url = database_url_for_subprocess()
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        COMFYUI_URL=simulator_session.url,
+        MEDIA_ROOT=str(gpu_worker.media_root),
+        PYTHONUNBUFFERED="1",
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    log_path = ARTIFACTS / "web-server.log"
+    daphne = Path(sys.executable).parent / "daphne"
+    process = subprocess.Popen(
+        [str(daphne), "-b", "127.0.0.1", "-p", str(port), "anime_production.asgi:application"],
+        cwd=REPO, env=env, stdout=open(log_path, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited: {log_path.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/admin/login/", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"daphne not serving in 60 s: {log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -97,6 +97,7 @@ class ComfyProxy:
         self.delay_seconds = 0.0
         self.delay_paths: tuple[str, ...] = ()
         self._pairs: set[_WsPair] = set()
+        self._closing: set[asyncio.Task] = set()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -105,6 +106,16 @@ class ComfyProxy:
         self._release: asyncio.Event | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
+        self.journal: list[str] = []  # what the proxy did, with wall-clock times (see dump())
+
+    def _note(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+        with self._lock:
+            self.journal.append(f"{stamp} {text}")
+
+    def dump(self, path: Path) -> None:
+        with self._lock:
+            path.write_text("\n".join(self.journal) + "\n")
 
     @property
     def url(self) -> str:
@@ -133,11 +144,13 @@ class ComfyProxy:
 
     def set_fault(self, fault: Fault | None) -> None:
         """Inject a fault (None: forward everything again; requests left hanging are dropped)."""
+        self._note(f"fault {fault}")
         self.fault = fault
         if fault is None or fault.mode != "hang":
             self._call(self._release_hung)
 
     def set_delay(self, seconds: float, paths: tuple[str, ...] = ()) -> None:
+        self._note(f"delay {seconds}s on {paths or 'every path'}")
         self.delay_seconds, self.delay_paths = seconds, paths
 
     def sever_websockets(self, *, upstream_close_delay: float = 0.0) -> int:
@@ -205,6 +218,7 @@ class ComfyProxy:
         self._release_hung()
         for pair in list(self._pairs):
             await self._close_pair(pair, 0.0)
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -222,6 +236,7 @@ class ComfyProxy:
             await asyncio.sleep(self.delay_seconds)
         body = await request.read()
         if request.method == "POST" and path in INTERRUPT_PATHS:
+            self._note(f"POST {path} {body[:200]!r}")
             with self._lock:
                 self.interrupts.append((time.time(), _json_field(body, "prompt_id")))
         fault = self.fault
@@ -251,6 +266,7 @@ class ComfyProxy:
         return web.Response(status=502)
 
     def _record_submission(self, body: bytes, *, forwarded: bool, status: int | None) -> None:
+        self._note(f"POST /prompt {_json_field(body, 'prompt_id')} forwarded={forwarded} status={status}")
         with self._lock:
             self.submissions.append(
                 Submission(
@@ -303,6 +319,7 @@ class ComfyProxy:
         with self._lock:
             self._pairs.add(pair)
             self.websocket_opens.append((time.monotonic(), pair.client_id))
+        self._note(f"websocket #{id(pair) % 10000} opened for {pair.client_id}")
 
         async def up_to_down() -> None:
             async for message in upstream:
@@ -324,7 +341,9 @@ class ComfyProxy:
 
         tasks = [asyncio.create_task(up_to_down()), asyncio.create_task(down_to_up())]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            ended = "ComfyUI's side" if tasks[0] in done else "the worker's side"
+            self._note(f"websocket #{id(pair) % 10000} ended on {ended}")
         except asyncio.CancelledError:
             pass
         finally:
@@ -338,6 +357,7 @@ class ComfyProxy:
     async def _sever(self, upstream_close_delay: float) -> int:
         with self._lock:
             pairs = list(self._pairs)
+        self._note(f"sever {[id(p) % 10000 for p in pairs]} (ComfyUI side closed after {upstream_close_delay}s)")
         for pair in pairs:
             await self._close_pair(pair, upstream_close_delay)
         return len(pairs)
@@ -347,15 +367,22 @@ class ComfyProxy:
             self._pairs.discard(pair)
         if pair.transport is not None:
             pair.transport.abort()
-        if upstream_close_delay:
-            # ComfyUI keeps the dead client's socket for a while; meanwhile nothing is read from it.
-            async def close_later() -> None:
-                await asyncio.sleep(upstream_close_delay)
-                await pair.upstream.close()
 
-            asyncio.get_running_loop().create_task(close_later())
-        else:
-            await pair.upstream.close()
+        # Not awaited here: aiohttp's close() can wait up to 10 s for a close handshake (a reader
+        # cancelled mid-receive), and a cut must not hold up the test or the next cut.
+        async def close_upstream() -> None:
+            if upstream_close_delay:
+                # ComfyUI keeps the dead client's socket for a while; meanwhile nothing reads it.
+                await asyncio.sleep(upstream_close_delay)
+                self._note(f"websocket #{id(pair) % 10000}: ComfyUI's side closed now")
+            try:
+                await asyncio.wait_for(pair.upstream.close(), timeout=2)
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+                pass
+
+        task = asyncio.get_running_loop().create_task(close_upstream())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
 
 def _json_field(body: bytes, name: str) -> str | None:

@@ -294,3 +294,12 @@ def test_admin_index_leads_to_the_dashboard(admin_client):
     for url in ("/admin/dashboard/statistics/", "/admin/dashboard/failures/", "/admin/dashboard/live-queue/",
                 "/admin/dashboard/backends/"):
         assert f'href="{url}"' in html
+
+
+def test_retry_through_the_real_service_makes_a_linked_job(admin_client):
+    if getattr(services, "job_retry", None) is None:
+        pytest.skip("jobs.services.job_retry is not there yet")
+    failed = finished_job(status=JobStatus.FAILED, category=FailureCategory.LOST, backend="default")
+    admin_client.post(f"/admin/jobs/job/{failed.id}/retry/")
+    retry = Job.objects.get(retry_of=failed)
+    assert retry.status == JobStatus.QUEUED and retry.workflow == failed.workflow

@@ -71,7 +71,10 @@ class SocketHub:
             message: str | bytes = struct.pack(">I", event) + bytes(data)
         else:
             message = json.dumps({"type": event, "data": data})
-        targets = list(self.sockets.items()) if sid is None else [(sid, self.sockets[sid])] if sid in self.sockets else []
+        if sid is None:
+            targets = list(self.sockets.items())
+        else:
+            targets = [(sid, self.sockets[sid])] if sid in self.sockets else []
         for target_sid, ws in targets:
             if event == "progress" and self.sent_progress is not None:
                 self.sent_progress.append({**data, "sid": target_sid, "sent_at": time.time()})

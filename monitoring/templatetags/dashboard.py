@@ -49,6 +49,19 @@ def item(container: Any, key: Any) -> Any:
     return container[key]
 
 
+@register.filter
+def compact(data: Any) -> str:
+    """A timeline event's data as `key: value` pairs, numbers rounded: easier to scan than a dict."""
+    if not isinstance(data, dict):
+        return "" if data in (None, "") else str(data)
+    parts = []
+    for key, value in data.items():
+        if value in (None, "", [], {}):
+            continue
+        parts.append(f"{key}: {round(value, 3) if isinstance(value, float) else value}")
+    return ", ".join(parts)
+
+
 @register.simple_tag
 def jobs_url(**filters: Any) -> str:
     """The job changelist filtered to exactly the jobs behind a number on a dashboard page."""

@@ -14,12 +14,21 @@ rate (about 100 `progress` messages a second), in two phases:
   Each update a client receives is matched, by (prompt_id, node, step value), to the simulator's
   send time of that `progress` message (GET /sim/sent): that is the delay a person watching sees.
 
+Beside them a subscriber on the channel layer itself (in this process) times when each state
+leaves Redis, which splits the delay into tracker + layer and daphne.
+
+The jobs are made by jobs.services.job_create; their tasks carry one ETA a few seconds ahead, so
+every subscriber is connected before the N jobs start, together.
+
 Rates are per job and per second of the job's RUNNING time (started_at..finished_at): database
-writes and broadcasts as the tracker counts them (its closing log line "N ComfyUI messages,
-M database writes, K broadcasts"), and the updates a subscriber actually received. CPU is the
-tracking workers' (pool processes included, from /proc) over the window in which all N jobs run,
-per job, in % of one core. Everything runs on this machine and shares its cores: the simulators
-(which stand in for GPU machines), Redis, PostgreSQL, daphne, the workers and these clients.
+writes as a trigger on jobs_job (installed in the benchmark's own database) logs them, and
+broadcasts as the subscriber received them; in brackets, the tracker's own tally for the whole
+attempt (its closing log line "N ComfyUI messages, M database writes, K broadcasts"). CPU is the
+GPU workers' (pool processes included, from /proc) over the window in which all N jobs ran, per
+job, in % of one core. Everything runs on this machine and shares its cores: the simulators (which
+stand in for GPU machines), Redis, PostgreSQL, daphne, the workers, these clients, and whatever
+else the machine runs: the notes say how busy it was, and whether the slowest 1% of updates came
+in bursts that hit every job at once (a stall of the machine, not of one tracker).
 
 Targets (issue "Progress that tells the truth"): at 10 concurrent jobs, p99 at most 25 ms above
 the floor; at most 2 database writes and 10 broadcasts per job per second while a job runs.
@@ -37,6 +46,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -47,8 +57,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlparse
 
 import aiohttp
@@ -65,6 +77,7 @@ TRACKER_LINE = re.compile(r"job ([0-9a-f-]{36}): (\d+) ComfyUI messages, (\d+) d
 CPU_SAMPLE_SECONDS = 0.25
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT = 180.0
+START_DELAY = 2.0  # seconds (+ 50 ms a job) between creating the jobs and their start: to subscribe
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -114,12 +127,21 @@ class Child:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            # The main process first: a Celery worker then stops its pool itself (a warm shutdown).
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+def stop_all(children: Sequence[Child]) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    for child in children:
+        child.stop()
 
 
 def wait_ready(children: Sequence[Child]) -> None:
@@ -147,6 +169,14 @@ def daphne(port: int, env: dict[str, str], log_dir: Path) -> Child:
     return Child("daphne", argv, env, log_dir / "daphne.log", "Listening on TCP address")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat), whoever used them."""
+    with open("/proc/stat") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS
+
+
 class CpuSampler:
     """CPU seconds of named process groups, sampled in the background, read back at any instant."""
 
@@ -158,6 +188,7 @@ class CpuSampler:
         per_group = group_cpu_seconds([g for members in self.groups.values() for g in members])
         totals = {name: sum(per_group[g] for g in members) for name, members in self.groups.items()}
         totals["self"] = time.process_time()
+        totals["machine"] = machine_busy_seconds()
         self.samples.append((time.time(), totals))
 
     async def run(self) -> None:
@@ -196,17 +227,22 @@ def sleep_workflow(seconds: float, colour: int) -> dict[str, Any]:
 _colours = iter(range(1, 0xFFFFFF))
 
 
-async def sent_times(session: aiohttp.ClientSession, sim: SimulatorProcess, prompt_id: str) -> dict[tuple[str, float], dict[str, float]]:
+SentTimes = dict[tuple[str, float], dict[str, float]]
+
+
+async def sent_times(session: aiohttp.ClientSession, sim: SimulatorProcess, prompt_id: str) -> SentTimes:
     """(node, value) -> {sid: sent_at} of every `progress` message of the prompt."""
     async with session.get(sim.url + "/sim/sent", params={"prompt_id": prompt_id}) as response:
         response.raise_for_status()
-        sent: dict[tuple[str, float], dict[str, float]] = {}
+        sent: SentTimes = {}
         for entry in await response.json():
             sent.setdefault((str(entry["node"]), float(entry["value"])), {})[entry["sid"]] = entry["sent_at"]
         return sent
 
 
-async def floor_client(session: aiohttp.ClientSession, sim: SimulatorProcess, seconds: float) -> tuple[list[float], int]:
+async def floor_client(
+    session: aiohttp.ClientSession, sim: SimulatorProcess, seconds: float
+) -> tuple[list[float], int]:
     """Submit a prompt on a socket of our own; delays (s) of its progress messages, and their count."""
     client_id = f"floor-{uuid.uuid4().hex}"
     prompt_id = str(uuid.uuid4())
@@ -260,6 +296,47 @@ async def subscribe(session: aiohttp.ClientSession, url: str, subscription: Subs
     return subscription
 
 
+async def layer_probe(groups: asyncio.Queue[str], seen: dict[str, list[tuple[float, dict[str, Any]]]]) -> None:
+    """Listen on the channel layer next to daphne: when each job state leaves Redis, before daphne."""
+    from channels.layers import get_channel_layer
+
+    from jobs.broadcast import job_group
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+
+    async def join() -> None:
+        while True:
+            job_id = await groups.get()
+            seen[job_id] = []
+            await layer.group_add(job_group(job_id), channel)
+
+    joining = asyncio.create_task(join())
+    try:
+        while True:
+            message = await layer.receive(channel)
+            now = time.time()
+            job = message.get("job") or {}
+            seen.setdefault(str(job.get("id")), []).append((now, job))
+    finally:
+        joining.cancel()
+
+
+async def orm_call(function: Callable[..., Any], *args: Any) -> Any:
+    """Django ORM work off the event loop, in a worker thread whose connection is closed after
+    (an open one would keep the benchmark's database from being dropped)."""
+
+    def call() -> Any:
+        from django.db import connections
+
+        try:
+            return function(*args)
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(call)
+
+
 # --- statistics ---------------------------------------------------------------------------------
 
 
@@ -279,6 +356,7 @@ class FloorResult:
     delays: list[float]
     sims_cores: float
     client_cores: float
+    machine_cores: float
 
 
 @dataclass
@@ -288,9 +366,11 @@ class JobResult:
     running_seconds: float
     started: float
     finished: float
-    delays: list[float]
+    samples: list[tuple[float, float]]  # (received at, delay) of each matched update
+    layer_delays: list[float]
     unmatched: int
     received_while_running: int
+    writes_while_running: int
     tracker: tuple[int, int, int] | None  # messages, database writes, broadcasts
 
 
@@ -302,11 +382,29 @@ class AsgiResult:
     daphne_cores: float
     sims_cores: float
     client_cores: float
-    pg_updates_before: int | None
+    machine_cores: float
 
     @property
     def delays(self) -> list[float]:
-        return [d for job in self.jobs for d in job.delays]
+        return [delay for job in self.jobs for _, delay in job.samples]
+
+    def tail_bursts(self) -> tuple[int, int, float]:
+        """The updates at or above p99: how many, in how many bursts (apart by more than 200 ms),
+        and how many jobs a burst hit on average. Many jobs at once means the machine stalled."""
+        limit = percentile(self.delays, 0.99)
+        tail = sorted((at, index) for index, job in enumerate(self.jobs) for at, delay in job.samples if delay >= limit)
+        bursts: list[set[int]] = []
+        previous = float("-inf")
+        for at, index in tail:
+            if at - previous > 0.2:
+                bursts.append(set())
+            bursts[-1].add(index)
+            previous = at
+        return len(tail), len(bursts), statistics.mean(len(burst) for burst in bursts)
+
+    @property
+    def layer_delays(self) -> list[float]:
+        return [d for job in self.jobs for d in job.layer_delays]
 
     def per_job_second(self, count: Callable[[JobResult], float]) -> float:
         return statistics.mean(count(job) / job.running_seconds for job in self.jobs)
@@ -316,7 +414,9 @@ class AsgiResult:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, sims: list[SimulatorProcess], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, args: argparse.Namespace, sims: list[SimulatorProcess], env: dict[str, str], log_dir: Path
+    ) -> None:
         self.args = args
         self.sims = sims
         self.env = env
@@ -334,19 +434,36 @@ class Bench:
         from rest_framework.authtoken.models import Token
 
         call_command("migrate", verbosity=0)
+        write_log_install()
         self.user = get_user_model().objects.create_user(f"bench-{uuid.uuid4().hex[:8]}")
         self.token = Token.objects.create(user=self.user).key
 
-    def create_job(self, index: int) -> tuple[str, str]:
-        from jobs import services
+    def create_jobs(self, n: int, start_at: datetime) -> list[tuple[str, str]]:
+        """(job id, prompt id) of N new jobs, one per backend, made by the product's job_create.
 
-        job = services.job_create(
-            user=self.user,
-            workflow=sleep_workflow(self.args.seconds, next(_colours)),
-            job_type="other",
-            backend=f"b{index + 1}",
-        )
-        return str(job.id), str(job.prompt_id)
+        Their tasks carry one ETA, `start_at`: every subscriber is connected before the jobs start,
+        and the N jobs start together however loaded the machine gets (50 workers claiming and
+        submitting at once starve daphne of CPU for seconds, past its 5 s websocket handshake).
+        """
+        from jobs import services
+        from jobs.tasks import job_run
+
+        send = job_run.apply_async
+
+        def send_at_start(*args: Any, countdown: float = 0, **kwargs: Any) -> Any:
+            return send(*args, eta=start_at, **kwargs)
+
+        with mock.patch.object(job_run, "apply_async", send_at_start):
+            jobs = [
+                services.job_create(
+                    user=self.user,
+                    workflow=sleep_workflow(self.args.seconds, next(_colours)),
+                    job_type="other",
+                    backend=f"b{index + 1}",
+                )
+                for index in range(n)
+            ]
+        return [(str(job.id), str(job.prompt_id)) for job in jobs]
 
     # --- floor ---
 
@@ -361,7 +478,12 @@ class Bench:
         sampling.cancel()
         sampler.sample()
         delays = [d for found, _ in results for d in found]
-        return FloorResult(delays, sampler.core_share("sims", start, end), sampler.core_share("self", start, end))
+        return FloorResult(
+            delays,
+            sims_cores=sampler.core_share("sims", start, end),
+            client_cores=sampler.core_share("self", start, end),
+            machine_cores=sampler.core_share("machine", start, end),
+        )
 
     # --- through the tracker, the layer and daphne ---
 
@@ -369,22 +491,33 @@ class Bench:
         sims = self.sims[:n]
         sampler = CpuSampler({"workers": [w.pid for w in workers], "daphne": [web.pid], "sims": [s.pid for s in sims]})
         sampling = asyncio.create_task(sampler.run())
-        pg_before = await asyncio.to_thread(pg_job_updates)
         base = f"ws://127.0.0.1:{self.daphne_port}/ws/jobs"
+        probe_groups: asyncio.Queue[str] = asyncio.Queue()
+        probed: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        probing = asyncio.create_task(layer_probe(probe_groups, probed))
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             subscribers, prompts = [], {}
-            for index in range(n):
-                job_id, prompt_id = await asyncio.to_thread(self.create_job, index)
+            start_at = datetime.now(UTC) + timedelta(seconds=START_DELAY + 0.05 * n)
+            for index, (job_id, prompt_id) in enumerate(await orm_call(self.create_jobs, n, start_at)):
                 prompts[job_id] = (prompt_id, sims[index])
+                probe_groups.put_nowait(job_id)
                 url = f"{base}/{job_id}/?token={self.token}"
                 subscribers.append(asyncio.create_task(subscribe(session, url, Subscription(job_id))))
             done = await asyncio.wait_for(asyncio.gather(*subscribers), timeout=self.args.seconds * 3 + 120)
             sent = {job_id: await sent_times(session, sim, prompt_id) for job_id, (prompt_id, sim) in prompts.items()}
         sampling.cancel()
+        probing.cancel()
         sampler.sample()
-        rows = await asyncio.to_thread(job_rows, list(prompts))
+        rows = await orm_call(job_rows, list(prompts))
         tracker = await asyncio.to_thread(tracker_counts, workers, list(prompts))
-        jobs = [job_result(sub, rows[sub.job_id], sent[sub.job_id], tracker.get(sub.job_id)) for sub in done]
+        writes = await orm_call(write_log_times, list(prompts))
+        jobs = [
+            job_result(
+                sub, probed.get(sub.job_id, []), rows[sub.job_id], sent[sub.job_id], writes[sub.job_id],
+                tracker.get(sub.job_id),
+            )
+            for sub in done
+        ]
         window = (max(j.started for j in jobs), min(j.finished for j in jobs))
         if window[1] - window[0] < 1.0:
             raise RuntimeError(f"the {n} jobs hardly ran at the same time (window {window[1] - window[0]:.1f}s)")
@@ -395,7 +528,7 @@ class Bench:
             daphne_cores=sampler.core_share("daphne", *window),
             sims_cores=sampler.core_share("sims", *window),
             client_cores=sampler.core_share("self", *window),
-            pg_updates_before=pg_before,  # the difference is taken once the workers have stopped
+            machine_cores=sampler.core_share("machine", *window),
         )
 
 
@@ -419,51 +552,91 @@ def tracker_counts(workers: list[Child], job_ids: list[str]) -> dict[str, tuple[
         time.sleep(0.2)
 
 
-def pg_job_updates() -> int | None:
-    """Rows updated in jobs_job and inserted into the timeline so far (PostgreSQL's statistics)."""
+WRITE_LOG_SQL = {
+    "postgresql": [
+        "CREATE TABLE bench_job_writes (job_id text, at double precision)",
+        """CREATE FUNCTION bench_job_write() RETURNS trigger AS $$ BEGIN
+               INSERT INTO bench_job_writes VALUES (NEW.id::text, extract(epoch FROM clock_timestamp()));
+               RETURN NEW;
+           END $$ LANGUAGE plpgsql""",
+        "CREATE TRIGGER bench_job_write AFTER UPDATE ON jobs_job FOR EACH ROW EXECUTE FUNCTION bench_job_write()",
+    ],
+    "sqlite": [
+        "CREATE TABLE bench_job_writes (job_id text, at real)",
+        """CREATE TRIGGER bench_job_write AFTER UPDATE ON jobs_job BEGIN
+               INSERT INTO bench_job_writes VALUES (NEW.id, (julianday('now') - 2440587.5) * 86400.0);
+           END""",
+    ],
+}
+
+
+def write_log_install() -> None:
+    """Log every UPDATE of a jobs_job row with its time, in the benchmark's own database only: the
+    tracker's writes all go through that row (progress, heartbeat, transitions), so this counts
+    them while the job runs, which the tracker's own tally (whole attempt) cannot."""
     from django.db import connection
 
-    if connection.vendor != "postgresql":
-        return None
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_force_next_flush()")
-        cursor.execute(
-            "SELECT coalesce(sum(n_tup_upd), 0) FROM pg_stat_user_tables WHERE relname = 'jobs_job'"
-        )
-        return int(cursor.fetchone()[0])
+        for statement in WRITE_LOG_SQL[connection.vendor]:
+            cursor.execute(statement)
+
+
+def write_log_times(job_ids: list[str]) -> dict[str, list[float]]:
+    from django.db import connection
+
+    times: dict[str, list[float]] = {job_id: [] for job_id in job_ids}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT job_id, at FROM bench_job_writes")
+        for job_id, at in cursor.fetchall():
+            key = str(uuid.UUID(job_id))
+            if key in times:
+                times[key].append(at)
+    return times
+
+
+def matched_delays(
+    updates: list[tuple[float, dict[str, Any]]], sent: SentTimes, sid: str
+) -> tuple[list[tuple[float, float]], int]:
+    """(received at, delay) of the running job states whose step matches a sent `progress`, and
+    how many did not match."""
+    delays, unmatched = [], 0
+    for received_at, job in updates:
+        step, node = job.get("step"), job.get("current_node")
+        if job.get("status") != "running" or not step or not node:
+            continue
+        sent_at = sent.get((str(node["id"]), float(step["value"])), {}).get(sid)
+        if sent_at is None:
+            unmatched += 1
+        else:
+            delays.append((received_at, received_at - sent_at))
+    return delays, unmatched
 
 
 def job_result(
     sub: Subscription,
+    probed: list[tuple[float, dict[str, Any]]],
     row: dict[str, Any],
-    sent: dict[tuple[str, float], dict[str, float]],
+    sent: SentTimes,
+    writes: list[float],
     tracker: tuple[int, int, int] | None,
 ) -> JobResult:
     if row["status"] != "completed" or row["started_at"] is None:
         raise RuntimeError(f"job {sub.job_id} ended {row['status']}")
     started, finished = row["started_at"].timestamp(), row["finished_at"].timestamp()
-    delays, unmatched, running = [], 0, 0
-    for received_at, job in sub.updates:
-        if job["status"] != "running":
-            continue
-        running += 1
-        step, node = job.get("step"), job.get("current_node")
-        if not step or not node:
-            continue
-        sent_at = sent.get((str(node["id"]), float(step["value"])), {}).get(f"tracker-{sub.job_id}")
-        if sent_at is None:
-            unmatched += 1
-            continue
-        delays.append(received_at - sent_at)
+    sid = f"tracker-{sub.job_id}"  # jobs.tracking.tracker_client_id: the prompt's messages go there only
+    samples, unmatched = matched_delays(sub.updates, sent, sid)
+    running = sum(1 for _, job in sub.updates if job["status"] == "running")
     return JobResult(
         job_id=sub.job_id,
         prompt_id=str(row["prompt_id"]),
         running_seconds=finished - started,
         started=started,
         finished=finished,
-        delays=delays,
+        samples=samples,
+        layer_delays=[delay for _, delay in matched_delays(probed, sent, sid)[0]],
         unmatched=unmatched,
         received_while_running=running,
+        writes_while_running=sum(1 for at in writes if started < at < finished),
         tracker=tracker,
     )
 
@@ -483,15 +656,15 @@ def bench_database(url: str, work_dir: Path, keep: bool) -> Iterator[str]:
     name = parsed.path.lstrip("/")
     admin = parsed._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        try:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        except psycopg.errors.ObjectInUse:
+            raise SystemExit(f"database {name} is in use: another run of this benchmark? (or pass --database-url)")
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield url
     finally:
         if not keep:
-            from django.db import connections
-
-            connections.close_all()
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
@@ -504,7 +677,9 @@ def clear_redis_keys(redis_url: str, prefix: str) -> None:
         client.delete(key)
 
 
-def bench_environment(args: argparse.Namespace, sims: list[SimulatorProcess], database_url: str, work_dir: Path) -> dict[str, str]:
+def bench_environment(
+    args: argparse.Namespace, sims: list[SimulatorProcess], database_url: str, work_dir: Path
+) -> dict[str, str]:
     prefix = f"bench-latency-{os.getpid()}-"
     env = {key: value for key, value in os.environ.items() if key != "COMFYUI_URL"}
     env.update(
@@ -527,41 +702,57 @@ def bench_environment(args: argparse.Namespace, sims: list[SimulatorProcess], da
 
 HEADER = (
     f"{'jobs':>4} | {'floor p50/p99 ms':>16} | {'ASGI p50/p99 ms':>16} | {'p99 above floor':>15} | "
-    f"{'DB writes/job/s':>15} | {'broadcasts/job/s':>16} | {'tracker CPU %/job':>17}"
+    f"{'DB writes/job/s':>17} | {'broadcasts/job/s':>17} | {'tracker CPU %/job':>17}"
 )
+LEGEND = """\
+DB writes/job/s: UPDATEs of the job's row while it was RUNNING, per running second (the tracker's
+  whole tally / running seconds in brackets: it also counts claim, submit and close).
+broadcasts/job/s: updates a subscriber received while the job was RUNNING, per running second
+  (the tracker's whole tally / running seconds in brackets).
+tracker CPU %/job: CPU of the GPU workers (main and pool process) while all N jobs ran, per job."""
 
 
 def table_row(n: int, floor: FloorResult, asgi: AsgiResult) -> str:
     f50, f99 = percentile(floor.delays, 0.5), percentile(floor.delays, 0.99)
     a50, a99 = percentile(asgi.delays, 0.5), percentile(asgi.delays, 0.99)
-    writes = asgi.per_job_second(lambda j: j.tracker[1]) if all(j.tracker for j in asgi.jobs) else float("nan")
-    sent = asgi.per_job_second(lambda j: j.tracker[2]) if all(j.tracker for j in asgi.jobs) else float("nan")
+    tallied = all(j.tracker for j in asgi.jobs)
+    writes = asgi.per_job_second(lambda j: j.writes_while_running)
     received = asgi.per_job_second(lambda j: j.received_while_running)
+    tracker_writes = asgi.per_job_second(lambda j: j.tracker[1]) if tallied else float("nan")
+    tracker_broadcasts = asgi.per_job_second(lambda j: j.tracker[2]) if tallied else float("nan")
     cpu = asgi.worker_cores / n * 100
     return (
         f"{n:>4} | {ms(f50):>7} / {ms(f99):>6} | {ms(a50):>7} / {ms(a99):>6} | {ms(a99 - f99):>15} | "
-        f"{writes:>15.2f} | {f'{sent:.2f} ({received:.2f} rcvd)':>16} | {cpu:>17.2f}"
+        f"{f'{writes:.2f} ({tracker_writes:.2f})':>17} | {f'{received:.2f} ({tracker_broadcasts:.2f})':>17} | "
+        f"{cpu:>17.2f}"
     )
 
 
-def details(n: int, floor: FloorResult, asgi: AsgiResult, pg_updates: int | None) -> str:
+def details(n: int, floor: FloorResult, asgi: AsgiResult) -> str:
     window = asgi.window[1] - asgi.window[0]
-    lines = [
-        f"  N={n}: floor {len(floor.delays)} progress messages (max {ms(max(floor.delays))} ms), sims "
-        f"{floor.sims_cores * 100:.0f}% of a core, these clients {floor.client_cores * 100:.0f}%",
-        f"  N={n}: through ASGI {len(asgi.delays)} matched updates (max {ms(max(asgi.delays))} ms, "
-        f"{sum(j.unmatched for j in asgi.jobs)} unmatched); all {n} running together for {window:.1f}s, meanwhile: "
-        f"workers {asgi.worker_cores * 100:.0f}%, daphne {asgi.daphne_cores * 100:.0f}%, sims "
-        f"{asgi.sims_cores * 100:.0f}%, these clients {asgi.client_cores * 100:.0f}% of a core",
-    ]
-    if pg_updates is not None:
-        running = sum(j.running_seconds for j in asgi.jobs)
-        lines.append(f"  N={n}: PostgreSQL: {pg_updates} jobs_job row updates = {pg_updates / running:.2f} per job-second")
-    return "\n".join(lines)
+    tail, bursts, jobs_per_burst = asgi.tail_bursts()
+    return "\n".join(
+        [
+            f"  N={n}: floor: {len(floor.delays)} progress messages (max {ms(max(floor.delays))} ms); simulators "
+            f"{floor.sims_cores * 100:.0f}% of a core, these clients {floor.client_cores * 100:.0f}%; the machine "
+            f"{floor.machine_cores * 100:.0f}% of a core ({os.cpu_count()} cores, shared)",
+            f"  N={n}: on the channel layer (a subscriber beside daphne): p50 {ms(percentile(asgi.layer_delays, 0.5))} "
+            f"p99 {ms(percentile(asgi.layer_delays, 0.99))} ms",
+            f"  N={n}: through ASGI: {len(asgi.delays)} matched updates (max {ms(max(asgi.delays))} ms, "
+            f"{sum(j.unmatched for j in asgi.jobs)} unmatched); all {n} jobs ran together for {window:.1f}s, using "
+            f"workers {asgi.worker_cores * 100:.0f}%, daphne {asgi.daphne_cores * 100:.0f}%, simulators "
+            f"{asgi.sims_cores * 100:.0f}%, these clients {asgi.client_cores * 100:.0f}% of a core; the machine "
+            f"{asgi.machine_cores * 100:.0f}% of a core (Redis, PostgreSQL and anyone else included)",
+            f"  N={n}: the slowest 1% ({tail} updates) came in {bursts} bursts, each hitting {jobs_per_burst:.1f} of "
+            f"the {n} jobs at once",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks.progress_latency", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.benchmarks.progress_latency", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--jobs", default="1,10,50", help="concurrencies to measure, comma-separated")
     parser.add_argument("--seconds", type=float, default=15.0, help="how long each job's TestSleep runs")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="PostgreSQL URL, or 'sqlite'")
@@ -571,56 +762,81 @@ def main(argv: list[str] | None = None) -> None:
     concurrencies = [int(n) for n in args.jobs.split(",")]
 
     work_dir = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    log_dir = work_dir / "logs"
-    log_dir.mkdir()
     sims = [
-        SimulatorProcess(output_dir=work_dir / f"sim{i + 1}" / "output", extra_args=["--record-sends", "--log-level", "WARNING"])
+        SimulatorProcess(
+            output_dir=work_dir / f"sim{i + 1}" / "output", extra_args=["--record-sends", "--log-level", "WARNING"]
+        )
         for i in range(max(concurrencies))
     ]
-    web: Child | None = None
-    env: dict[str, str] = {}
     try:
         for sim in sims:
             sim.start()
         with bench_database(args.database_url, work_dir, args.keep) as database_url:
             env = bench_environment(args, sims, database_url, work_dir)
-            os.environ.update(env)
-            os.environ.pop("COMFYUI_URL", None)
-            bench = Bench(args, sims, env, log_dir)
-            bench.setup_django()
-            from django.conf import settings
-
-            web = daphne(bench.daphne_port, env, log_dir)
-            wait_ready([web])
-            print(f"channel layer {settings.CHANNEL_LAYERS['default']['BACKEND']}, database "
-                  f"{settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, jobs of {args.seconds:g}s, "
-                  f"TRACKER_DB_INTERVAL={settings.TRACKER_DB_INTERVAL}, "
-                  f"TRACKER_BROADCAST_INTERVAL={settings.TRACKER_BROADCAST_INTERVAL}, logs in {log_dir}", flush=True)
-            rows, notes = [], []
-            for n in concurrencies:
-                floor = asyncio.run(bench.floor(n))
-                workers = [gpu_worker(f"b{i + 1}", env, log_dir) for i in range(n)]
-                try:
-                    wait_ready(workers)
-                    asgi = asyncio.run(bench.through_asgi(n, workers, web))
-                finally:
-                    for worker in workers:
-                        worker.stop()
-                pg_after = pg_job_updates()  # workers gone: their statistics are flushed
-                pg_updates = None if pg_after is None else pg_after - asgi.pg_updates_before
-                rows.append(table_row(n, floor, asgi))
-                notes.append(details(n, floor, asgi, pg_updates))
-                print(HEADER, *rows, *notes, sep="\n", flush=True)
-                print(flush=True)
+            try:
+                results = measure(args, concurrencies, sims, env, work_dir)
+            finally:
+                clear_redis_keys(env.get("REDIS_URL", "redis://127.0.0.1:6379/0"), env["CELERY_KEY_PREFIX"])
     finally:
-        if web is not None:
-            web.stop()
         for sim in sims:
             sim.stop()
-        if env:
-            clear_redis_keys(env.get("REDIS_URL", "redis://127.0.0.1:6379/0"), env["CELERY_KEY_PREFIX"])
         if not args.keep:
-            subprocess.run(["rm", "-rf", str(work_dir)], check=False)
+            shutil.rmtree(work_dir, ignore_errors=True)
+    print()
+    rows = [table_row(*result) for result in results]
+    print(HEADER, *rows, LEGEND, *(details(*result) for result in results), sep="\n")
+
+
+def product_version() -> str:
+    """The commit measured, and whether product files differ from it (others may be editing them)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "anime_production", "jobs", "monitoring")
+    return f"commit {git('rev-parse', '--short', 'HEAD')}" + (" with uncommitted product changes" if changed else "")
+
+
+def measure(
+    args: argparse.Namespace,
+    concurrencies: list[int],
+    sims: list[SimulatorProcess],
+    env: dict[str, str],
+    work_dir: Path,
+) -> list[tuple[int, FloorResult, AsgiResult]]:
+    os.environ.update(env)
+    os.environ.pop("COMFYUI_URL", None)
+    log_dir = work_dir / "logs"
+    log_dir.mkdir()
+    bench = Bench(args, sims, env, log_dir)
+    bench.setup_django()
+    from django.conf import settings
+    from django.db import connections
+
+    web = daphne(bench.daphne_port, env, log_dir)
+    try:
+        wait_ready([web])
+        print(
+            f"{product_version()}; channel layer {settings.CHANNEL_LAYERS['default']['BACKEND']}, database "
+            f"{settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, jobs of {args.seconds:g}s, "
+            f"TRACKER_DB_INTERVAL={settings.TRACKER_DB_INTERVAL}, "
+            f"TRACKER_BROADCAST_INTERVAL={settings.TRACKER_BROADCAST_INTERVAL}, logs in {log_dir}",
+            flush=True,
+        )
+        results = []
+        for n in concurrencies:
+            floor = asyncio.run(bench.floor(n))
+            workers = [gpu_worker(f"b{i + 1}", env, log_dir) for i in range(n)]
+            try:
+                wait_ready(workers)
+                asgi = asyncio.run(bench.through_asgi(n, workers, web))
+            finally:
+                stop_all(workers)
+            results.append((n, floor, asgi))
+            print(table_row(n, floor, asgi), details(n, floor, asgi), sep="\n", flush=True)
+        return results
+    finally:
+        web.stop()
+        connections.close_all()
 
 
 if __name__ == "__main__":

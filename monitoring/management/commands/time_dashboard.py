@@ -1,18 +1,21 @@
 import statistics
 import time
+from datetime import timedelta
+from urllib.parse import urlencode
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, reset_queries
 from django.test import Client
 from django.test.utils import override_settings
+from django.utils import timezone
 
 from jobs.models import Job
 
 PAGES = (
     ("job list", "/admin/jobs/job/"),
     ("job list, filtered", "/admin/jobs/job/?status__exact=failed&backend=gpu4&failure_category__exact=out_of_memory"),
-    ("job list, 2 filters + date", "/admin/jobs/job/?job_type=video&status__exact=completed&created_at__gte={week_ago}"),
+    ("job list, 2 filters + date", "/admin/jobs/job/?job_type=video&status__exact=completed&{week_ago}"),
     ("job list, search id prefix", "/admin/jobs/job/?q={prefix}"),
     ("job list, search username", "/admin/jobs/job/?q=artist03"),
     ("statistics (30 days)", "/admin/dashboard/statistics/"),
@@ -41,9 +44,8 @@ class Command(BaseCommand):
         )
         client = Client()
         client.force_login(user)
-        from django.utils import timezone
-
-        week_ago = (timezone.now() - timezone.timedelta(days=7)).date().isoformat()
+        midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+        week_ago = urlencode({"created_at__gte": (midnight - timedelta(days=7)).isoformat()})
         values = {"job_id": job.pk, "prefix": str(job.pk)[:8], "week_ago": week_ago}
         self.stdout.write(f"{Job.objects.order_by().count():,} jobs in {connection.vendor}; {runs} runs per page "
                           "(the first, warming caches, is included)\n")

@@ -1,6 +1,7 @@
 // The live queue: waiting and running jobs per backend, moved by the /ws/jobs/ websocket.
-// The server's `snapshot` is the truth on every (re)connect; an `update` whose seq is not newer
-// than what we hold is dropped (the channel layer may deliver late or twice, never in a way we trust).
+// The server's `snapshot` is the truth on every (re)connect; an `update` that is not newer than what
+// we hold is dropped (the channel layer may deliver late or twice). A job's states are ordered by its
+// `version` (its `seq` numbers only the timeline's events, so progress moves without it).
 (function () {
   "use strict";
   const FINAL = new Set(["completed", "failed", "cancelled"]);
@@ -77,7 +78,7 @@
     fill.classList.toggle("done", job.status === "completed");
     tr.lastChild.textContent = job.cancel_requested && !FINAL.has(job.status) ? "cancelling… " + job.message : job.message;
     tr.dataset.status = job.status;
-    tr.dataset.seq = job.seq;
+    tr.dataset.version = order(job);
   }
 
   function place(job) {
@@ -102,9 +103,13 @@
     if (previous) countLabel(previous);
   }
 
+  function order(job) {
+    return job.version !== undefined ? job.version : job.seq;
+  }
+
   function apply(job) {
     const held = jobs.get(job.id);
-    if (held && job.seq <= held.seq) return;  // stale or repeated
+    if (held && order(job) <= order(held)) return;  // stale or repeated
     jobs.set(job.id, job);
     place(job);
   }
