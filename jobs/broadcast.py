@@ -7,12 +7,17 @@ and a subscriber always starts from a database snapshot, so a lost message costs
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
+
+# While Redis is down every broadcast fails; one warning with its traceback per interval is enough.
+FAILURE_LOG_INTERVAL = 30.0
+_last_failure_logged = 0.0
 
 STAFF_GROUP = "jobs-staff"
 
@@ -46,4 +51,9 @@ def job_broadcast(state: dict[str, Any], user_id: int | None, events: list[dict[
         # One bridge into async per broadcast, whatever the number of groups.
         async_to_sync(_send_to_groups)(job_groups(state["id"], user_id), message)
     except Exception:  # a broken layer must not fail a job that ComfyUI is running fine
-        logger.warning("broadcast of job %s failed", state.get("id"), exc_info=True)
+        global _last_failure_logged
+        now = time.monotonic()
+        if now - _last_failure_logged >= FAILURE_LOG_INTERVAL:
+            _last_failure_logged = now
+            logger.warning("broadcast of job %s failed (repeats are not logged for %.0fs)",
+                           state.get("id"), FAILURE_LOG_INTERVAL, exc_info=True)

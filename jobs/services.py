@@ -263,19 +263,21 @@ def job_transition(
 
 
 def job_fail(job: Job, category: str, message: str, details: dict[str, Any] | None = None) -> bool:
-    """Close the attempt as failed; retry the job when the category is worth it, else fail it."""
+    """Close the attempt as failed; retry the job when the category is worth it, else fail it.
+    One transaction: nobody sees the job failed with its attempt still open."""
     details = details or {}
-    job_attempt_close(job, outcome=JobStatus.FAILED, category=category, message=message)
-    if retry_allowed(job, category):
-        return job_requeue(job, category, message)
-    return job_transition(
-        job,
-        JobStatus.FAILED,
-        failure_category=category,
-        error_message=message[:10_000],
-        error_details=details,
-        event_data={"category": category, "message": message[:500]},
-    )
+    with transaction.atomic():
+        job_attempt_close(job, outcome=JobStatus.FAILED, category=category, message=message)
+        if retry_allowed(job, category):
+            return job_requeue(job, category, message)
+        return job_transition(
+            job,
+            JobStatus.FAILED,
+            failure_category=category,
+            error_message=message[:10_000],
+            error_details=details,
+            event_data={"category": category, "message": message[:500]},
+        )
 
 
 def retry_allowed(job: Job, category: str) -> bool:
@@ -413,8 +415,7 @@ def job_claim(job: Job, *, client_id: str, worker: str, stale_after: timedelta) 
 
 def job_cancel(job: Job) -> Job:
     """A waiting job never reaches ComfyUI; an active one is removed or interrupted by its tracker."""
-    if job.status == JobStatus.QUEUED and job_transition(job, JobStatus.CANCELLED, expected=JobStatus.QUEUED):
-        job_attempt_close(job, outcome=JobStatus.CANCELLED)
+    if job.status == JobStatus.QUEUED and job_close(job, JobStatus.CANCELLED, expected=JobStatus.QUEUED):
         return job
     if job.status in ACTIVE_STATUSES and job.cancel_requested_at is None:
         now = timezone.now()
@@ -429,10 +430,11 @@ def job_cancel_requested(job: Job) -> bool:
 
 
 def job_close(job: Job, status: str, **fields: Any) -> bool:
-    """Close the current attempt and the job (completed or cancelled)."""
-    moved = job_transition(job, status, **fields)
-    if moved:
-        job_attempt_close(job, outcome=status)
+    """Close the current attempt and the job (completed or cancelled), in one transaction."""
+    with transaction.atomic():
+        moved = job_transition(job, status, **fields)
+        if moved:
+            job_attempt_close(job, outcome=status)
     return moved
 
 

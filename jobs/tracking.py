@@ -36,7 +36,6 @@ from monitoring import eta
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
 # With no message for this long, ask /queue whether the prompt is still there (sooner just after
 # a reconnect, when ComfyUI may have unregistered our new socket: see JobTracker._reconcile).
 IDLE_RECONCILE_SECONDS = 10.0
@@ -49,6 +48,11 @@ STOP_GRACE_SECONDS = 30.0
 
 class TrackingEnded(Exception):
     """The job reached a final status (or went back to the queue); nothing more to follow."""
+
+
+def heartbeat_seconds() -> float:
+    # Several beats fit in the stale window, so a quiet but live tracker never looks dead.
+    return min(5.0, settings.TRACKER_STALE_SECONDS / 4)
 
 
 def tracker_client_id(job: Job) -> str:
@@ -97,7 +101,7 @@ def _claim_when_free(job: Job, client_id: str) -> bool:
     """Claim the job, waiting out a previous tracker whose heartbeat may still look fresh."""
     worker = socket.gethostname()
     stale_after = timedelta(seconds=settings.TRACKER_STALE_SECONDS)
-    deadline = time.monotonic() + settings.TRACKER_STALE_SECONDS + HEARTBEAT_SECONDS
+    deadline = time.monotonic() + settings.TRACKER_STALE_SECONDS + heartbeat_seconds()
     last_beat = job.heartbeat_at
     while True:
         if services.job_claim(job, client_id=client_id, worker=worker, stale_after=stale_after):
@@ -476,7 +480,7 @@ class JobTracker:
         now = time.monotonic()
         if self.job.status == JobStatus.QUEUED:
             return  # not ours yet: the queued -> submitted compare-and-set decides
-        if now - self.last_db_write >= HEARTBEAT_SECONDS:
+        if now - self.last_db_write >= heartbeat_seconds():
             services.job_heartbeat(self.job)
             self.db_writes += 1
             self.last_db_write = now

@@ -133,11 +133,12 @@ class ComfyProxy:
     def stop(self) -> None:
         if self._loop is None:
             return
-        try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(15)
-        except Exception:  # noqa: BLE001 - best effort at teardown
-            pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(15)
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+            self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
             self._thread.join(10)
         self._loop = None
