@@ -160,13 +160,6 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, message: s
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.fixture(scope="session")
 def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session) -> Iterator[str]:
@@ -177,16 +170,10 @@ def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session
     """
     import requests
 
-    port = _free_port()
-    with django_db_blocker.unblock():
-        database_url = database_url_for_subprocess()
-    env = dict(
-        os.environ,
-        DATABASE_URL=database_url,
-        COMFYUI_URL=simulator_session.url,
-        MEDIA_ROOT=str(gpu_worker.media_root),
-        PYTHONUNBUFFERED="1",
-    )
+    from tests.simulator_process import free_port
+
+    port = free_port()
+    env = dict(gpu_worker.env)
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / "web-server.log"
     daphne = Path(sys.executable).parent / "daphne"
