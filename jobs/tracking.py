@@ -42,6 +42,9 @@ IDLE_RECONCILE_SECONDS = 10.0
 IDLE_AFTER_RECONNECT_SECONDS = 2.0
 HISTORY_WAIT_SECONDS = 10.0
 DRAINING_RECHECK_SECONDS = 30.0
+# ComfyUI reports steps up to ~100 times a second: a broadcast due waits this much longer at most
+# for the message that changes the state (see _follow).
+BROADCAST_QUIET_SECONDS = 0.05
 # How long an interrupted prompt may take to stop before the tracker gives up on it.
 STOP_GRACE_SECONDS = 30.0
 
@@ -279,19 +282,24 @@ class JobTracker:
                 self.messages += 1
                 self.message_gap = 0.8 * self.message_gap + 0.2 * min(now - self.last_message, IDLE_RECONCILE_SECONDS)
                 self.last_message = now
+            # Broadcast on a message that changed what browsers see, or once ComfyUI went quiet:
+            # not on the `progress_state` that precedes each step's `progress`, which would show
+            # the step before.
+            fresh = message is None
             if isinstance(message, WsMessage):
-                self._apply(message)
+                fresh = self._apply(message)
             elif isinstance(message, PreviewFrame):
                 self._keep_preview(message)
-            self._flush_if_due()
+            self._flush_if_due(hold_broadcast=not fresh)
             self._check_db_if_due()
             self._check_stuck()
             if time.monotonic() - self.last_message > self._idle_limit():
                 self._reconcile(silent=True)
 
-    def _apply(self, message: WsMessage) -> None:
+    def _apply(self, message: WsMessage) -> bool:
+        """Feed one message; True when what browsers see changed."""
         if not self.progress.apply(message):
-            return
+            return False
         self.dirty = True
         self.last_progress = time.monotonic()
         self.job.last_progress_at = timezone.now()
@@ -301,11 +309,14 @@ class JobTracker:
             self._transition(JobStatus.RUNNING, expected=JobStatus.SUBMITTED)
         if self.progress.ended:
             self._finish()
+        return True
 
     def _wait_time(self) -> float:
         if not self.dirty and not self.unsent_events:
             return settings.COMFYUI_WS_TIMEOUT
-        due = self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL - time.monotonic()
+        # Past the interval, the next state-changing message is broadcast at once; the timeout only
+        # sends the last state when ComfyUI went quiet for BROADCAST_QUIET_SECONDS more.
+        due = self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS - time.monotonic()
         return min(max(due, 0.005), settings.COMFYUI_WS_TIMEOUT)
 
     def _idle_limit(self) -> float:
@@ -453,8 +464,22 @@ class JobTracker:
         )
         return timezone.now() + timedelta(seconds=remaining) if remaining is not None else None
 
-    def _flush_if_due(self, *, force: bool = False) -> None:
+    def _flush_if_due(self, *, force: bool = False, hold_broadcast: bool = False) -> None:
         now = time.monotonic()
+        if force:
+            # Closing or changing status: store everything, then send everything stored.
+            self._write_if_due(now, force=True)
+            self._broadcast_if_due(now, force=True)
+        else:
+            # The browsers never wait for the database: events stored by this write go out with
+            # the next broadcast, at most TRACKER_BROADCAST_INTERVAL later.
+            quiet_for_long = now - self.last_broadcast >= settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS
+            if not hold_broadcast or quiet_for_long:
+                self._broadcast_if_due(now)
+            self._write_if_due(now)
+        self._beat_if_due()
+
+    def _write_if_due(self, now: float, *, force: bool = False) -> None:
         if (self.db_dirty or self.dirty) and (force or now - self.last_db_write >= settings.TRACKER_DB_INTERVAL):
             self._sync_progress_fields()
             # Events reach browsers only once stored, so a client that reconnects with the last
@@ -465,6 +490,8 @@ class JobTracker:
             self.db_writes += 1
             self.last_db_write = now
             self.db_dirty = False
+
+    def _broadcast_if_due(self, now: float, *, force: bool = False) -> None:
         if (self.dirty or self.unsent_events) and (force or now - self.last_broadcast >= settings.TRACKER_BROADCAST_INTERVAL):
             self._sync_progress_fields()
             self.job.version = services.next_version(self.job)
@@ -474,7 +501,6 @@ class JobTracker:
             self.broadcasts += 1
             self.last_broadcast = now
             self.dirty = False
-        self._beat_if_due()
 
     def _beat_if_due(self) -> None:
         now = time.monotonic()

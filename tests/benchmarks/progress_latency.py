@@ -779,6 +779,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
     args = parser.parse_args(argv)
     concurrencies = [int(n) for n in args.jobs.split(",")]
+    # Stopped with SIGTERM (or SIGINT in a background job, where it is ignored), still stop every
+    # process started here and drop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     work_dir = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     sims = [
