@@ -1,5 +1,6 @@
 """Settings, all read from the environment with local defaults (see README "Configuration")."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -33,9 +34,14 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "channels",
+    "fleet",
     "jobs",
     "monitoring",
 ]
+# The development tools (the ComfyUI simulator, the history generator, benchmarks) are not in the
+# product's wheel: their management commands appear only where the dev install has them.
+if importlib.util.find_spec("devtools") is not None:
+    INSTALLED_APPS.append("devtools")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -106,7 +112,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         # The pub/sub layer: ~5k sends/s with nothing lost here, against ~1.2k/s and silent drops
-        # for the default list-based layer (HAZARDS.md). Progress is throttled per job anyway.
+        # for the default list-based layer (docs/HAZARDS.md). Progress is throttled per job anyway.
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
@@ -116,7 +122,7 @@ CHANNEL_LAYERS = {
 }
 
 # --- Celery --------------------------------------------------------------------------------------
-# The longest job we allow, and the broker's redelivery timeout must be longer (HAZARDS.md).
+# The longest job we allow, and the broker's redelivery timeout must be longer (docs/HAZARDS.md).
 JOB_MAX_SECONDS = int(os.environ.get("JOB_MAX_SECONDS", str(60 * 60)))
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None
@@ -148,7 +154,7 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- ComfyUI backends ----------------------------------------------------------------------------
 # COMFYUI_URL is the default backend. COMFYUI_BACKENDS adds named ones: "gpu1=http://h1:8188,gpu2=...".
-# Backend URLs are set by administrators only: ComfyUI has no authentication (HAZARDS.md).
+# Backend URLs are set by administrators only: ComfyUI has no authentication (docs/HAZARDS.md).
 COMFYUI_URL = os.environ.get("COMFYUI_URL", "http://127.0.0.1:8188")
 COMFYUI_BACKENDS: dict[str, str] = {}
 if "COMFYUI_URL" in os.environ or not env_list("COMFYUI_BACKENDS"):
@@ -191,7 +197,7 @@ JOB_WAIT_FLAG_SECONDS = float(os.environ.get("JOB_WAIT_FLAG_SECONDS", "1800"))
 # A tracker that has not written its heartbeat for this long is presumed dead.
 TRACKER_STALE_SECONDS = float(os.environ.get("TRACKER_STALE_SECONDS", "20"))
 
-# --- Workflow bounds: a workflow is code (HAZARDS.md) -------------------------------------------
+# --- Workflow bounds: a workflow is code (docs/HAZARDS.md) -------------------------------------------
 WORKFLOW_MAX_BYTES = int(os.environ.get("WORKFLOW_MAX_BYTES", str(2 * 1024 * 1024)))
 WORKFLOW_MAX_NODES = int(os.environ.get("WORKFLOW_MAX_NODES", "500"))
 WORKFLOW_MAX_STEPS = int(os.environ.get("WORKFLOW_MAX_STEPS", "200"))

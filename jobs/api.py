@@ -17,7 +17,7 @@ EVENTS_PAGE_LIMIT = 1000
 
 
 class JobCursorPagination(CursorPagination):
-    # Keyset pagination: constant time at any depth, where OFFSET 500000 took 1.8 s (HAZARDS.md).
+    # Keyset pagination: constant time at any depth, where OFFSET 500000 took 1.8 s (docs/HAZARDS.md).
     ordering = "-created_at"
     page_size = 50
     page_size_query_param = "page_size"

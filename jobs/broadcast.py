@@ -1,12 +1,12 @@
 """Fan-out of job state to websocket subscribers over the channel layer.
 
-Delivery through the layer is at-most-once (HAZARDS.md): every message carries the job's `seq`,
+Delivery through the layer is at-most-once (docs/HAZARDS.md): every message carries the job's `seq`,
 and a subscriber always starts from a database snapshot, so a lost message costs nothing lasting.
 
 Sync code (the trackers, the web's views) sends through one event loop per process, kept in a
 daemon thread: the channel layer keeps its Redis connection per event loop, and `async_to_sync`
 would make a new loop, thread and connection for every broadcast: 1.7 ms of CPU each, and 7 ms
-typical, 33 ms at p99 with 10 jobs tracked (tests/benchmarks/progress_latency.py).
+typical, 33 ms at p99 with 10 jobs tracked (devtools/benchmarks/progress_latency.py).
 """
 
 from __future__ import annotations
@@ -84,5 +84,9 @@ def job_broadcast(state: dict[str, Any], user_id: int | None, events: list[dict[
         now = time.monotonic()
         if now - _last_failure_logged >= FAILURE_LOG_INTERVAL:
             _last_failure_logged = now
-            logger.warning("broadcast of job %s failed (repeats are not logged for %.0fs)",
-                           state.get("id"), FAILURE_LOG_INTERVAL, exc_info=True)
+            logger.warning(
+                "broadcast of job %s failed (repeats are not logged for %.0fs)",
+                state.get("id"),
+                FAILURE_LOG_INTERVAL,
+                exc_info=True,
+            )

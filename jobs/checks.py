@@ -13,13 +13,18 @@ def comfyui_backends_check(app_configs, **kwargs) -> list[Error]:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             errors.append(
-                Error(f"ComfyUI backend {name!r} has an invalid URL {url!r}", hint="Use http://host:port", id="jobs.E001")
+                Error(
+                    f"ComfyUI backend {name!r} has an invalid URL {url!r}", hint="Use http://host:port", id="jobs.E001"
+                )
             )
         if not name.replace("-", "").replace("_", "").isalnum():
             errors.append(Error(f"backend name {name!r} must be letters, digits, - or _", id="jobs.E002"))
     if settings.COMFYUI_DEFAULT_BACKEND not in settings.COMFYUI_BACKENDS:
         errors.append(
-            Error(f"COMFYUI_DEFAULT_BACKEND {settings.COMFYUI_DEFAULT_BACKEND!r} is not a configured backend", id="jobs.E003")
+            Error(
+                f"COMFYUI_DEFAULT_BACKEND {settings.COMFYUI_DEFAULT_BACKEND!r} is not a configured backend",
+                id="jobs.E003",
+            )
         )
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
     if visibility <= settings.JOB_MAX_SECONDS:

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from jobs.comfyui_client import ComfyUIClient, ComfyUIError
+from comfyui import ComfyUIClient, ComfyUIError
 
 logger = logging.getLogger(__name__)
 

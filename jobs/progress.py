@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.comfyui_client import WsMessage
+from comfyui import WsMessage
 
 
 def top_level_id(node_id: str) -> str:
@@ -159,7 +159,9 @@ class JobProgress:
     def _mark_done(self, node_id: str) -> None:
         if node_id not in self.done and node_id not in self.cached:
             self.done.add(node_id)
-            self.happenings.append(("node_finished", node_id, {"steps": self.step_max if node_id == self.current_node else None}))
+            self.happenings.append(
+                ("node_finished", node_id, {"steps": self.step_max if node_id == self.current_node else None})
+            )
 
     def _start(self, node_id: str) -> None:
         self._finish_current()

@@ -58,8 +58,16 @@ class JobAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = JobAttempt
         fields = [
-            "number", "prompt_id", "backend", "worker", "submitted_at", "started_at", "finished_at",
-            "outcome", "failure_category", "error_message",
+            "number",
+            "prompt_id",
+            "backend",
+            "worker",
+            "submitted_at",
+            "started_at",
+            "finished_at",
+            "outcome",
+            "failure_category",
+            "error_message",
         ]
 
 
@@ -142,7 +150,7 @@ class JobSerializer(serializers.ModelSerializer):
         if job.status == JobStatus.RUNNING and job.eta_finish_at:
             return {"estimate": True, "finish_at": job.eta_finish_at.isoformat(), "basis": "node timings"}
         if job.status == JobStatus.QUEUED:
-            from monitoring.queue_eta import job_queue_eta_finish_at
+            from jobs.queue_eta import job_queue_eta_finish_at
 
             finish_at = job_queue_eta_finish_at(job)
             if finish_at is not None:

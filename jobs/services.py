@@ -21,8 +21,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from comfyui import ComfyUIClient, OutputFile
+from fleet.backends import draining_backends, gpu_queue
 from jobs.broadcast import job_broadcast
-from jobs.comfyui_client import ComfyUIClient, OutputFile
 from jobs.models import (
     ACTIVE_STATUSES,
     TRANSITION_TIMESTAMPS,
@@ -79,14 +80,6 @@ class IllegalTransition(Exception):
     pass
 
 
-def backend_client(backend: str) -> ComfyUIClient:
-    return ComfyUIClient(settings.COMFYUI_BACKENDS[backend], timeout=settings.COMFYUI_HTTP_TIMEOUT)
-
-
-def gpu_queue(backend: str) -> str:
-    return f"gpu.{backend}"
-
-
 # --- state out: snapshots and broadcasts --------------------------------------------------------
 
 
@@ -139,9 +132,7 @@ def backend_choose(requested: str | None) -> str:
     """The requested backend, or the least busy one that is not draining."""
     if requested:
         return requested
-    from monitoring.models import Backend
-
-    draining = set(Backend.objects.filter(draining=True).values_list("name", flat=True))
+    draining = draining_backends()
     candidates = [name for name in settings.COMFYUI_BACKENDS if name not in draining]
     if not candidates:
         return settings.COMFYUI_DEFAULT_BACKEND
@@ -163,7 +154,7 @@ def job_create(
     backend: str | None = None,
     retry_of: Job | None = None,
 ) -> Job:
-    from monitoring.eta import workflow_fingerprint
+    from jobs.eta import workflow_fingerprint
 
     with transaction.atomic():
         job = Job.objects.create(
@@ -238,9 +229,7 @@ def job_transition(
         fields["progress"] = 1.0
     fields["version"] = next_version(job)
     with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status=current).update(
-            status=new_status, seq=F("seq") + 1, **fields
-        )
+        updated = Job.objects.filter(pk=job.pk, status=current).update(status=new_status, seq=F("seq") + 1, **fields)
         if not updated:
             job.refresh_from_db()
             return False
@@ -497,4 +486,3 @@ def job_preview_path(job: Job) -> str | None:
         if default_storage.exists(path):
             return path
     return None
-

@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from celery import current_app
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import services
-from jobs.comfyui_client import ComfyUIError
+from comfyui import ComfyUIError
+from fleet.backends import backend_client, gpu_queue
+from jobs import eta, services
 from jobs.models import ACTIVE_STATUSES, EventKind, FailureCategory, Job, JobAttempt, JobStatus
-from monitoring import eta
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def sweep_orphaned_jobs() -> int:
     stale = timezone.now() - timedelta(seconds=settings.TRACKER_STALE_SECONDS * 2)
     handled = 0
     for job in Job.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=stale):
-        client = services.backend_client(job.backend)
+        client = backend_client(job.backend)
         try:
             queue = client.queue()
             where = queue.position(str(job.prompt_id)) or (
@@ -65,7 +66,7 @@ def sweep_stuck_jobs() -> int:
             continue
         category, message = failure
         try:
-            services.backend_client(job.backend).interrupt(str(job.prompt_id))
+            backend_client(job.backend).interrupt(str(job.prompt_id))
         except ComfyUIError as exc:
             logger.warning("sweep: cannot interrupt job %s: %s", job.id, exc)
         services.job_fail(job, category, message, {"node_id": job.current_node_id})
@@ -108,14 +109,12 @@ def sweep_waiting_jobs() -> int:
 
 def requeue_lost_messages(now) -> int:
     """Waiting jobs with no message left in their backend's broker queue, on an idle backend."""
-    from anime_production.celery import app
-
     resent = 0
     quiet_since = now - timedelta(seconds=settings.TRACKER_STALE_SECONDS * 3)
     for backend in settings.COMFYUI_BACKENDS:
         if Job.objects.filter(backend=backend, status__in=ACTIVE_STATUSES).exists():
             continue
-        if broker_queue_length(app, services.gpu_queue(backend)) > 0:
+        if broker_queue_length(current_app, gpu_queue(backend)) > 0:
             continue
         waiting = Job.objects.filter(backend=backend, status=JobStatus.QUEUED, enqueued_at__lt=quiet_since).exclude(
             not_before__gt=now

@@ -18,8 +18,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import services
-from jobs.comfyui_client import (
+from comfyui import (
     ComfySocket,
     ComfyUIClient,
     ComfyUIError,
@@ -28,11 +27,12 @@ from jobs.comfyui_client import (
     WsMessage,
     history_outputs,
 )
+from fleet.backends import backend_client, backend_is_draining
+from jobs import eta, services
 from jobs.failures import Failure, failure_from_execution_error, failure_from_interruption, failure_from_rejection
 from jobs.models import EventKind, FailureCategory, Job, JobEvent, JobStatus, NodeTiming
 from jobs.node_catalog import NodeCatalog, node_catalog
 from jobs.progress import JobProgress
-from monitoring import eta
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def job_track(job_id: str) -> None:
     if job.status != JobStatus.QUEUED and not _claim_when_free(job, client_id):
         logger.info("job %s is followed by a live tracker; this delivery stops", job.id)
         return
-    client = services.backend_client(job.backend)
+    client = backend_client(job.backend)
     tracker = JobTracker(job, client, client_id=client_id, catalog=node_catalog(job.backend, client))
     try:
         tracker.run()
@@ -88,12 +88,10 @@ def job_track(job_id: str) -> None:
 
 def _must_wait(job: Job) -> bool:
     """A retry before its backoff, or a job for a draining backend: put it back for later."""
-    from monitoring.models import Backend
-
     delay = 0.0
     if job.not_before and job.not_before > timezone.now():
         delay = (job.not_before - timezone.now()).total_seconds()
-    elif Backend.objects.filter(name=job.backend, draining=True).exists():
+    elif backend_is_draining(job.backend):
         delay = DRAINING_RECHECK_SECONDS
     if delay:
         services.job_enqueue(job, countdown=delay)
@@ -204,7 +202,10 @@ class JobTracker:
     def close(self) -> None:
         logger.info(
             "job %s: %d ComfyUI messages, %d database writes, %d broadcasts",
-            self.job.id, self.messages, self.db_writes, self.broadcasts,
+            self.job.id,
+            self.messages,
+            self.db_writes,
+            self.broadcasts,
         )
         self._close_socket()
 
@@ -376,7 +377,9 @@ class JobTracker:
             if kind == "node_started":
                 self.node_started_at[node_id] = now
                 name = self.progress.display_names.get(class_type, class_type)
-                self._event(EventKind.NODE_STARTED, node_id=node_id, data={"class_type": class_type, "name": name}, at=now)
+                self._event(
+                    EventKind.NODE_STARTED, node_id=node_id, data={"class_type": class_type, "name": name}, at=now
+                )
             elif kind == "node_finished":
                 started = self.node_started_at.pop(node_id, None)
                 duration = (now - started).total_seconds() if started else None
@@ -391,7 +394,9 @@ class JobTracker:
             elif kind == "nodes_cached":
                 self._event(EventKind.NODES_CACHED, data=data, at=now)
 
-    def _timing(self, node_id: str, class_type: str, started: datetime, finished: datetime, steps: float | None) -> None:
+    def _timing(
+        self, node_id: str, class_type: str, started: datetime, finished: datetime, steps: float | None
+    ) -> None:
         self.pending_timings.append(
             NodeTiming(
                 job=self.job,
@@ -492,7 +497,9 @@ class JobTracker:
             self.db_dirty = False
 
     def _broadcast_if_due(self, now: float, *, force: bool = False) -> None:
-        if (self.dirty or self.unsent_events) and (force or now - self.last_broadcast >= settings.TRACKER_BROADCAST_INTERVAL):
+        if (self.dirty or self.unsent_events) and (
+            force or now - self.last_broadcast >= settings.TRACKER_BROADCAST_INTERVAL
+        ):
             self._sync_progress_fields()
             self.job.version = services.next_version(self.job)
             self.db_dirty = True  # the stored version must catch up
@@ -539,7 +546,9 @@ class JobTracker:
                 if reason is None:
                     self._event(EventKind.NOTE, data={"message": "cancelled; ComfyUI did not stop the prompt"})
                     self._close(JobStatus.CANCELLED)
-                self._fail(Failure(reason.category, f"{reason.message}; ComfyUI did not stop the prompt", reason.details))
+                self._fail(
+                    Failure(reason.category, f"{reason.message}; ComfyUI did not stop the prompt", reason.details)
+                )
             if now - self.interrupt_resent_at < 5.0:
                 return
         self.interrupt_reason = reason
@@ -572,7 +581,11 @@ class JobTracker:
         if self.job.status == JobStatus.RUNNING and silent > self._stuck_threshold():
             node = self.progress.current_name or self.progress.current_node or "?"
             self._stop_prompt(
-                Failure(FailureCategory.STUCK, f"no progress for {silent:.0f}s in {node}", {"node_id": self.progress.current_node})
+                Failure(
+                    FailureCategory.STUCK,
+                    f"no progress for {silent:.0f}s in {node}",
+                    {"node_id": self.progress.current_node},
+                )
             )
 
     def _stuck_threshold(self) -> float:
@@ -661,8 +674,11 @@ class JobTracker:
     def _fail(self, failure: Failure) -> None:
         self._flush_if_due(force=True)
         if not self.job.is_final:
-            self._event(EventKind.ERROR, node_id=str(failure.details.get("node_id") or ""),
-                        data={"category": failure.category, "message": failure.message[:2000]})
+            self._event(
+                EventKind.ERROR,
+                node_id=str(failure.details.get("node_id") or ""),
+                data={"category": failure.category, "message": failure.message[:2000]},
+            )
             self._flush_if_due(force=True)
             services.job_fail(self.job, failure.category, failure.message, failure.details)
         logger.info("job %s attempt failed: %s: %s", self.job.id, failure.category, failure.message)

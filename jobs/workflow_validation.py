@@ -1,6 +1,6 @@
 """Checks on a submitted workflow before it may reach a GPU.
 
-A workflow is code: it can name any node class and ask for any cost (HAZARDS.md). It must be a
+A workflow is code: it can name any node class and ask for any cost (docs/HAZARDS.md). It must be a
 ComfyUI API-format graph of bounded size, whose links point at nodes that exist, and whose cost
 inputs (steps, resolution, frames, batch) stay inside the configured bounds.
 """
@@ -74,9 +74,7 @@ def _cost_problems(node_id: str, class_type: str, inputs: dict[str, Any]) -> lis
         problems.append(f"{where}: steps {steps:g} exceeds the limit of {settings.WORKFLOW_MAX_STEPS}")
     width, height = _number(inputs, "width"), _number(inputs, "height")
     if width is not None and height is not None and width * height > settings.WORKFLOW_MAX_PIXELS:
-        problems.append(
-            f"{where}: {width:g}x{height:g} exceeds the limit of {settings.WORKFLOW_MAX_PIXELS} pixels"
-        )
+        problems.append(f"{where}: {width:g}x{height:g} exceeds the limit of {settings.WORKFLOW_MAX_PIXELS} pixels")
     for name in FRAME_INPUTS:
         frames = _number(inputs, name)
         if frames is not None and frames > settings.WORKFLOW_MAX_FRAMES:

@@ -30,6 +30,6 @@ class TokenMiddleware:
         return await self.inner(scope, receive, send)
 
 
-def TokenOrSessionAuthMiddleware(inner: Any) -> Any:  # noqa: N802 (reads like the other middleware stacks)
+def TokenOrSessionAuthMiddleware(inner: Any) -> Any:
     # The session runs first and sets scope["user"]; a token, when given, decides instead.
     return AuthMiddlewareStack(TokenMiddleware(inner))

@@ -1,9 +1,7 @@
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib import admin
 
-from monitoring.backends import backend_set_draining
-from monitoring.models import Backend, BackendHealthSample
+from monitoring import job_admin  # noqa: F401  (registers the job history pages)
+from monitoring.models import BackendHealthSample
 
 # The admin's front page leads to the dashboard pages (monitoring.urls).
 admin.site.index_template = "monitoring/admin_index.html"
@@ -14,22 +12,3 @@ class BackendHealthSampleAdmin(admin.ModelAdmin):
     list_display = ["backend", "checked_at", "reachable", "queue_running", "queue_pending", "vram_free", "vram_total"]
     list_filter = ["backend", "reachable"]
     show_full_result_count = False
-
-
-@admin.register(Backend)
-class BackendAdmin(admin.ModelAdmin):
-    list_display = ["name", "draining", "draining_since"]
-    readonly_fields = ["draining_since"]
-    actions = ["drain", "undrain"]
-
-    @admin.action(description="Drain: finish what runs, take nothing new", permissions=["change"])
-    def drain(self, request: HttpRequest, queryset: QuerySet[Backend]) -> None:
-        for backend in queryset:
-            backend_set_draining(backend.name, True)
-        self.message_user(request, f"{queryset.count()} backend(s) draining", messages.SUCCESS)
-
-    @admin.action(description="Put back in service", permissions=["change"])
-    def undrain(self, request: HttpRequest, queryset: QuerySet[Backend]) -> None:
-        for backend in queryset:
-            backend_set_draining(backend.name, False)
-        self.message_user(request, f"{queryset.count()} backend(s) back in service", messages.SUCCESS)

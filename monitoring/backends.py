@@ -1,4 +1,4 @@
-"""The configured ComfyUI backends: drain switch, health over time, what each one has waiting and running."""
+"""The configured ComfyUI backends for the dashboard: health over time, what each one has waiting and running."""
 
 from __future__ import annotations
 
@@ -11,31 +11,13 @@ from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
+from fleet.backends import backend_names
+from fleet.models import Backend
 from jobs.models import ACTIVE_STATUSES, WAITING_STATUSES, Job
-from monitoring.models import Backend, BackendHealthSample
+from monitoring.models import BackendHealthSample
 
 HEALTH_WINDOW = timedelta(hours=24)
 HEALTH_SLOTS = 96  # 15-minute slots over the window: enough for a glance, few points to draw
-
-
-def backend_set_draining(name: str, draining: bool) -> Backend:
-    """Drain a backend (finish what runs, take nothing new) or put it back in service.
-
-    Compare-and-set, so `draining_since` keeps the moment the drain began when it is set twice.
-    """
-    backend, _ = Backend.objects.get_or_create(name=name)
-    Backend.objects.filter(pk=backend.pk, draining=not draining).update(
-        draining=draining, draining_since=timezone.now() if draining else None
-    )
-    backend.refresh_from_db()
-    return backend
-
-
-def backend_names() -> list[str]:
-    """Configured backends first, then any that has a drain row but is no longer configured."""
-    configured = list(settings.COMFYUI_BACKENDS)
-    extra = Backend.objects.exclude(name__in=configured).values_list("name", flat=True)
-    return configured + sorted(extra)
 
 
 @dataclass
@@ -110,6 +92,8 @@ def slot_chart_data(slots: list[HealthSlot]) -> dict[str, Any]:
     return {
         "reachable": [slot.reachable for slot in slots],
         "queue": [slot.queue_length for slot in slots],
-        "vram": [None if slot.vram_used_fraction is None else round(slot.vram_used_fraction * 100, 1) for slot in slots],
+        "vram": [
+            None if slot.vram_used_fraction is None else round(slot.vram_used_fraction * 100, 1) for slot in slots
+        ],
         "labels": [timezone.localtime(slot.start).strftime("%H:%M") for slot in slots],
     }

@@ -13,8 +13,20 @@ from xml.sax.saxutils import escape, quoteattr
 
 from django.utils.safestring import SafeString, mark_safe
 
-PALETTE = ("#0d6efd", "#dc3545", "#198754", "#fd7e14", "#6f42c1", "#20c997", "#d63384", "#6c757d",
-           "#ffc107", "#0dcaf0", "#795548", "#343a40")
+PALETTE = (
+    "#0d6efd",
+    "#dc3545",
+    "#198754",
+    "#fd7e14",
+    "#6f42c1",
+    "#20c997",
+    "#d63384",
+    "#6c757d",
+    "#ffc107",
+    "#0dcaf0",
+    "#795548",
+    "#343a40",
+)
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 12, 28, 44
 MAX_X_LABELS = 12
 
@@ -203,17 +215,28 @@ def hbar_chart(
     return _frame("hbar-chart", title, width, height, body, len(labels))
 
 
-def sparkline(values: Sequence[float | None], *, title: str, width: int = 240, height: int = 40,
-              top: float | None = None, stroke: str = PALETTE[0]) -> SafeString:
+def sparkline(
+    values: Sequence[float | None],
+    *,
+    title: str,
+    width: int = 240,
+    height: int = 40,
+    top: float | None = None,
+    stroke: str = PALETTE[0],
+) -> SafeString:
     """A tiny line without axes: a trend at a glance (queue length, VRAM in use)."""
     known = [v for v in values if v is not None]
     top = top or nice_ceiling(max(known, default=0))
     step = width / max(len(values) - 1, 1)
     points = [
-        (index * step, height - 2 - (height - 4) * value / top) for index, value in enumerate(values) if value is not None
+        (index * step, height - 2 - (height - 4) * value / top)
+        for index, value in enumerate(values)
+        if value is not None
     ]
     path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-    body = f'<polyline class="line" fill="none" stroke="{stroke}" stroke-width="1.5" points="{path}"/>' if points else ""
+    body = (
+        f'<polyline class="line" fill="none" stroke="{stroke}" stroke-width="1.5" points="{path}"/>' if points else ""
+    )
     return mark_safe(
         f'<svg class="chart sparkline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img" aria-label={quoteattr(title)} data-points="{len(points)}">'
@@ -221,8 +244,9 @@ def sparkline(values: Sequence[float | None], *, title: str, width: int = 240, h
     )
 
 
-def state_strip(states: Sequence[bool | None], *, title: str, labels: Sequence[str] = (), width: int = 240,
-                height: int = 14) -> SafeString:
+def state_strip(
+    states: Sequence[bool | None], *, title: str, labels: Sequence[str] = (), width: int = 240, height: int = 14
+) -> SafeString:
     """A timeline of up (green), down (red) and unknown (grey) slots, oldest on the left."""
     slot = width / max(len(states), 1)
     fills = {True: "#198754", False: "#dc3545", None: "#dee2e6"}

@@ -24,7 +24,10 @@ def _duration_chart(group: dict[str, Any], name: str) -> SafeString:
     return bar_chart(
         ["queue wait", "run time"],
         [Series("p50", values[:2], colour(0)), Series("p95", values[2:], colour(3))],
-        title=f"{name}: durations", unit=unit, width=280, height=200,
+        title=f"{name}: durations",
+        unit=unit,
+        width=280,
+        height=200,
     )
 
 
@@ -33,16 +36,27 @@ def _group_charts(groups: list[dict[str, Any]], key: str, noun: str) -> dict[str
     return {
         "count": bar_chart(
             labels,
-            [Series("completed", [g["completed"] for g in groups], colour(2)),
-             Series("failed", [g["failed"] for g in groups], colour(1)),
-             Series("cancelled", [g["cancelled"] for g in groups], colour(7))],
-            title=f"Finished jobs per {noun}", stacked=True, width=420,
+            [
+                Series("completed", [g["completed"] for g in groups], colour(2)),
+                Series("failed", [g["failed"] for g in groups], colour(1)),
+                Series("cancelled", [g["cancelled"] for g in groups], colour(7)),
+            ],
+            title=f"Finished jobs per {noun}",
+            stacked=True,
+            width=420,
         ),
         "success": bar_chart(
             labels,
-            [Series("", [None if g["success_rate"] is None else round(g["success_rate"] * 100, 1) for g in groups],
-                    colour(2))],
-            title=f"Success rate per {noun}", unit=" %", width=420,
+            [
+                Series(
+                    "",
+                    [None if g["success_rate"] is None else round(g["success_rate"] * 100, 1) for g in groups],
+                    colour(2),
+                )
+            ],
+            title=f"Success rate per {noun}",
+            unit=" %",
+            width=420,
         ),
         "durations": [_duration_chart(group, group[key]) for group in groups],
     }
@@ -59,20 +73,30 @@ def generation_charts(stats: dict[str, Any]) -> dict[str, Any]:
         "by_backend": _group_charts(stats["by_backend"], "backend", "backend"),
         "hourly": line_chart(
             hour_labels,
-            [Series("completed", [p["completed"] for p in hourly], colour(2)),
-             Series("failed", [p["failed"] for p in hourly], colour(1))],
-            title=f"Jobs finished per hour, last {len(hourly)} hours", width=860,
+            [
+                Series("completed", [p["completed"] for p in hourly], colour(2)),
+                Series("failed", [p["failed"] for p in hourly], colour(1)),
+            ],
+            title=f"Jobs finished per hour, last {len(hourly)} hours",
+            width=860,
         ),
         "daily": bar_chart(
             day_labels,
-            [Series("completed", [p["completed"] for p in daily], colour(2)),
-             Series("failed", [p["failed"] for p in daily], colour(1)),
-             Series("cancelled", [p["cancelled"] for p in daily], colour(7))],
-            title="Jobs finished per day", stacked=True, width=860,
+            [
+                Series("completed", [p["completed"] for p in daily], colour(2)),
+                Series("failed", [p["failed"] for p in daily], colour(1)),
+                Series("cancelled", [p["cancelled"] for p in daily], colour(7)),
+            ],
+            title="Jobs finished per day",
+            stacked=True,
+            width=860,
         ),
         "nodes": hbar_chart(
-            [node["class_type"] for node in nodes], [node["mean"] or 0.0 for node in nodes],
-            title="Slowest node classes (mean seconds)", unit=" s", width=860,
+            [node["class_type"] for node in nodes],
+            [node["mean"] or 0.0 for node in nodes],
+            title="Slowest node classes (mean seconds)",
+            unit=" s",
+            width=860,
         ),
     }
 
@@ -81,12 +105,19 @@ def failure_charts(failures: dict[str, Any]) -> dict[str, SafeString]:
     labels = [category["label"] for category in failures["categories"]]
     per_day = failures["per_day"]
     return {
-        "categories": hbar_chart(labels, [c["count"] for c in failures["categories"]],
-                                 title="Failures per category", width=860),
+        "categories": hbar_chart(
+            labels, [c["count"] for c in failures["categories"]], title="Failures per category", width=860
+        ),
         "per_day": bar_chart(
             [day["day"].strftime("%m-%d") for day in per_day],
-            [Series(label, [day["counts"][index] for day in per_day], colour(index)) for index, label in enumerate(labels)],
-            title="Failures per day, by category", stacked=True, width=860, height=280,
+            [
+                Series(label, [day["counts"][index] for day in per_day], colour(index))
+                for index, label in enumerate(labels)
+            ],
+            title="Failures per day, by category",
+            stacked=True,
+            width=860,
+            height=280,
         ),
     }
 

@@ -73,8 +73,12 @@ def failure_stats(*, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = Non
             for category in categories
         ],
         "per_day": [
-            {"day": day, "next_day": day + timedelta(days=1), "counts": [per_day[day].get(c, 0) for c in categories],
-             "total": sum(per_day[day].values())}
+            {
+                "day": day,
+                "next_day": day + timedelta(days=1),
+                "counts": [per_day[day].get(c, 0) for c in categories],
+                "total": sum(per_day[day].values()),
+            }
             for day in days_list
         ],
         "by_backend": by_backend,
@@ -91,7 +95,11 @@ def top_error_messages(since: datetime, limit: int = TOP_MESSAGES) -> list[dict[
         .order_by("-n", "failure_category", "message")[:limit]
     )
     return [
-        {"category": row["failure_category"], "label": _category_label(row["failure_category"]),
-         "message": row["message"], "count": row["n"]}
+        {
+            "category": row["failure_category"],
+            "label": _category_label(row["failure_category"]),
+            "message": row["message"],
+            "count": row["n"],
+        }
         for row in rows
     ]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-
-from jobs.comfyui_client import ComfyUIClient, ComfyUIError
+from comfyui import ComfyUIError
+from fleet.backends import backend_client
 from monitoring.models import BackendHealthSample
 
 
 def backend_health_probe(backend: str) -> BackendHealthSample:
-    client = ComfyUIClient(settings.COMFYUI_BACKENDS[backend], timeout=5.0)
+    client = backend_client(backend, timeout=5.0)
     sample = BackendHealthSample(backend=backend, reachable=False)
     try:
         queue = client.queue()

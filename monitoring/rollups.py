@@ -28,9 +28,59 @@ logger = logging.getLogger(__name__)
 # Upper edges (seconds) of the duration histogram buckets; one more bucket holds everything longer.
 # Fine below a second (node timings), for image jobs (30-60 s) and in 2-minute steps for 8-40 min videos.
 DURATION_EDGES: tuple[float, ...] = (
-    0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 70, 80, 90, 105, 120, 150,
-    180, 240, 300, 360, 420, 480, 540, 600, 720, 840, 960, 1080, 1200, 1320, 1440, 1560, 1680, 1800, 1920,
-    2040, 2160, 2280, 2400, 2700, 3000, 3600, 5400, 7200,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    7.5,
+    10,
+    15,
+    20,
+    25,
+    30,
+    35,
+    40,
+    45,
+    50,
+    55,
+    60,
+    70,
+    80,
+    90,
+    105,
+    120,
+    150,
+    180,
+    240,
+    300,
+    360,
+    420,
+    480,
+    540,
+    600,
+    720,
+    840,
+    960,
+    1080,
+    1200,
+    1320,
+    1440,
+    1560,
+    1680,
+    1800,
+    1920,
+    2040,
+    2160,
+    2280,
+    2400,
+    2700,
+    3000,
+    3600,
+    5400,
+    7200,
 )
 # A job's finished_at is stamped before its transaction commits: look back this far for late commits.
 LATE_COMMIT_SLACK = timedelta(minutes=10)
@@ -60,18 +110,25 @@ class SecondsBetween(Func):
     arity = 2
 
     def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
-        return super().as_sql(compiler, connection, template="EXTRACT(EPOCH FROM (%(expressions)s))",
-                              arg_joiner=" - ", **extra)
+        return super().as_sql(
+            compiler, connection, template="EXTRACT(EPOCH FROM (%(expressions)s))", arg_joiner=" - ", **extra
+        )
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
-        return super().as_sql(compiler, connection, template="((julianday(%(expressions)s)) * 86400.0)",
-                              arg_joiner=") - julianday(", **extra)
+        return super().as_sql(
+            compiler,
+            connection,
+            template="((julianday(%(expressions)s)) * 86400.0)",
+            arg_joiner=") - julianday(",
+            **extra,
+        )
 
     def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
         # TIMESTAMPDIFF takes (unit, start, end): the arguments in the other order.
         end, start = self.get_source_expressions()
-        return Func(start, end, template="(TIMESTAMPDIFF(MICROSECOND, %(expressions)s) / 1000000.0)",
-                    output_field=FloatField()).as_sql(compiler, connection, **extra)
+        return Func(
+            start, end, template="(TIMESTAMPDIFF(MICROSECOND, %(expressions)s) / 1000000.0)", output_field=FloatField()
+        ).as_sql(compiler, connection, **extra)
 
 
 def histogram_bucket(seconds: float) -> int:
@@ -231,5 +288,7 @@ def stats_rollup_refresh(*, rebuild: bool = False, now: datetime | None = None) 
         state.refreshed_until = now
         state.save(update_fields=["refreshed_until"])
     cache.delete_many([KNOWN_VALUES_KEY.format(name) for name in ("backend", "job_type")])
-    logger.info("stats roll-up refreshed since %s: %d job, %d node, %d message rows", since, job_rows, node_rows, message_rows)
+    logger.info(
+        "stats roll-up refreshed since %s: %d job, %d node, %d message rows", since, job_rows, node_rows, message_rows
+    )
     return RefreshResult(since, now, job_rows, node_rows, message_rows)

@@ -121,9 +121,9 @@ def _daily_counts(since: datetime) -> Iterable[dict[str, Any]]:
 
 def _daily_durations(since: datetime) -> Iterable[dict[str, Any]]:
     """Histograms of completed jobs only: durations of failures say little about how long work takes."""
-    return JobRollup.objects.filter(
-        period=RollupPeriod.DAY, start__gte=since, status=JobStatus.COMPLETED
-    ).values("job_type", "backend", "wait_hist", "run_hist")
+    return JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since, status=JobStatus.COMPLETED).values(
+        "job_type", "backend", "wait_hist", "run_hist"
+    )
 
 
 def _hourly_throughput(now: datetime) -> list[dict[str, Any]]:
@@ -143,8 +143,13 @@ def _daily_throughput(day_counts: dict[datetime, dict[str, int]], since: datetim
         counts = day_counts.get(day, {})
         completed, failed, cancelled = (counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
         series.append(
-            {"day": day.date().isoformat(), "count": completed + failed + cancelled,
-             "completed": completed, "failed": failed, "cancelled": cancelled}
+            {
+                "day": day.date().isoformat(),
+                "count": completed + failed + cancelled,
+                "completed": completed,
+                "failed": failed,
+                "cancelled": cancelled,
+            }
         )
     return series
 

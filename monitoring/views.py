@@ -11,7 +11,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from monitoring.backends import backend_names, backend_overview, backend_set_draining, slot_chart_data
+from fleet.backends import backend_names, backend_set_draining
+from monitoring.backends import backend_overview, slot_chart_data
 from monitoring.dashboard_charts import backend_charts, failure_charts, generation_charts
 from monitoring.failure_stats import failure_stats
 from monitoring.live_queue import live_queue_jobs
@@ -34,7 +35,11 @@ def statistics_view(request: HttpRequest) -> HttpResponse:
     days = window_days(request.GET.get("days"))
     stats = generation_stats(days=days)
     context = _context(
-        request, "Generation statistics", stats=stats, charts=generation_charts(stats), days=days,
+        request,
+        "Generation statistics",
+        stats=stats,
+        charts=generation_charts(stats),
+        days=days,
         window_choices=WINDOW_CHOICES,
     )
     return render(request, "monitoring/statistics.html", context)
@@ -48,15 +53,23 @@ def failures_view(request: HttpRequest) -> HttpResponse:
         {"heading": "job type", "key": "job_type", "rows": failures["by_job_type"]},
     ]
     context = _context(
-        request, "Failure categories", failures=failures, charts=failure_charts(failures), matrices=matrices,
-        days=days, window_choices=WINDOW_CHOICES,
+        request,
+        "Failure categories",
+        failures=failures,
+        charts=failure_charts(failures),
+        matrices=matrices,
+        days=days,
+        window_choices=WINDOW_CHOICES,
     )
     return render(request, "monitoring/failures.html", context)
 
 
 def live_queue_view(request: HttpRequest) -> HttpResponse:
     context = _context(
-        request, "Live queue", jobs=live_queue_jobs(), backends=backend_names(),
+        request,
+        "Live queue",
+        jobs=live_queue_jobs(),
+        backends=backend_names(),
         change_url_template=reverse("admin:jobs_job_change", args=["00000000-0000-0000-0000-000000000000"]),
     )
     return render(request, "monitoring/live_queue.html", context)
@@ -68,7 +81,9 @@ def backends_view(request: HttpRequest) -> HttpResponse:
         for overview in backend_overview()
     ]
     can_drain = request.user.has_perm("monitoring.change_backend")
-    return render(request, "monitoring/backends.html", _context(request, "Backends", backends=backends, can_drain=can_drain))
+    return render(
+        request, "monitoring/backends.html", _context(request, "Backends", backends=backends, can_drain=can_drain)
+    )
 
 
 @require_POST

@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -37,8 +38,9 @@ def _isolated_redis_keys() -> None:
     app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": RUN_PREFIX}
     settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{RUN_PREFIX}asgi"
 
+
 REPO = Path(__file__).resolve().parents[1]
-TRACES_DIR = REPO.parent / "shared" / "comfyui-traces"
+TRACES_DIR = REPO / "tests" / "data" / "comfyui-traces"
 ARTIFACTS = REPO / "test-artifacts"
 
 
@@ -82,12 +84,31 @@ class WorkerProcess:
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "anime_production", "worker",
-                "-Q", self.queue, "--concurrency", "1", "--prefetch-multiplier", "1",
-                "-n", f"test-{self.queue}-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip",
-                "--without-mingle", "--without-heartbeat",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "anime_production",
+                "worker",
+                "-Q",
+                self.queue,
+                "--concurrency",
+                "1",
+                "--prefetch-multiplier",
+                "1",
+                "-n",
+                f"test-{self.queue}-{os.getpid()}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
             ],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -160,7 +181,6 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, message: s
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
-
 @pytest.fixture(scope="session")
 def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session) -> Iterator[str]:
     """daphne serving the project (HTTP and websockets) on the test database, as `make run` does.
@@ -179,7 +199,11 @@ def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session
     daphne = Path(sys.executable).parent / "daphne"
     process = subprocess.Popen(
         [str(daphne), "-b", "127.0.0.1", "-p", str(port), "anime_production.asgi:application"],
-        cwd=REPO, env=env, stdout=open(log_path, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=open(log_path, "a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

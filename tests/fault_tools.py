@@ -40,8 +40,17 @@ from tests.simulator_process import free_port
 PROMPT_PATHS = ("/prompt", "/api/prompt")
 INTERRUPT_PATHS = ("/interrupt", "/api/interrupt")
 HOP_BY_HOP = {
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-    "accept-encoding", "content-encoding", "proxy-connection", "te", "trailer",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "accept-encoding",
+    "content-encoding",
+    "proxy-connection",
+    "te",
+    "trailer",
 }
 
 
@@ -136,7 +145,7 @@ class ComfyProxy:
         if self._loop.is_running():
             try:
                 asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(15)
-            except Exception:  # noqa: BLE001 - best effort at teardown
+            except Exception:
                 pass
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
@@ -195,7 +204,7 @@ class ComfyProxy:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._startup())
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             self._start_error = exc
             self._ready.set()
             return
@@ -253,13 +262,15 @@ class ComfyProxy:
         if fault.mode == "500":
             return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
         if fault.mode == "badjson":
-            return web.Response(status=200, text="<html><body>Bad Gateway?</body></html>{", content_type="application/json")
+            return web.Response(
+                status=200, text="<html><body>Bad Gateway?</body></html>{", content_type="application/json"
+            )
         if fault.mode == "hang":
             release = self._release
             assert release is not None
             try:
                 await asyncio.wait_for(release.wait(), timeout=600)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         # "reset", or a hang that ends: the connection just dies without an answer.
         if request.transport is not None:
@@ -284,7 +295,10 @@ class ComfyProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         try:
             async with self._session.request(
-                request.method, self.upstream + request.path_qs, data=body or None, headers=headers,
+                request.method,
+                self.upstream + request.path_qs,
+                data=body or None,
+                headers=headers,
                 allow_redirects=False,
             ) as upstream:
                 payload = await upstream.read()
@@ -314,7 +328,9 @@ class ComfyProxy:
         downstream = web.WebSocketResponse(autoping=True, max_msg_size=0)
         await downstream.prepare(request)
         pair = _WsPair(
-            client_id=request.rel_url.query.get("clientId", ""), downstream=downstream, upstream=upstream,
+            client_id=request.rel_url.query.get("clientId", ""),
+            downstream=downstream,
+            upstream=upstream,
             transport=transport,
         )
         with self._lock:
@@ -378,7 +394,7 @@ class ComfyProxy:
                 self._note(f"websocket #{id(pair) % 10000}: ComfyUI's side closed now")
             try:
                 await asyncio.wait_for(pair.upstream.close(), timeout=2)
-            except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
 
         task = asyncio.get_running_loop().create_task(close_upstream())
@@ -449,19 +465,38 @@ class CeleryProcess(WorkerProcess):
         self.ready_offset = self.log_path.stat().st_size
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "anime_production", "worker",
-                "-Q", self.queue, "--concurrency", str(self.concurrency), "--prefetch-multiplier", "1",
-                "-n", f"{self.name}@%h", "--loglevel", "INFO", "--without-gossip",
-                "--without-mingle", "--without-heartbeat",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "anime_production",
+                "worker",
+                "-Q",
+                self.queue,
+                "--concurrency",
+                str(self.concurrency),
+                "--prefetch-multiplier",
+                "1",
+                "-n",
+                f"{self.name}@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
             ],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"celery worker exited: {self.log()[-3000:]}")
-            if " ready." in self.log()[self.ready_offset:]:
+            if " ready." in self.log()[self.ready_offset :]:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"celery worker not ready in 60 s: {self.log()[-3000:]}")
@@ -520,10 +555,24 @@ class BeatProcess:
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "anime_production", "beat", "--loglevel", "INFO",
-                "-s", str(self.schedule_path), "--max-interval", "1",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "anime_production",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "-s",
+                str(self.schedule_path),
+                "--max-interval",
+                "1",
             ],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         _wait_in_log(self.log_path, "beat: Starting", self.process, 60, "celery beat")
@@ -555,11 +604,25 @@ class PrivateRedis:
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(
             [
-                "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--daemonize", "no", "--protected-mode", "no",
-                "--dir", str(self.log_path.parent),
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                str(self.log_path.parent),
             ],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + 20
@@ -654,8 +717,15 @@ class FaultMatrix:
         for name, row in self.rows.items():
             lines.append(
                 (
-                    name, str(row.runs), str(row.passed), str(row.jobs), str(row.statuses["completed"]),
-                    str(row.statuses["failed"]), str(row.lost), str(row.prompts), str(row.duplicated),
+                    name,
+                    str(row.runs),
+                    str(row.passed),
+                    str(row.jobs),
+                    str(row.statuses["completed"]),
+                    str(row.statuses["failed"]),
+                    str(row.lost),
+                    str(row.prompts),
+                    str(row.duplicated),
                 )
             )
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -48,7 +48,7 @@ class PortTakenError(RuntimeError):
 
 
 class SimulatorProcess:
-    """`python -m jobs.simulator` in a subprocess; restart() keeps the port, like restarting ComfyUI."""
+    """`python -m devtools.simulator` in a subprocess; restart() keeps the port, like restarting ComfyUI."""
 
     def __init__(
         self,
@@ -101,7 +101,7 @@ class SimulatorProcess:
         command = [
             sys.executable,
             "-m",
-            "jobs.simulator",
+            "devtools.simulator",
             "--host",
             self.host,
             "--port",
@@ -319,9 +319,7 @@ def http_exchange(
 ) -> requests.Response | None:
     """One HTTP call recorded as a trace "http" event ("http_error" if the server is unreachable)."""
     try:
-        response = requests.request(
-            method, base_url + path, json=body if raw is None else None, data=raw, timeout=10
-        )
+        response = requests.request(method, base_url + path, json=body if raw is None else None, data=raw, timeout=10)
     except requests.ConnectionError as error:
         log.append("http_error", method=method, path=path, error=type(error).__name__)
         return None
@@ -389,4 +387,3 @@ class SimulatorClient:
         """Stop listening, without recording a client-side close; returns everything recorded."""
         self.socket.close()
         return self.log.events
-

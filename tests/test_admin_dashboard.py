@@ -14,9 +14,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from fleet.models import Backend
 from jobs import services
 from jobs.models import FailureCategory, Job, JobAttempt, JobEvent, JobOutput, JobStatus, NodeTiming
-from monitoring.models import Backend, BackendHealthSample
+from monitoring.models import BackendHealthSample
 from monitoring.rollups import stats_rollup_refresh
 from tests.factories import JobFactory, UserFactory
 from tests.test_stats import finished_job
@@ -67,7 +68,7 @@ def test_job_list_never_counts_the_whole_table(admin_client):
 
 
 def test_job_list_says_more_than_when_the_count_is_capped(admin_client, monkeypatch):
-    monkeypatch.setattr("jobs.admin.COUNT_CAP", 3)
+    monkeypatch.setattr("monitoring.job_admin.COUNT_CAP", 3)
     for _ in range(5):
         JobFactory()
     assert "more than 3 jobs" in page(admin_client, CHANGELIST)
@@ -114,17 +115,42 @@ def test_job_page_tells_the_whole_story(admin_client, settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     job = finished_job(status=JobStatus.FAILED, category=FailureCategory.NODE_ERROR, message="KSampler #3: boom")
     Job.objects.filter(pk=job.pk).update(
-        error_details={"node_type": "KSampler", "traceback": ['  File "execution.py", line 323\n', "RuntimeError: boom\n"]}
+        error_details={
+            "node_type": "KSampler",
+            "traceback": ['  File "execution.py", line 323\n', "RuntimeError: boom\n"],
+        }
     )
     now = timezone.now()
     for seq, kind, node in ((2, "node_started", "3"), (1, "status", ""), (3, "node_finished", "3")):
         JobEvent.objects.create(job=job, seq=seq, kind=kind, at=now, node_id=node, data={"n": seq})
-    NodeTiming.objects.create(job=job, node_id="3", class_type="KSampler", backend="gpu1",
-                              started_at=now - timedelta(seconds=9), finished_at=now, duration=9.0, steps=20)
-    JobAttempt.objects.create(job=job, number=1, prompt_id=job.id, backend="gpu1", outcome="failed",
-                              failure_category="worker_lost", error_message="worker went away")
-    JobAttempt.objects.create(job=job, number=2, prompt_id=uuid.uuid4(), backend="gpu1", outcome="failed",
-                              failure_category="node_error", error_message="KSampler #3: boom")
+    NodeTiming.objects.create(
+        job=job,
+        node_id="3",
+        class_type="KSampler",
+        backend="gpu1",
+        started_at=now - timedelta(seconds=9),
+        finished_at=now,
+        duration=9.0,
+        steps=20,
+    )
+    JobAttempt.objects.create(
+        job=job,
+        number=1,
+        prompt_id=job.id,
+        backend="gpu1",
+        outcome="failed",
+        failure_category="worker_lost",
+        error_message="worker went away",
+    )
+    JobAttempt.objects.create(
+        job=job,
+        number=2,
+        prompt_id=uuid.uuid4(),
+        backend="gpu1",
+        outcome="failed",
+        failure_category="node_error",
+        error_message="KSampler #3: boom",
+    )
     image = JobOutput(job=job, node_id="9", kind="images", comfy_filename="a.png", media_type="image/png")
     image.file.save("a.png", ContentFile(b"\x89PNG"), save=True)
     video = JobOutput(job=job, node_id="10", kind="gifs", comfy_filename="b.mp4", media_type="video/mp4")
@@ -229,10 +255,18 @@ def test_statistics_page_draws_its_charts(admin_client):
 
 
 def test_failure_page_counts_and_links_through_to_the_jobs(admin_client):
-    oom = [finished_job(status=JobStatus.FAILED, category=FailureCategory.OUT_OF_MEMORY, backend="gpu4",
-                        message="KSampler #3: OutOfMemoryError: CUDA out of memory") for _ in range(3)]
-    lost = finished_job(status=JobStatus.FAILED, category=FailureCategory.LOST, backend="gpu1",
-                        message="the prompt vanished")
+    oom = [
+        finished_job(
+            status=JobStatus.FAILED,
+            category=FailureCategory.OUT_OF_MEMORY,
+            backend="gpu4",
+            message="KSampler #3: OutOfMemoryError: CUDA out of memory",
+        )
+        for _ in range(3)
+    ]
+    lost = finished_job(
+        status=JobStatus.FAILED, category=FailureCategory.LOST, backend="gpu1", message="the prompt vanished"
+    )
     finished_job(backend="gpu4")
     stats_rollup_refresh()
     html = page(admin_client, "/admin/dashboard/failures/?days=7")
@@ -250,8 +284,9 @@ def test_failure_page_counts_and_links_through_to_the_jobs(admin_client):
 
 def test_backends_page_shows_health_and_drains(admin_client, settings):
     settings.COMFYUI_BACKENDS = {"gpu1": "http://gpu1:8188", "gpu2": "http://gpu2:8188"}
-    BackendHealthSample.objects.create(backend="gpu1", reachable=True, queue_running=1, queue_pending=2,
-                                       vram_total=24 << 30, vram_free=8 << 30)
+    BackendHealthSample.objects.create(
+        backend="gpu1", reachable=True, queue_running=1, queue_pending=2, vram_total=24 << 30, vram_free=8 << 30
+    )
     BackendHealthSample.objects.create(backend="gpu2", reachable=False, error="connection refused")
     html = page(admin_client, "/admin/dashboard/backends/")
     assert 'data-backend="gpu1"' in html and 'data-backend="gpu2"' in html
@@ -270,7 +305,7 @@ def test_backends_page_shows_health_and_drains(admin_client, settings):
 
 
 def test_backend_set_draining_keeps_the_first_drain_time():
-    from monitoring.backends import backend_set_draining
+    from fleet.backends import backend_set_draining
 
     first = backend_set_draining("gpu3", True)
     again = backend_set_draining("gpu3", True)
@@ -291,8 +326,12 @@ def test_live_queue_page_starts_from_the_waiting_and_running_jobs(admin_client):
 
 def test_admin_index_leads_to_the_dashboard(admin_client):
     html = page(admin_client, "/admin/")
-    for url in ("/admin/dashboard/statistics/", "/admin/dashboard/failures/", "/admin/dashboard/live-queue/",
-                "/admin/dashboard/backends/"):
+    for url in (
+        "/admin/dashboard/statistics/",
+        "/admin/dashboard/failures/",
+        "/admin/dashboard/live-queue/",
+        "/admin/dashboard/backends/",
+    ):
         assert f'href="{url}"' in html
 
 

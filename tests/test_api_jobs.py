@@ -41,7 +41,10 @@ def test_create_returns_the_job_and_its_websocket(api, django_capture_on_commit_
         ({"workflow": {"1": {"inputs": {}}}}, "class_type"),
         ({"workflow": {"1": {"class_type": "SaveImage", "inputs": {"images": ["9", 0]}}}}, "missing node 9"),
         ({"workflow": {"1": {"class_type": "KSampler", "inputs": {"steps": 100000}}}}, "steps"),
-        ({"workflow": {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 100000, "height": 100000}}}}, "pixels"),
+        (
+            {"workflow": {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 100000, "height": 100000}}}},
+            "pixels",
+        ),
         ({"job_type": "hologram"}, "unknown job type"),
         ({"priority": 42}, "less than or equal to 9"),
         ({"backend": "gpu-that-does-not-exist"}, "unknown backend"),

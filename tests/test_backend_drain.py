@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from fleet.models import Backend
 from jobs import services, sweeps
 from jobs.models import Job, JobStatus
 from jobs.tracking import job_track
-from monitoring.models import Backend
 from tests.factories import SLEEP_WORKFLOW, JobFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

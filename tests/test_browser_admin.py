@@ -30,7 +30,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
-    # Without these Chromium keeps trying to reach the internet (HAZARDS.md).
+    # Without these Chromium keeps trying to reach the internet (docs/HAZARDS.md).
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",

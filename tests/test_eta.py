@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from devtools.eta_accuracy import eta_accuracy, simulated_runs, training_history
+from jobs import eta
+from jobs.eta import NodeEstimate
 from jobs.models import JobStatus, NodeTiming
-from monitoring import eta
-from monitoring.eta import NodeEstimate
-from monitoring.eta_accuracy import eta_accuracy, simulated_runs, training_history
 from tests.factories import JobFactory
 
 
@@ -104,7 +104,9 @@ def test_node_cost_key_takes_the_sampler_size_from_its_latent():
 # --- estimates from history ---------------------------------------------------------------------
 
 
-def finished_job(workflow: dict[str, Any], backend: str, durations: dict[str, float], *, status: str = JobStatus.COMPLETED):
+def finished_job(
+    workflow: dict[str, Any], backend: str, durations: dict[str, float], *, status: str = JobStatus.COMPLETED
+):
     """A finished job with the node timings the tracker would have written."""
     job = JobFactory(
         user=None, workflow=workflow, backend=backend, status=status, fingerprint=eta.workflow_fingerprint(workflow)
@@ -269,7 +271,9 @@ def test_remaining_uses_the_observed_step_rate():
 
 def test_remaining_without_steps_is_expected_minus_elapsed_never_below_a_floor():
     estimates = {"decode": learned(6.0), "save": learned(1.0)}
-    kwargs = dict(to_run=set(estimates), done=set(), cached=set(), current_node="decode", step_value=None, step_max=None)
+    kwargs = dict(
+        to_run=set(estimates), done=set(), cached=set(), current_node="decode", step_value=None, step_max=None
+    )
     assert eta.remaining_seconds(estimates, **kwargs, current_started_seconds_ago=2.0) == pytest.approx(5.0)
     overrun = eta.remaining_seconds(estimates, **kwargs, current_started_seconds_ago=60.0)
     assert 1.0 < overrun < 2.0

@@ -23,9 +23,10 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -224,7 +225,7 @@ class FaultRig:
                     process.stop()
                 else:
                     process.stop()
-            except Exception:  # noqa: BLE001 - keep cleaning up
+            except Exception:
                 pass
         self.proxy.stop()
         self.proxy.dump(self.log_dir / "proxy.log")
@@ -252,8 +253,12 @@ class FaultRig:
         return self.api.get(f"/api/jobs/{job_id}/").json()
 
     def wait_final(self, job_id: str, timeout: float = 90.0) -> Job:
-        wait_for(lambda: self.job(job_id).status in FINAL_STATUSES, timeout=timeout, interval=0.2,
-                 message=f"job {job_id} to finish ({self.describe(job_id)})")
+        wait_for(
+            lambda: self.job(job_id).status in FINAL_STATUSES,
+            timeout=timeout,
+            interval=0.2,
+            message=f"job {job_id} to finish ({self.describe(job_id)})",
+        )
         return self.job(job_id)
 
     def wait_running(self, job_id: str, min_step: float = 0.5, timeout: float = 30.0) -> Job:
@@ -289,10 +294,11 @@ class FaultRig:
         try:
             history = comfy_history(self.sim.url)
             queued = set(comfy_queue_ids(self.sim.url))
-        except Exception:  # noqa: BLE001 - ComfyUI down at the end: count what the proxy saw
+        except Exception:
             history, queued = {}, set()
         executed = [
-            pid for pid in prompts
+            pid
+            for pid in prompts
             if (history.get(pid, {}).get("status") or {}).get("status_str") == "success" or pid in queued
         ]
         duplicated += max(0, len(executed) - 1)
@@ -310,9 +316,10 @@ class FaultRig:
         count = self.proxy.posts(prompt_id)
         logged = sim_submissions(self.sim.url) if self.sim.is_running() else None
         if logged is not None:
-            count = max(count, sum(
-                1 for entry in logged if str(entry.get("prompt_id")) == prompt_id and entry.get("accepted", True)
-            ))
+            count = max(
+                count,
+                sum(1 for entry in logged if str(entry.get("prompt_id")) == prompt_id and entry.get("accepted", True)),
+            )
         return count
 
     def assert_ran_once(self, job_id: str, *, prompts: int = 1) -> None:
@@ -334,7 +341,7 @@ class FaultRig:
     def record(self) -> None:
         try:
             MATRIX.add_jobs(self.scenario, [self.outcome(job_id) for job_id in self.job_ids])
-        except Exception as exc:  # noqa: BLE001 - the matrix must not hide the test's own failure
+        except Exception as exc:
             MATRIX.note(self.scenario, f"could not count outcomes: {exc!r}")
         if self._passed:
             MATRIX.run_passed(self.scenario)
@@ -367,8 +374,11 @@ def rig_factory(request, transactional_db, settings, tmp_path, api) -> Iterator[
 def closed_attempts(job_id: str) -> list[JobAttempt]:
     """The job's attempts once all are closed (the job's final status and its attempt's outcome
     are two writes: give the second a moment)."""
-    wait_for(lambda: not JobAttempt.objects.filter(job_id=job_id, outcome="").exists(), timeout=10,
-             message=f"the attempts of job {job_id} to be closed")
+    wait_for(
+        lambda: not JobAttempt.objects.filter(job_id=job_id, outcome="").exists(),
+        timeout=10,
+        message=f"the attempts of job {job_id} to be closed",
+    )
     return list(JobAttempt.objects.filter(job_id=job_id).order_by("number"))
 
 
@@ -379,8 +389,12 @@ def statuses_on_timeline(job_id: str) -> list[str]:
 def assert_outputs_match_history(rig: FaultRig, job: Job, expected: int) -> None:
     entry = comfy_history(rig.sim.url)[str(job.prompt_id)]
     listed = sorted(
-        item["filename"] for node in entry["outputs"].values() for items in node.values()
-        if isinstance(items, list) for item in items if isinstance(item, dict) and "filename" in item
+        item["filename"]
+        for node in entry["outputs"].values()
+        for items in node.values()
+        if isinstance(items, list)
+        for item in items
+        if isinstance(item, dict) and "filename" in item
     )
     stored = sorted(job.outputs.values_list("comfy_filename", flat=True))
     assert len(listed) == expected, listed
@@ -392,7 +406,9 @@ def assert_outputs_match_history(rig: FaultRig, job: Job, expected: int) -> None
 
 def assert_no_duplicate_node_events(job_id: str) -> None:
     """One tracker followed the attempt: each node started and finished once on the timeline."""
-    seen = [(e.kind, e.node_id) for e in JobEvent.objects.filter(job_id=job_id, kind__in=["node_started", "node_finished"])]
+    seen = [
+        (e.kind, e.node_id) for e in JobEvent.objects.filter(job_id=job_id, kind__in=["node_started", "node_finished"])
+    ]
     duplicates = {item for item in seen if seen.count(item) > 1}
     assert not duplicates, f"timeline events recorded more than once (two trackers?): {sorted(duplicates)}"
 
@@ -495,8 +511,11 @@ def test_websocket_dropped_mid_job_completes_with_all_outputs(rig_factory, how, 
         for cut in range(3):
             opens = len(rig.proxy.websocket_opens)
             assert rig.proxy.sever_websockets() >= 1, f"no websocket to cut (cut {cut + 1})"
-            wait_for(lambda: len(rig.proxy.websocket_opens) > opens, timeout=20,
-                     message=f"the tracker to reconnect after cut {cut + 1}")
+            wait_for(
+                lambda: len(rig.proxy.websocket_opens) > opens,
+                timeout=20,
+                message=f"the tracker to reconnect after cut {cut + 1}",
+            )
             time.sleep(1.0)
             if rig.job(job_id).status in FINAL_STATUSES or not rig.proxy.open_websockets(client):
                 break
@@ -663,8 +682,12 @@ def test_redis_restart_while_job_waits_loses_the_message_and_the_sweep_sends_it_
         time.sleep(2.0)
         assert rig.job(job_id).status == "queued" and rig.job(job_id).deliveries == 0
         settings.TRACKER_STALE_SECONDS = 1  # "quiet for 3 x stale": don't wait 21 s for the sweep
-        wait_for(lambda: sweeps.sweep_waiting_jobs() >= 1, timeout=30, interval=1.0,
-                 message="the sweep to notice the lost message")
+        wait_for(
+            lambda: sweeps.sweep_waiting_jobs() >= 1,
+            timeout=30,
+            interval=1.0,
+            message="the sweep to notice the lost message",
+        )
         job = rig.wait_final(job_id, timeout=60)
     assert job.status == "completed", rig.describe(job_id)
     assert job.deliveries == 1
@@ -685,8 +708,11 @@ def test_duplicate_delivery_while_running_submits_nothing_and_does_not_disturb_t
     rig.wait_running(job_id, min_step=0.5)
     # The broker delivers it again (late ack, visibility timeout...): the idle worker takes it.
     job_run.apply_async((job_id,), queue=rig.queue)
-    wait_for(lambda: "followed by a live tracker" in second.log() or "followed by a live tracker" in
-             rig.processes[0].log(), timeout=20, message="the duplicate delivery to back off")
+    wait_for(
+        lambda: "followed by a live tracker" in second.log() or "followed by a live tracker" in rig.processes[0].log(),
+        timeout=20,
+        message="the duplicate delivery to back off",
+    )
     # And once more from this process, while the first delivery still follows the job.
     job_track(job_id)
     assert rig.job(job_id).status == "running", "the duplicate deliveries disturbed the job"
@@ -742,9 +768,7 @@ FAULTS = {
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_comfyui_faults_fail_the_job_with_a_clear_category_and_the_worker_lives_on(rig_factory, fault, run):
     rig = rig_factory(f"6 ComfyUI fault: {fault}")
-    worker = rig.worker(
-        "gpu", TRACKER_RECONNECT_SECONDS=3, COMFYUI_HTTP_TIMEOUT=1.5, JOB_RETRY_BACKOFF_SECONDS=0.5
-    )
+    worker = rig.worker("gpu", TRACKER_RECONNECT_SECONDS=3, COMFYUI_HTTP_TIMEOUT=1.5, JOB_RETRY_BACKOFF_SECONDS=0.5)
     pid = worker.pid
     injected, says = FAULTS[fault]
     rig.proxy.set_fault(injected)
@@ -784,19 +808,22 @@ def test_comfyui_unreachable_mid_job_longer_than_the_deadline_does_not_run_the_j
     job = rig.wait_final(job_id, timeout=90)
     wait_for(lambda: not comfy_queue_ids(rig.sim.url), timeout=30, message="ComfyUI's queue to drain")
     history = comfy_history(rig.sim.url)
-    ran = [pid for pid in rig.prompt_ids(job_id) if (history.get(pid, {}).get("status") or {}).get("status_str") == "success"]
+    ran = [
+        pid
+        for pid in rig.prompt_ids(job_id)
+        if (history.get(pid, {}).get("status") or {}).get("status_str") == "success"
+    ]
     assert job.status in FINAL_STATUSES
     if len(ran) > 1:
         ended = {pid: max(m[1]["timestamp"] for m in history[pid]["status"]["messages"]) / 1000 for pid in ran}
         posted = {s.prompt_id: s.at for s in rig.proxy.forwarded_submissions()}
         overlap = [
             f"{later} posted {ended[earlier] - posted[later]:.1f}s before {earlier} ended"
-            for earlier, later in zip(ran, ran[1:]) if posted[later] < ended[earlier]
+            for earlier, later in zip(ran, ran[1:])
+            if posted[later] < ended[earlier]
         ]
         attempts = list(JobAttempt.objects.filter(job_id=job_id).values_list("number", "outcome", "failure_category"))
-        pytest.fail(
-            f"job {job_id} ran {len(ran)} times in ComfyUI ({ran}); {'; '.join(overlap)}; attempts: {attempts}"
-        )
+        pytest.fail(f"job {job_id} ran {len(ran)} times in ComfyUI ({ran}); {'; '.join(overlap)}; attempts: {attempts}")
     if job.status == "completed":
         assert_outputs_match_history(rig, job, expected=1)
     rig.finish()
@@ -809,8 +836,9 @@ def test_comfyui_unreachable_mid_job_longer_than_the_deadline_does_not_run_the_j
 def test_node_without_progress_is_detected_stuck_and_its_prompt_interrupted(rig_factory, run):
     floor = 3.0
     rig = rig_factory("7 node hangs (no progress)")
-    rig.worker("gpu", JOB_STUCK_FLOOR_SECONDS=floor, JOB_STUCK_FACTOR=5, JOB_MAX_ATTEMPTS=2,
-               JOB_RETRY_BACKOFF_SECONDS=0.5)
+    rig.worker(
+        "gpu", JOB_STUCK_FLOOR_SECONDS=floor, JOB_STUCK_FACTOR=5, JOB_MAX_ATTEMPTS=2, JOB_RETRY_BACKOFF_SECONDS=0.5
+    )
     job_id = rig.submit(silent_node_workflow(8.0, steps=3))
 
     job = rig.wait_final(job_id, timeout=120)
@@ -818,9 +846,15 @@ def test_node_without_progress_is_detected_stuck_and_its_prompt_interrupted(rig_
     assert job.failure_category == "stuck"
     assert "no progress for" in job.error_message and "ProbePreviewSampler" in job.error_message, job.error_message
     attempts = closed_attempts(job_id)
-    assert [(a.number, a.outcome, a.failure_category) for a in attempts] == [(1, "failed", "stuck"), (2, "failed", "stuck")]
+    assert [(a.number, a.outcome, a.failure_category) for a in attempts] == [
+        (1, "failed", "stuck"),
+        (2, "failed", "stuck"),
+    ]
     history = comfy_history(rig.sim.url)
-    starts = [e.at.timestamp() for e in JobEvent.objects.filter(job_id=job_id, kind="node_started", node_id="2").order_by("seq")]
+    starts = [
+        e.at.timestamp()
+        for e in JobEvent.objects.filter(job_id=job_id, kind="node_started", node_id="2").order_by("seq")
+    ]
     assert len(starts) == 2, "the silent node started once per attempt"
     for attempt, started in zip(attempts, starts):
         pid = str(attempt.prompt_id)
@@ -848,9 +882,16 @@ def sampler_workflow(steps: int = 1) -> dict:
         "5": {
             "class_type": "KSampler",
             "inputs": {
-                "model": ["1", 0], "seed": time.monotonic_ns() % 1_000_000, "steps": steps, "cfg": 7.0,
-                "sampler_name": "euler", "scheduler": "normal", "positive": ["2", 0], "negative": ["3", 0],
-                "latent_image": ["4", 0], "denoise": 1.0,
+                "model": ["1", 0],
+                "seed": time.monotonic_ns() % 1_000_000,
+                "steps": steps,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "positive": ["2", 0],
+                "negative": ["3", 0],
+                "latent_image": ["4", 0],
+                "denoise": 1.0,
             },
         },
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},

@@ -67,7 +67,14 @@ def test_node_timings_add_up_to_the_run_and_attempts_match(history):
     assert timings[0].started_at == job.started_at
     assert abs(timings[-1].finished_at - job.finished_at) < timedelta(milliseconds=1)  # float seconds, rounded
     classes = set(NodeTiming.objects.values_list("class_type", flat=True))
-    assert {"CheckpointLoaderSimple", "CLIPTextEncode", "KSampler", "VAEDecode", "SaveImage", "VHS_VideoCombine"} <= classes
+    assert {
+        "CheckpointLoaderSimple",
+        "CLIPTextEncode",
+        "KSampler",
+        "VAEDecode",
+        "SaveImage",
+        "VHS_VideoCombine",
+    } <= classes
     # Every job that reached ComfyUI has an attempt per prompt; a second attempt has its own prompt.
     assert JobAttempt.objects.values("job").distinct().count() == history.filter(submitted_at__isnull=False).count()
     for retried in history.filter(attempt=2)[:10]:

@@ -166,7 +166,7 @@ def test_second_delivery_of_the_task_does_not_submit_a_second_prompt(live, api, 
     assert wait_final(api, job["id"])["status"] == "completed"
     time.sleep(1.0)  # let the queued duplicate run (and stop)
     after = requests.get(f"{simulator_session.url}/sim/submissions", timeout=5).json()
-    submitted = [s for s in after[len(before):] if s["prompt_id"] == job["id"]]
+    submitted = [s for s in after[len(before) :] if s["prompt_id"] == job["id"]]
     assert len(submitted) == 1
     assert Job.objects.get(pk=job["id"]).deliveries == 1
 

@@ -66,9 +66,9 @@ def job_now(api, job_id: str) -> dict:
 def test_sampler_progress_names_categories_and_live_preview(live, api):
     job = submit(api, sampler_workflow(steps=40))
     sampling = wait_for(
-        lambda: (lambda j: j if (j.get("current_node") or {}).get("class_type") == "KSampler" and j["preview_url"] else None)(
-            job_now(api, job["id"])
-        ),
+        lambda: (
+            lambda j: j if (j.get("current_node") or {}).get("class_type") == "KSampler" and j["preview_url"] else None
+        )(job_now(api, job["id"])),
         timeout=30,
         message="the sampler running with a preview",
     )

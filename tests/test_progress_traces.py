@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from jobs.comfyui_client import WsMessage
+from comfyui import WsMessage
 from jobs.progress import JobProgress
 from tests.conftest import load_trace
 
@@ -105,7 +105,9 @@ def test_reconnect_executing_without_prompt_id_is_taken_as_ours():
     assert [h["node"] for h in history if h["type"] == "executing" and h["node"]] == ["1", "2", "3"]
 
 
-@pytest.mark.parametrize("trace,outcome", [("node_error.jsonl", "error"), ("oom.jsonl", "error"), ("interrupt.jsonl", "interrupted")])
+@pytest.mark.parametrize(
+    "trace,outcome", [("node_error.jsonl", "error"), ("oom.jsonl", "error"), ("interrupt.jsonl", "interrupted")]
+)
 def test_failed_runs_never_reach_100(trace, outcome):
     progress, _ = replay(trace)
     assert progress.outcome == outcome

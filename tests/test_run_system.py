@@ -14,9 +14,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -138,7 +138,11 @@ def running_system(tmp_path: Path) -> Iterator[RunningSystem]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "run_system", "--port", str(web_port), "--sim-port", str(sim_port)],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     system = RunningSystem(process, log_path, web_port, sim_port)
     try:
@@ -158,7 +162,7 @@ def running_system(tmp_path: Path) -> Iterator[RunningSystem]:
 def test_sigterm_stops_every_process_it_started(running_system: RunningSystem) -> None:
     system = running_system
     commands = " | ".join(command_line(pid) for pid in system.children)
-    for expected in ("jobs.simulator", "daphne", "-Q gpu.default", "-Q default", " beat "):
+    for expected in ("devtools.simulator", "daphne", "-Q gpu.default", "-Q default", " beat "):
         assert expected in commands, f"{expected!r} not among the started processes: {commands}"
 
     system.process.send_signal(signal.SIGTERM)

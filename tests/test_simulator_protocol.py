@@ -130,8 +130,12 @@ def test_front_of_queue_and_explicit_number_set_priority(comfyui_sim: SimulatorP
     running = client.submit(sleep_prompt(color=1, seconds=0.5))
     client.wait_progress(running, 1)
     normal = client.submit(sleep_prompt(color=2, seconds=0.05))
-    front = client.http("POST", "/prompt", {**sleep_prompt(color=3, seconds=0.05), "front": True, "client_id": client.client_id})
-    numbered = client.http("POST", "/prompt", {**sleep_prompt(color=4, seconds=0.05), "number": -100, "client_id": client.client_id})
+    front = client.http(
+        "POST", "/prompt", {**sleep_prompt(color=3, seconds=0.05), "front": True, "client_id": client.client_id}
+    )
+    numbered = client.http(
+        "POST", "/prompt", {**sleep_prompt(color=4, seconds=0.05), "number": -100, "client_id": client.client_id}
+    )
     assert front["number"] < 0 and numbered["number"] == -100.0
     client.wait_finished(normal)
     order = [m["data"]["prompt_id"] for m in client.log.messages("execution_start")]
@@ -342,7 +346,10 @@ def test_feature_flags_count_only_as_the_first_message(comfyui_sim: SimulatorPro
     client.socket.send_json({"type": "hello", "data": {}})
     client.socket.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
     prompt = sleep_prompt()["prompt"]
-    prompt["2"] = {"class_type": "ProbePreviewSampler", "inputs": {"image": ["1", 0], "steps": 2, "seconds_per_step": 0.01}}
+    prompt["2"] = {
+        "class_type": "ProbePreviewSampler",
+        "inputs": {"image": ["1", 0], "steps": 2, "seconds_per_step": 0.01},
+    }
     prompt_id = client.submit({"prompt": prompt})
     client.wait_finished(prompt_id)
     assert client.log.messages("feature_flags") == []
@@ -383,7 +390,7 @@ def test_progress_comes_about_every_10_ms_with_progress_state(comfyui_sim: Simul
 
 def test_simulator_package_imports_no_django() -> None:
     code = (
-        "import sys, jobs.simulator, jobs.simulator.__main__;"
+        "import sys, devtools.simulator, devtools.simulator.__main__;"
         "leaked = [m for m in sys.modules if m == 'django' or m.startswith('django.')];"
         "assert not leaked, leaked"
     )
@@ -419,14 +426,18 @@ def test_saving_outside_the_output_folder_fails_the_node(comfyui_sim: SimulatorP
     assert not (comfyui_sim.output_dir.parent / "escaped_00001_.png").exists()
 
 
-def test_management_command_starts_the_simulator_with_its_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+def test_management_command_starts_the_simulator_with_its_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     from django.core.management import call_command
 
-    from jobs.management.commands import comfyui_sim as command
+    from devtools.management.commands import comfyui_sim as command
 
     started: list[Any] = []
     monkeypatch.setattr(command, "run", started.append)
-    call_command("comfyui_sim", "--port", "9123", "--host", "0.0.0.0", "--output-dir", str(tmp_path), "--models", "a.ckpt")
+    call_command(
+        "comfyui_sim", "--port", "9123", "--host", "0.0.0.0", "--output-dir", str(tmp_path), "--models", "a.ckpt"
+    )
     (options,) = started
     assert (options.host, options.port, options.output_dir, options.models) == ("0.0.0.0", 9123, tmp_path, ("a.ckpt",))
 

@@ -1,6 +1,6 @@
 """The simulator's send log (`--record-sends`, GET /sim/sent): when each `progress` message went out.
 
-ComfyUI's progress messages carry no timestamp; tests/benchmarks/progress_latency.py matches what a
+ComfyUI's progress messages carry no timestamp; devtools/benchmarks/progress_latency.py matches what a
 browser is shown to the send time of the same (prompt_id, node, value), so the log must list exactly
 the progress messages a client received, with wall-clock times.
 """

@@ -1,4 +1,4 @@
-"""The simulator against recorded ComfyUI 0.8.0 traffic (shared/comfyui-traces/*.jsonl).
+"""The simulator against recorded ComfyUI 0.8.0 traffic (tests/data/comfyui-traces/*.jsonl).
 
 Each test replays one trace's client actions (submit, interrupt, queue delete, reconnect, feature
 flags, kill and restart) on a fresh simulator process, records what comes back in the traces'
@@ -30,7 +30,7 @@ import pytest
 
 from tests.simulator_process import SimulatorClient, SimulatorProcess
 
-TRACES_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui-traces"
+TRACES_DIR = Path(__file__).resolve().parent / "data" / "comfyui-traces"
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # Maps keyed by node ids ("3", "4.0.0.1") or prompt ids are compared by their values' shape only.
@@ -196,7 +196,7 @@ class Trace:
     def load(cls, name: str) -> Trace:
         path = TRACES_DIR / f"{name}.jsonl"
         if not path.exists():
-            pytest.fail(f"trace {path} is missing: the repository must be cloned beside shared/")
+            pytest.fail(f"trace {path} is missing: the recorded traces live in tests/data/comfyui-traces")
         return cls(name, [json.loads(line) for line in path.read_text().splitlines() if line.strip()])
 
     def prompt_posts(self) -> list[dict[str, Any]]:
@@ -429,7 +429,9 @@ def test_comparison_notices_a_status_that_is_not_sent() -> None:
     first_inner_status = next(
         i
         for i, e in enumerate(events)
-        if e["kind"] == "ws" and e["msg"]["type"] == "status" and e["msg"]["data"]["status"]["exec_info"]["queue_remaining"] == 3
+        if e["kind"] == "ws"
+        and e["msg"]["type"] == "status"
+        and e["msg"]["data"]["status"]["exec_info"]["queue_remaining"] == 3
     )
     assert status_stream(events[:first_inner_status] + events[first_inner_status + 1 :]) != status_stream(events)
 

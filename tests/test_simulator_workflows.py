@@ -23,7 +23,9 @@ def fast_sim(comfyui_sim: SimulatorProcess) -> SimulatorProcess:
     return comfyui_sim
 
 
-def text_to_image(steps: int = 4, batch_size: int = 1, seed: int = 7, save: dict[str, Any] | None = None) -> dict[str, Any]:
+def text_to_image(
+    steps: int = 4, batch_size: int = 1, seed: int = 7, save: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The standard SD graph: checkpoint, two prompts, empty latent, KSampler, VAE decode, save."""
     saver = save or {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "t2i"}}
     return {
@@ -34,8 +36,15 @@ def text_to_image(steps: int = 4, batch_size: int = 1, seed: int = 7, save: dict
         "5": {
             "class_type": "KSampler",
             "inputs": {
-                "model": ["1", 0], "seed": seed, "steps": steps, "cfg": 7.0, "sampler_name": "euler",
-                "scheduler": "normal", "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+                "model": ["1", 0],
+                "seed": seed,
+                "steps": steps,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "positive": ["2", 0],
+                "negative": ["3", 0],
+                "latent_image": ["4", 0],
                 "denoise": 1.0,
             },
         },  # fmt: skip

@@ -35,8 +35,13 @@ def finished_job(
     submitted = (started or finished_at) - timedelta(seconds=0.1)
     job = JobFactory(job_type=job_type, backend=backend)
     Job.objects.filter(pk=job.pk).update(
-        status=status, created_at=submitted - timedelta(seconds=wait), submitted_at=submitted, started_at=started,
-        finished_at=finished_at, failure_category=category, error_message=message,
+        status=status,
+        created_at=submitted - timedelta(seconds=wait),
+        submitted_at=submitted,
+        started_at=started,
+        finished_at=finished_at,
+        failure_category=category,
+        error_message=message,
         progress=1.0 if status == JobStatus.COMPLETED else 0.4,
     )
     job.refresh_from_db()
@@ -122,8 +127,13 @@ def test_slowest_node_classes_come_first():
     now = timezone.now()
     for class_type, seconds in (("KSampler", 30.0), ("KSampler", 34.0), ("VAEDecode", 2.0), ("SaveImage", 0.2)):
         NodeTiming.objects.create(
-            job=job, node_id="1", class_type=class_type, backend="gpu1", started_at=now - timedelta(seconds=seconds),
-            finished_at=now - timedelta(seconds=1), duration=seconds,
+            job=job,
+            node_id="1",
+            class_type=class_type,
+            backend="gpu1",
+            started_at=now - timedelta(seconds=seconds),
+            finished_at=now - timedelta(seconds=1),
+            duration=seconds,
         )
     stats_rollup_refresh()
     nodes = generation_stats(days=1)["slowest_nodes"]

@@ -20,6 +20,7 @@ QUEUE = f"gpu.{BACKEND}"
 class JobFactory(BaseJobFactory):
     backend = BACKEND
 
+
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
@@ -74,9 +75,11 @@ def test_orphan_still_running_in_comfyui_is_resumed_not_failed(sim):
     requests.post(
         f"{sim.url}/prompt",
         json={
-            "prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}},
-                       "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": 5}},
-                       "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}},
+            "prompt": {
+                "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 7}},
+                "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": 5}},
+                "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+            },
             "prompt_id": str(job.prompt_id),
             "client_id": "someone",
         },

@@ -91,9 +91,7 @@ def test_session_cookie_authenticates_too(client):
     assert connected and message["job"]["id"] == str(job.id)
 
 
-@pytest.mark.parametrize(
-    "case", ["anonymous", "bad-token", "someone-elses-job", "foreign-origin"]
-)
+@pytest.mark.parametrize("case", ["anonymous", "bad-token", "someone-elses-job", "foreign-origin"])
 def test_refused_subscriptions(case):
     job = JobFactory()
     stranger = UserFactory()
@@ -144,7 +142,7 @@ def test_job_list_stream_shows_only_the_users_jobs():
 
 
 def test_idle_socket_survives_past_the_redis_read_timeout():
-    """redis-py's socket timeout once killed idle consumers every ~5 s (HAZARDS.md)."""
+    """redis-py's socket timeout once killed idle consumers every ~5 s (docs/HAZARDS.md)."""
     job = JobFactory()
     token = token_for(job.user)
 

@@ -15,9 +15,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from django.conf import settings
 from django.core.management import call_command
@@ -48,8 +49,17 @@ def celery(*args: str) -> list[str]:
 
 
 def simulator_child(port: int, output_dir: Path) -> Child:
-    argv = [sys.executable, "-m", "jobs.simulator", "--host", "127.0.0.1", "--port", str(port),
-            "--output-dir", str(output_dir)]
+    argv = [
+        sys.executable,
+        "-m",
+        "devtools.simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--output-dir",
+        str(output_dir),
+    ]
     return Child("comfyui-sim", argv, ready_url=f"http://127.0.0.1:{port}/system_stats")
 
 
@@ -58,8 +68,19 @@ def system_children(port: int, backends: dict[str, str], beat_schedule: Path) ->
     children = [Child("web", web, ready_url=f"http://127.0.0.1:{port}/api/")]
     for name in backends:
         # One job at a time per GPU: priority and cancel stay in our queue, ComfyUI's stays shallow.
-        argv = celery("worker", "-Q", f"gpu.{name}", "--concurrency", "1", "--prefetch-multiplier", "1",
-                      "-n", f"gpu-{name}@%h", "-O", "fair")
+        argv = celery(
+            "worker",
+            "-Q",
+            f"gpu.{name}",
+            "--concurrency",
+            "1",
+            "--prefetch-multiplier",
+            "1",
+            "-n",
+            f"gpu-{name}@%h",
+            "-O",
+            "fair",
+        )
         children.append(Child(f"gpu-{name}", argv, ready_line=" ready."))
     default_worker = celery("worker", "-Q", "default", "--concurrency", "2", "-n", "default@%h")
     children.append(Child("default-worker", default_worker, ready_line=" ready."))
@@ -93,8 +114,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8000, help="web (HTTP + websockets) port")
         parser.add_argument("--sim-port", type=int, default=8188, help="ComfyUI simulator port")
-        parser.add_argument("--stop-timeout", type=float, default=15.0,
-                            help="seconds a child gets to exit after SIGTERM before SIGKILL")
+        parser.add_argument(
+            "--stop-timeout", type=float, default=15.0, help="seconds a child gets to exit after SIGTERM before SIGKILL"
+        )
 
     def handle(self, *args: Any, port: int, sim_port: int, stop_timeout: float, **options: Any) -> None:
         self.output_lock = threading.Lock()
@@ -167,8 +189,13 @@ class Command(BaseCommand):
     def start(self, child: Child, env: dict[str, str]) -> None:
         self.say(f"starting {child.name}: {' '.join(child.argv)}")
         child.process = subprocess.Popen(
-            child.argv, cwd=settings.BASE_DIR, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            child.argv,
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         if not (child.ready_url or child.ready_line):
             child.ready.set()

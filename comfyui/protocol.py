@@ -1,0 +1,154 @@
+"""ComfyUI's protocol as small typed objects: answers, websocket frames, history entries.
+
+Pure parsing, no I/O. Everything here comes from a GPU machine and is untrusted input.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+PREVIEW_IMAGE = 1
+PREVIEW_IMAGE_WITH_METADATA = 4
+IMAGE_TYPES = {1: "image/jpeg", 2: "image/png"}
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    prompt_id: str
+    number: int
+    node_errors: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    running: list[str]
+    pending: list[str]
+
+    def position(self, prompt_id: str) -> str | None:
+        if prompt_id in self.running:
+            return "running"
+        if prompt_id in self.pending:
+            return "pending"
+        return None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    prompt_id: str
+    status_str: str  # "success" or "error"
+    completed: bool
+    outputs: dict[str, dict[str, Any]]
+    messages: list[tuple[str, dict[str, Any]]]
+
+    def message(self, kind: str) -> dict[str, Any] | None:
+        for name, data in self.messages:
+            if name == kind:
+                return data
+        return None
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    node_id: str
+    kind: str
+    filename: str
+    subfolder: str
+    type: str
+
+
+@dataclass(frozen=True)
+class WsMessage:
+    """A text frame: {type, data}."""
+
+    type: str
+    data: dict[str, Any]
+
+    @property
+    def prompt_id(self) -> str | None:
+        return self.data.get("prompt_id")
+
+
+@dataclass(frozen=True)
+class PreviewFrame:
+    """A binary preview frame. Type 1 frames carry no prompt or node id; type 4 frames do."""
+
+    image: bytes
+    media_type: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_id(self) -> str | None:
+        return self.metadata.get("prompt_id")
+
+
+def parse_binary_frame(frame: bytes) -> PreviewFrame | None:
+    if len(frame) < 8:
+        return None
+    (event_type,) = struct.unpack(">I", frame[:4])
+    if event_type == PREVIEW_IMAGE:
+        (image_type,) = struct.unpack(">I", frame[4:8])
+        return PreviewFrame(image=frame[8:], media_type=IMAGE_TYPES.get(image_type, "image/jpeg"))
+    if event_type == PREVIEW_IMAGE_WITH_METADATA:
+        (length,) = struct.unpack(">I", frame[4:8])
+        try:
+            metadata = json.loads(frame[8 : 8 + length])
+        except ValueError:
+            return None
+        media_type = metadata.get("image_type") or "image/jpeg"
+        return PreviewFrame(image=frame[8 + length :], media_type=media_type, metadata=metadata)
+    return None
+
+
+def parse_text_frame(text: str) -> WsMessage | None:
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+        return None
+    data = raw.get("data")
+    return WsMessage(type=raw["type"], data=data if isinstance(data, dict) else {})
+
+
+def parse_history_entry(prompt_id: str, body: Any) -> HistoryEntry | None:
+    """The prompt's entry in a `/history/{prompt_id}` answer, or None when it has none."""
+    raw = body.get(prompt_id) if isinstance(body, dict) else None
+    if not isinstance(raw, dict):
+        return None
+    status = raw.get("status") or {}
+    messages = [
+        (str(m[0]), m[1] if isinstance(m[1], dict) else {})
+        for m in status.get("messages", [])
+        if isinstance(m, list) and len(m) == 2
+    ]
+    return HistoryEntry(
+        prompt_id=prompt_id,
+        status_str=str(status.get("status_str") or ""),
+        completed=bool(status.get("completed")),
+        outputs=raw.get("outputs") or {},
+        messages=messages,
+    )
+
+
+def history_outputs(entry: HistoryEntry) -> list[OutputFile]:
+    """Every file a finished prompt's history lists, the only ones we may fetch through /view."""
+    files: list[OutputFile] = []
+    for node_id, node_output in entry.outputs.items():
+        for kind, items in node_output.items():
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                    files.append(
+                        OutputFile(
+                            node_id=str(node_id),
+                            kind=kind,
+                            filename=item["filename"],
+                            subfolder=str(item.get("subfolder") or ""),
+                            type=str(item.get("type") or "output"),
+                        )
+                    )
+    return files

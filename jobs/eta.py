@@ -1,0 +1,501 @@
+"""The learned ETA: how long each node of a workflow should take, from the node timings of
+finished jobs, and what that says about a running or waiting job's finish. An estimate, always.
+
+History is matched most specific first: the same workflow fingerprint on the same backend, then
+the same node cost signature on the same backend, then the node class (scaled by its cost inputs),
+then a default that counts as knowing nothing. Statistics are medians over the most recent
+timings only, because backends, drivers and models change and old timings stop being true.
+
+The math is in pure functions over `TimingSample`s (`estimates_from_history`, `remaining_seconds`,
+...); `node_estimates` is the one place that reads the database, with a short in-process cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+
+from jobs.models import Job, JobStatus, NodeTiming
+from jobs.workflow_validation import BATCH_INPUTS, FRAME_INPUTS
+
+# What a node costs is driven by these inputs; prompts, seeds and filenames change nothing.
+# `seconds` is the execution test pack's TestSleep: its input *is* its duration.
+OWN_ONLY_QUANTITIES = ("steps", "seconds")
+# A sampler or a decoder has no size of its own: it works at the size of the latent it is fed.
+INHERITED_QUANTITIES = ("pixels", "frames", "batch")
+
+DEFAULT_NODE_SECONDS = 1.0
+# Most specific history wins once it has this many timings; below that a broader level with
+# enough timings is trusted more than one or two samples that may include a slow run.
+MIN_SAMPLES = 3
+SAMPLES_PER_KEY = 50  # the most recent timings per history key
+HISTORY_ROWS_PER_CLASS = 300  # the most recent timings fetched per (class, backend)
+HISTORY_MAX_AGE = timedelta(days=60)
+HISTORY_CACHE_SECONDS = 60.0
+HISTORY_CACHE_ENTRIES = 256
+JOB_COSTS_MEMO_ENTRIES = 20_000
+QUEUE_TOTALS_ENTRIES = 10_000
+
+# Below this many observed steps the per-step rate still carries the node's set-up time
+# (moving the model to the GPU, encoding) and extrapolates it over every remaining step.
+MIN_OBSERVED_STEPS = 2
+# A node running past its expected duration is not done: keep a sliver of it remaining.
+OVERRUN_REMAINING_FRACTION = 0.1
+OVERRUN_REMAINING_MIN_SECONDS = 0.5
+
+
+# --- cost signatures --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """A node's class and the inputs that drive its cost (own or, for sizes, from upstream)."""
+
+    class_type: str
+    steps: float | None = None
+    seconds: float | None = None
+    pixels: float | None = None
+    frames: float | None = None
+    batch: float | None = None
+
+    @property
+    def key(self) -> str:
+        parts = [self.class_type]
+        for name in OWN_ONLY_QUANTITIES + INHERITED_QUANTITIES:
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={_number_text(value)}")
+        return "|".join(parts)
+
+    @property
+    def work(self) -> float:
+        """Relative amount of work, to scale timings of the same class at other sizes."""
+        work = 1.0
+        for name in ("steps", "pixels", "frames", "batch"):
+            value = getattr(self, name)
+            if value and value > 0:
+                work *= value
+        return work
+
+
+def _number_text(value: float) -> str:
+    # 1048576 pixels must not become "1.04858e+06": keys are compared as text.
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _number(inputs: dict[str, Any], name: str) -> float | None:
+    value = inputs.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _first_number(inputs: dict[str, Any], names: Iterable[str]) -> float | None:
+    for name in names:
+        value = _number(inputs, name)
+        if value is not None:
+            return value
+    return None
+
+
+def _inputs(workflow: dict[str, Any], node_id: str) -> dict[str, Any]:
+    node = workflow.get(node_id)
+    inputs = node.get("inputs") if isinstance(node, dict) else None
+    return inputs if isinstance(inputs, dict) else {}
+
+
+def _class_type(workflow: dict[str, Any], node_id: str) -> str:
+    node = workflow.get(node_id)
+    return str(node.get("class_type", "")) if isinstance(node, dict) else ""
+
+
+def _is_link(value: Any) -> bool:
+    return (
+        isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
+    )
+
+
+def _links(workflow: dict[str, Any], node_id: str) -> list[tuple[str, str, int]]:
+    """(input name, upstream node id, output index), in input-name order."""
+    inputs = _inputs(workflow, node_id)
+    return [(name, str(inputs[name][0]), inputs[name][1]) for name in sorted(inputs) if _is_link(inputs[name])]
+
+
+def _own_quantities(inputs: dict[str, Any]) -> dict[str, float]:
+    found: dict[str, float | None] = {
+        "steps": _number(inputs, "steps"),
+        "seconds": _number(inputs, "seconds"),
+        "frames": _first_number(inputs, FRAME_INPUTS),
+        "batch": _first_number(inputs, BATCH_INPUTS),
+    }
+    width, height = _number(inputs, "width"), _number(inputs, "height")
+    found["pixels"] = width * height if width is not None and height is not None else None
+    return {name: value for name, value in found.items() if value is not None}
+
+
+def _upstream_quantities(workflow: dict[str, Any], node_id: str) -> dict[str, float]:
+    """The nearest upstream size, frame count and batch: what a sampler or decoder works at."""
+    found: dict[str, float] = {}
+    seen = {node_id}
+    frontier = deque(upstream for _, upstream, _ in _links(workflow, node_id))
+    while frontier and len(found) < len(INHERITED_QUANTITIES):
+        upstream = frontier.popleft()
+        if upstream in seen or upstream not in workflow:
+            continue
+        seen.add(upstream)
+        for name, value in _own_quantities(_inputs(workflow, upstream)).items():
+            if name in INHERITED_QUANTITIES:
+                found.setdefault(name, value)
+        frontier.extend(nid for _, nid, _ in _links(workflow, upstream))
+    return found
+
+
+def node_cost(workflow: dict[str, Any], node_id: str) -> NodeCost:
+    own = _own_quantities(_inputs(workflow, node_id))
+    inherited = _upstream_quantities(workflow, node_id)
+    values = {name: own.get(name) for name in OWN_ONLY_QUANTITIES}
+    values.update({name: own.get(name, inherited.get(name)) for name in INHERITED_QUANTITIES})
+    return NodeCost(class_type=_class_type(workflow, node_id), **values)
+
+
+def node_cost_key(workflow: dict[str, Any], node_id: str) -> str:
+    """The node's cost signature, e.g. "KSampler|steps=20|pixels=262144|batch=1"."""
+    return node_cost(workflow, node_id).key
+
+
+def workflow_fingerprint(workflow: dict[str, Any]) -> str:
+    """Hash of the graph (classes and links, whatever the node ids are called) and cost inputs.
+
+    Each node is named by what it is and what feeds it, recursively, so renumbering the nodes
+    changes nothing; prompts, seeds and filenames are not part of it.
+    """
+    if not isinstance(workflow, dict):
+        workflow = {}
+    signatures = _node_signatures(workflow)
+    return hashlib.sha256(json.dumps(sorted(signatures.values())).encode()).hexdigest()
+
+
+def _node_signatures(workflow: dict[str, Any]) -> dict[str, str]:
+    signatures: dict[str, str] = {}
+    for root in workflow:
+        # Iterative post-order: a long chain of nodes must not hit Python's recursion limit.
+        stack: list[tuple[str, bool]] = [(str(root), False)]
+        on_path: set[str] = set()
+        while stack:
+            node_id, expanded = stack.pop()
+            if node_id in signatures:
+                continue
+            if expanded:
+                on_path.discard(node_id)
+                signatures[node_id] = _node_signature(workflow, node_id, signatures)
+                continue
+            on_path.add(node_id)
+            stack.append((node_id, True))
+            for _, upstream, _ in _links(workflow, node_id):
+                if upstream in workflow and upstream not in signatures and upstream not in on_path:
+                    stack.append((upstream, False))
+    return signatures
+
+
+def _node_signature(workflow: dict[str, Any], node_id: str, signatures: dict[str, str]) -> str:
+    own = sorted((name, _number_text(value)) for name, value in _own_quantities(_inputs(workflow, node_id)).items())
+    # A link into a cycle or to a missing node has no signature; ComfyUI rejects such graphs anyway.
+    links = [(name, signatures.get(upstream, "?"), index) for name, upstream, index in _links(workflow, node_id)]
+    text = json.dumps([_class_type(workflow, node_id), own, links])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- estimates from history -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeEstimate:
+    seconds: float  # expected duration of the node
+    seconds_per_step: float | None  # for nodes that report steps
+    samples: int  # how many timings it is learned from (0 = prior/default)
+    source: str  # "fingerprint" | "class+backend" | "class" | "default"
+
+    @property
+    def is_default(self) -> bool:
+        return self.samples == 0
+
+
+DEFAULT_ESTIMATE = NodeEstimate(seconds=DEFAULT_NODE_SECONDS, seconds_per_step=None, samples=0, source="default")
+
+
+@dataclass(frozen=True)
+class TimingSample:
+    """One node timing of a finished job, with the cost signature of that node in that job."""
+
+    class_type: str
+    backend: str
+    fingerprint: str
+    cost_key: str
+    work: float
+    duration: float
+    steps: int | None
+    finished_at: float  # any increasing clock; only the order matters
+
+
+class TimingHistory:
+    """Samples indexed by each level's key, newest first, at most SAMPLES_PER_KEY per key."""
+
+    def __init__(self, samples: Iterable[TimingSample]) -> None:
+        self.by_fingerprint: dict[tuple[str, str, str], list[TimingSample]] = defaultdict(list)
+        self.by_cost_key: dict[tuple[str, str], list[TimingSample]] = defaultdict(list)
+        self.by_class_backend: dict[tuple[str, str], list[TimingSample]] = defaultdict(list)
+        self.by_class: dict[str, list[TimingSample]] = defaultdict(list)
+        for sample in sorted(samples, key=lambda s: s.finished_at, reverse=True):
+            _append_recent(self.by_fingerprint[(sample.fingerprint, sample.backend, sample.cost_key)], sample)
+            _append_recent(self.by_cost_key[(sample.backend, sample.cost_key)], sample)
+            _append_recent(self.by_class_backend[(sample.class_type, sample.backend)], sample)
+            _append_recent(self.by_class[sample.class_type], sample)
+
+
+def _append_recent(bucket: list[TimingSample], sample: TimingSample) -> None:
+    if len(bucket) < SAMPLES_PER_KEY:
+        bucket.append(sample)
+
+
+def _seconds_per_step(samples: Sequence[TimingSample]) -> float | None:
+    rates = [s.duration / s.steps for s in samples if s.steps]
+    return statistics.median(rates) if rates else None
+
+
+def _estimate_same_cost(samples: Sequence[TimingSample], source: str) -> NodeEstimate:
+    seconds = statistics.median(s.duration for s in samples)
+    return NodeEstimate(seconds, _seconds_per_step(samples), len(samples), source)
+
+
+def _estimate_scaled(samples: Sequence[TimingSample], cost: NodeCost) -> NodeEstimate:
+    # Other sizes of the same class: time per unit of work (steps x pixels x frames x batch).
+    seconds = statistics.median(s.duration / s.work for s in samples) * cost.work
+    per_step = seconds / cost.steps if cost.steps else _seconds_per_step(samples)
+    return NodeEstimate(seconds, per_step, len(samples), "class")
+
+
+def _node_estimate(history: TimingHistory, cost: NodeCost, *, backend: str, fingerprint: str) -> NodeEstimate:
+    levels: list[tuple[list[TimingSample], str]] = [
+        (history.by_fingerprint.get((fingerprint, backend, cost.key), []), "fingerprint"),
+        (history.by_cost_key.get((backend, cost.key), []), "class+backend"),
+        # This backend's speed first; other backends' timings of the class when it has none.
+        (history.by_class_backend.get((cost.class_type, backend), []), "class"),
+        (history.by_class.get(cost.class_type, []), "class"),
+    ]
+    chosen = next(((s, src) for s, src in levels if len(s) >= MIN_SAMPLES), None)
+    chosen = chosen or next(((s, src) for s, src in levels if s), None)
+    if chosen is None:
+        return DEFAULT_ESTIMATE
+    samples, source = chosen
+    if source == "class":
+        return _estimate_scaled(samples, cost)
+    return _estimate_same_cost(samples, source)
+
+
+def estimates_from_history(
+    history: TimingHistory, *, backend: str, workflow: dict[str, Any], nodes: Iterable[str]
+) -> dict[str, NodeEstimate]:
+    """The pure part of `node_estimates`: the same answer from timings given directly."""
+    fingerprint = workflow_fingerprint(workflow)
+    return {
+        node_id: _node_estimate(history, node_cost(workflow, node_id), backend=backend, fingerprint=fingerprint)
+        for node_id in nodes
+    }
+
+
+# --- reading history from the database --------------------------------------------------------
+
+_history_cache: dict[frozenset[str], tuple[float, TimingHistory]] = {}
+# Finished jobs never change, so a job's node cost signatures are computed once per process.
+_job_costs: dict[Any, dict[str, NodeCost]] = {}
+_queue_totals: dict[tuple[str, str], tuple[float, float | None]] = {}
+
+
+def eta_cache_clear() -> None:
+    _history_cache.clear()
+    _job_costs.clear()
+    _queue_totals.clear()
+
+
+def node_estimates(backend: str, workflow: dict[str, Any], nodes: set[str]) -> dict[str, NodeEstimate]:
+    """Expected duration of each of `nodes`, learned from the timings of completed jobs."""
+    classes = frozenset(_class_type(workflow, n) for n in nodes)
+    return estimates_from_history(_history_for(classes), backend=backend, workflow=workflow, nodes=nodes)
+
+
+def _history_for(classes: frozenset[str]) -> TimingHistory:
+    cached = _history_cache.get(classes)
+    if cached is not None and time.monotonic() - cached[0] < HISTORY_CACHE_SECONDS:
+        return cached[1]
+    history = TimingHistory(_recent_samples(classes))
+    if len(_history_cache) >= HISTORY_CACHE_ENTRIES:
+        _history_cache.clear()
+    _history_cache[classes] = (time.monotonic(), history)
+    return history
+
+
+def _recent_samples(classes: frozenset[str]) -> list[TimingSample]:
+    """The latest timings of each class on each backend: one query, plus one for unseen jobs."""
+    if not classes:
+        return []
+    recency = Window(RowNumber(), partition_by=[F("class_type"), F("backend")], order_by=F("finished_at").desc())
+    rows = list(
+        NodeTiming.objects.filter(
+            class_type__in=classes,
+            finished_at__gte=timezone.now() - HISTORY_MAX_AGE,
+            # Interrupted, failed and superseded attempts stop nodes midway: their timings lie.
+            job__status=JobStatus.COMPLETED,
+            attempt=F("job__attempt"),
+        )
+        .annotate(recency=recency)
+        .filter(recency__lte=HISTORY_ROWS_PER_CLASS)
+        .values_list("job_id", "node_id", "class_type", "backend", "fingerprint", "duration", "steps", "finished_at")
+    )
+    costs = _costs_of_jobs({row[0] for row in rows})
+    samples = []
+    for job_id, node_id, class_type, backend, fingerprint, duration, steps, finished_at in rows:
+        cost = costs.get(job_id, {}).get(node_id) or NodeCost(class_type=class_type)
+        samples.append(
+            TimingSample(
+                class_type, backend, fingerprint, cost.key, cost.work, duration, steps, finished_at.timestamp()
+            )
+        )
+    return samples
+
+
+def _costs_of_jobs(job_ids: set[Any]) -> dict[Any, dict[str, NodeCost]]:
+    # NodeTiming keeps no cost signature of its own, so it is derived from the job's workflow.
+    missing = job_ids - _job_costs.keys()
+    if missing:
+        if len(_job_costs) + len(missing) > JOB_COSTS_MEMO_ENTRIES:
+            _job_costs.clear()
+            missing = set(job_ids)
+        for job_id, workflow in Job.objects.filter(pk__in=missing).values_list("id", "workflow").iterator():
+            nodes = workflow if isinstance(workflow, dict) else {}
+            _job_costs[job_id] = {str(n): node_cost(nodes, str(n)) for n in nodes}
+    return {job_id: _job_costs[job_id] for job_id in job_ids if job_id in _job_costs}
+
+
+# --- what the estimates say about a job -------------------------------------------------------
+
+
+def _all_default(estimates: dict[str, NodeEstimate]) -> bool:
+    return all(e.is_default for e in estimates.values())
+
+
+def _current_remaining(
+    estimate: NodeEstimate,
+    *,
+    step_value: float | None,
+    step_max: float | None,
+    started_seconds_ago: float | None,
+) -> float:
+    elapsed = max(started_seconds_ago or 0.0, 0.0)
+    floor = max(estimate.seconds * OVERRUN_REMAINING_FRACTION, OVERRUN_REMAINING_MIN_SECONDS)
+    expected = max(estimate.seconds - elapsed, floor)
+    if not (step_max and step_value is not None and step_value >= MIN_OBSERVED_STEPS and elapsed > 0):
+        return expected
+    # This run's own pace: the same sampler on the same GPU, right now.
+    observed = elapsed / step_value * max(step_max - step_value, 0.0)
+    if estimate.is_default:
+        return observed
+    # Elapsed time includes the node's set-up before its first step (the model moved to the GPU),
+    # which the observed rate spreads over the steps done and so overestimates early on. Trusting
+    # it in proportion to the steps done keeps that error below the set-up time itself, and still
+    # follows a run that is slower or faster than its history.
+    trust = min(step_value / step_max, 1.0)
+    return trust * observed + (1.0 - trust) * expected
+
+
+def remaining_seconds(
+    estimates: dict[str, NodeEstimate],
+    *,
+    to_run: set[str],
+    done: set[str],
+    cached: set[str],
+    current_node: str | None,
+    step_value: float | None,
+    step_max: float | None,
+    current_started_seconds_ago: float | None,
+) -> float | None:
+    """Expected seconds until the prompt finishes; None when no history informs any node."""
+    if not estimates or _all_default(estimates):
+        return None
+    pending = to_run - done - cached - {current_node}
+    remaining = sum(estimates.get(n, DEFAULT_ESTIMATE).seconds for n in pending)
+    if current_node is not None and current_node in to_run and current_node not in done | cached:
+        remaining += _current_remaining(
+            estimates.get(current_node, DEFAULT_ESTIMATE),
+            step_value=step_value,
+            step_max=step_max,
+            started_seconds_ago=current_started_seconds_ago,
+        )
+    return remaining
+
+
+def node_weights(estimates: dict[str, NodeEstimate]) -> dict[str, float]:
+    """Each node's share of overall progress: its expected seconds, or equal when nothing is known."""
+    if _all_default(estimates):
+        return {node_id: 1.0 for node_id in estimates}
+    return {node_id: estimate.seconds for node_id, estimate in estimates.items()}
+
+
+def expected_total_seconds(backend: str, workflow: dict[str, Any]) -> float | None:
+    """Expected run time of the whole workflow on the backend; None when nothing is known.
+
+    Counts every node: which classes are outputs (and so which nodes ComfyUI will run) and
+    which nodes its cache will serve are only known once the job runs.
+    """
+    if not isinstance(workflow, dict) or not workflow:
+        return None
+    estimates = node_estimates(backend, workflow, {str(n) for n in workflow})
+    if _all_default(estimates):
+        return None
+    return sum(e.seconds for e in estimates.values())
+
+
+def queue_eta_seconds(
+    backend: str, jobs_ahead: list[tuple[str, dict]], running_remaining: float | None
+) -> float | None:
+    """Seconds until a waiting job can start: what runs now plus each job ahead of it.
+
+    `jobs_ahead` is (job id, workflow) in queue order; a job's expected total is cached for a
+    minute under its id, so the id must name that one workflow. `running_remaining` is the running job's
+    estimated remaining seconds, 0.0 when nothing runs; None (a job runs, nobody knows for how
+    long) makes the answer None. The waiting job's own run time is not included.
+    """
+    if running_remaining is None:
+        return None
+    total = max(running_remaining, 0.0)
+    for job_id, workflow in jobs_ahead:
+        expected = _job_expected_total(backend, job_id, workflow)
+        if expected is None:
+            return None
+        total += expected
+    return total
+
+
+def _job_expected_total(backend: str, job_id: str, workflow: dict[str, Any]) -> float | None:
+    # Every waiting job's ETA walks the jobs ahead of it: a page of N waiting jobs asks about
+    # N^2/2 workflows. A job's workflow never changes, so its expected total is kept a while.
+    key = (backend, job_id)
+    cached = _queue_totals.get(key)
+    if cached is not None and time.monotonic() - cached[0] < HISTORY_CACHE_SECONDS:
+        return cached[1]
+    expected = expected_total_seconds(backend, workflow)
+    if len(_queue_totals) >= QUEUE_TOTALS_ENTRIES:
+        _queue_totals.clear()
+    _queue_totals[key] = (time.monotonic(), expected)
+    return expected
