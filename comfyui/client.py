@@ -33,17 +33,15 @@ class ComfyUIClient:
         try:
             response = self._session.request(method, url, timeout=(self.connect_timeout, self.timeout), **kwargs)
         except requests.Timeout as exc:
-            raise ComfyUIError(f"{method} {path}: timed out", kind="unreachable", retryable=True) from exc
+            raise ComfyUIError(f"{method} {path}: timed out", retryable=True) from exc
         except requests.RequestException as exc:
             raise ComfyUIError(
                 f"{method} {path}: cannot reach ComfyUI at {self.base_url} ({exc.__class__.__name__})",
-                kind="unreachable",
                 retryable=True,
             ) from exc
         if response.status_code >= 500:
             raise ComfyUIError(
                 f"{method} {path}: ComfyUI answered {response.status_code}: {response.text[:500]}",
-                kind="server",
                 retryable=True,
                 status=response.status_code,
                 body=response.text[:2000],
@@ -57,14 +55,12 @@ class ComfyUIClient:
         except ValueError as exc:
             raise ComfyUIError(
                 f"{method} {path}: answer is not JSON ({response.status_code}): {response.text[:200]}",
-                kind="protocol",
                 retryable=True,
                 status=response.status_code,
             ) from exc
         if response.status_code >= 400:
             raise ComfyUIError(
                 _rejection_message(body, f"{method} {path}: ComfyUI answered {response.status_code}"),
-                kind="rejected",
                 retryable=False,
                 status=response.status_code,
                 body=body,
@@ -79,7 +75,7 @@ class ComfyUIClient:
             payload["extra_data"] = extra_data
         body = self._json("POST", "/prompt", json=payload)
         if not isinstance(body, dict) or "prompt_id" not in body:
-            raise ComfyUIError("POST /prompt: no prompt_id in the answer", kind="protocol", retryable=True)
+            raise ComfyUIError("POST /prompt: no prompt_id in the answer", retryable=True)
         return SubmitResult(
             prompt_id=str(body["prompt_id"]),
             number=int(body.get("number") or 0),
@@ -89,7 +85,7 @@ class ComfyUIClient:
     def queue(self) -> QueueSnapshot:
         body = self._json("GET", "/queue")
         if not isinstance(body, dict):
-            raise ComfyUIError("GET /queue: unexpected answer", kind="protocol", retryable=True)
+            raise ComfyUIError("GET /queue: unexpected answer", retryable=True)
         return QueueSnapshot(
             running=[str(item[1]) for item in body.get("queue_running", []) if len(item) > 1],
             pending=[str(item[1]) for item in body.get("queue_pending", []) if len(item) > 1],
@@ -103,7 +99,7 @@ class ComfyUIClient:
     def object_info(self) -> dict[str, Any]:
         body = self._json("GET", "/object_info")
         if not isinstance(body, dict):
-            raise ComfyUIError("GET /object_info: unexpected answer", kind="protocol", retryable=True)
+            raise ComfyUIError("GET /object_info: unexpected answer", retryable=True)
         return body
 
     def system_stats(self) -> dict[str, Any]:
@@ -117,16 +113,13 @@ class ComfyUIClient:
             response.close()
             raise ComfyUIError(
                 f"GET /view {output.filename}: ComfyUI answered {response.status_code}",
-                kind="rejected",
                 retryable=False,
                 status=response.status_code,
             )
         try:
             yield from response.iter_content(chunk_size=chunk_size)
         except requests.RequestException as exc:
-            raise ComfyUIError(
-                f"GET /view {output.filename}: download broke off", kind="unreachable", retryable=True
-            ) from exc
+            raise ComfyUIError(f"GET /view {output.filename}: download broke off", retryable=True) from exc
         finally:
             response.close()
 
@@ -156,15 +149,13 @@ class ComfyUIClient:
                 skip_utf8_validation=True,
             )
         except (websocket.WebSocketException, OSError) as exc:
-            raise ComfyUIError(
-                f"cannot open ComfyUI websocket at {self.base_url}: {exc}", kind="unreachable", retryable=True
-            ) from exc
+            raise ComfyUIError(f"cannot open ComfyUI websocket at {self.base_url}: {exc}", retryable=True) from exc
         if preview_metadata:
             # Ask for type-4 previews, which say which prompt and node they belong to.
             try:
                 conn.send(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
             except (websocket.WebSocketException, OSError) as exc:
-                raise ComfyUIError(f"websocket lost: {exc}", kind="unreachable", retryable=True) from exc
+                raise ComfyUIError(f"websocket lost: {exc}", retryable=True) from exc
         return ComfySocket(conn)
 
 

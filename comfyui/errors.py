@@ -8,15 +8,12 @@ from typing import Any
 class ComfyUIError(Exception):
     """Anything that went wrong talking to ComfyUI.
 
-    kind: "unreachable" (connection refused, timeout, dropped socket), "server" (5xx),
-    "rejected" (4xx, e.g. validation with node_errors), "protocol" (an answer we cannot read).
+    retryable: ComfyUI was unreachable, timed out, dropped the socket, answered 5xx or something
+    unreadable, so trying again can help; a 4xx rejection (validation, `node_errors`) cannot.
     """
 
-    def __init__(
-        self, message: str, *, kind: str, retryable: bool, status: int | None = None, body: Any = None
-    ) -> None:
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None, body: Any = None) -> None:
         super().__init__(message)
-        self.kind = kind
         self.retryable = retryable
         self.status = status
         self.body = body

@@ -39,7 +39,6 @@ class QueueSnapshot:
 class HistoryEntry:
     prompt_id: str
     status_str: str  # "success" or "error"
-    completed: bool
     outputs: dict[str, dict[str, Any]]
     messages: list[tuple[str, dict[str, Any]]]
 
@@ -127,7 +126,6 @@ def parse_history_entry(prompt_id: str, body: Any) -> HistoryEntry | None:
     return HistoryEntry(
         prompt_id=prompt_id,
         status_str=str(status.get("status_str") or ""),
-        completed=bool(status.get("completed")),
         outputs=raw.get("outputs") or {},
         messages=messages,
     )

@@ -22,18 +22,14 @@ class ComfySocket:
         except websocket.WebSocketTimeoutException:
             return None
         except (websocket.WebSocketException, OSError) as exc:
-            raise ComfyUIError(f"websocket lost: {exc}", kind="unreachable", retryable=True) from exc
+            raise ComfyUIError(f"websocket lost: {exc}", retryable=True) from exc
         if opcode == websocket.ABNF.OPCODE_TEXT:
             return parse_text_frame(payload.decode("utf-8", errors="replace"))
         if opcode == websocket.ABNF.OPCODE_BINARY:
             return parse_binary_frame(payload)
         if opcode == websocket.ABNF.OPCODE_CLOSE:
-            raise ComfyUIError("websocket closed by ComfyUI", kind="unreachable", retryable=True)
+            raise ComfyUIError("websocket closed by ComfyUI", retryable=True)
         return None
-
-    def messages(self, timeout: float) -> Iterator[WsMessage | PreviewFrame | None]:
-        while True:
-            yield self.receive(timeout)
 
     def close(self) -> None:
         try:

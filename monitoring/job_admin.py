@@ -46,7 +46,6 @@ STATUS_COLOURS = {
 COUNT_CAP = 5_000
 TIMELINE_LIMIT = 2_000
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
-RETRY_MISSING = "Retry is not available yet: this installation has no retry service (jobs.services.job_retry)."
 HEX_PREFIX = re.compile(r"[0-9a-f]{6,32}")
 
 
@@ -102,10 +101,6 @@ class ErrorMessageFilter(admin.SimpleListFilter):
         return queryset.filter(error_message__startswith=self.value()) if self.value() else queryset
 
 
-class FinishedDateFilter(admin.DateFieldListFilter):
-    """The dashboard counts jobs by the day they finished; its links filter on the same field."""
-
-
 def job_search_q(term: str) -> Q:
     """Ids (full, or a prefix of at least 6 hex digits as the list shows them) and exact usernames.
 
@@ -140,14 +135,11 @@ def _traceback_text(lines: Any) -> str:
 
 
 def job_retry_or_explain(job: Job) -> tuple[Job | None, str]:
-    """Retry through `services.job_retry` when the lead's service exists; say why not otherwise."""
-    retry = getattr(services, "job_retry", None)
-    if retry is None:
-        return None, RETRY_MISSING
+    """Retry a failed or cancelled job; say why not otherwise."""
     if job.status not in RETRYABLE_STATUSES:
         return None, f"Job {str(job.id)[:8]} is {job.status}; only failed or cancelled jobs can be retried."
     try:
-        new_job = retry(job)
+        new_job = services.job_retry(job)
     except Exception as exc:  # the service's own refusal (a rule it enforces) is worth showing as is
         logger.exception("retry of job %s failed", job.id)
         return None, f"Job {str(job.id)[:8]} was not retried: {exc}"
@@ -175,7 +167,7 @@ class JobAdmin(admin.ModelAdmin):
         BackendFilter,
         "failure_category",
         ("created_at", admin.DateFieldListFilter),
-        ("finished_at", FinishedDateFilter),
+        "finished_at",
         ErrorMessageFilter,
     ]
     search_fields = ["=id"]  # shows the search box; `get_search_results` does the searching
@@ -420,9 +412,6 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry selected failed or cancelled jobs", permissions=["change"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        if getattr(services, "job_retry", None) is None:
-            self.message_user(request, RETRY_MISSING, messages.WARNING)
-            return
         for job in queryset:
             new_job, text = job_retry_or_explain(job)
             self.message_user(request, text, messages.SUCCESS if new_job else messages.WARNING)

@@ -123,20 +123,6 @@ class SecondsBetween(Func):
             **extra,
         )
 
-    def as_mysql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
-        # TIMESTAMPDIFF takes (unit, start, end): the arguments in the other order.
-        end, start = self.get_source_expressions()
-        return Func(
-            start, end, template="(TIMESTAMPDIFF(MICROSECOND, %(expressions)s) / 1000000.0)", output_field=FloatField()
-        ).as_sql(compiler, connection, **extra)
-
-
-def histogram_bucket(seconds: float) -> int:
-    for index, edge in enumerate(DURATION_EDGES):
-        if seconds < edge:
-            return index
-    return len(DURATION_EDGES)
-
 
 def _histogram_counts(alias: str, prefix: str) -> dict[str, Count]:
     """One filtered COUNT per bucket: the database fills the histogram in the same scan."""

@@ -191,16 +191,6 @@ def test_cancel_action_on_the_list(admin_client):
     assert (waiting.status, done.status) == (JobStatus.CANCELLED, JobStatus.COMPLETED)
 
 
-def test_retry_says_clearly_when_the_retry_service_is_missing(admin_client, monkeypatch):
-    monkeypatch.delattr(services, "job_retry", raising=False)
-    job = finished_job(status=JobStatus.FAILED, category=FailureCategory.LOST)
-    response = admin_client.post(f"/admin/jobs/job/{job.id}/retry/", follow=True)
-    assert "Retry is not available yet" in response.content.decode()
-    response = admin_client.post(CHANGELIST, {"action": "retry_jobs", "_selected_action": [str(job.id)]}, follow=True)
-    assert "Retry is not available yet" in response.content.decode()
-    assert Job.objects.count() == 1
-
-
 def test_retry_calls_the_retry_service_and_opens_the_new_job(admin_client, monkeypatch):
     calls = []
 
@@ -208,7 +198,7 @@ def test_retry_calls_the_retry_service_and_opens_the_new_job(admin_client, monke
         calls.append(job.pk)
         return JobFactory(retry_of=job)
 
-    monkeypatch.setattr(services, "job_retry", job_retry, raising=False)
+    monkeypatch.setattr(services, "job_retry", job_retry)
     failed = finished_job(status=JobStatus.FAILED, category=FailureCategory.LOST)
     completed = finished_job()
     response = admin_client.post(f"/admin/jobs/job/{failed.id}/retry/")
@@ -336,8 +326,6 @@ def test_admin_index_leads_to_the_dashboard(admin_client):
 
 
 def test_retry_through_the_real_service_makes_a_linked_job(admin_client):
-    if getattr(services, "job_retry", None) is None:
-        pytest.skip("jobs.services.job_retry is not there yet")
     failed = finished_job(status=JobStatus.FAILED, category=FailureCategory.LOST, backend="default")
     admin_client.post(f"/admin/jobs/job/{failed.id}/retry/")
     retry = Job.objects.get(retry_of=failed)
