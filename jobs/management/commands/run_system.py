@@ -24,6 +24,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from fleet.workers import default_worker_args, gpu_worker_args
+
 STARTUP_TIMEOUT = 90.0
 # Readiness probes go to this machine: never through an http_proxy from the environment.
 LOCAL_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -67,22 +69,9 @@ def system_children(port: int, backends: dict[str, str], beat_schedule: Path) ->
     web = [sys.executable, "-m", "daphne", "-b", "0.0.0.0", "-p", str(port), "anime_production.asgi:application"]
     children = [Child("web", web, ready_url=f"http://127.0.0.1:{port}/api/")]
     for name in backends:
-        # One job at a time per GPU: priority and cancel stay in our queue, ComfyUI's stays shallow.
-        argv = celery(
-            "worker",
-            "-Q",
-            f"gpu.{name}",
-            "--concurrency",
-            "1",
-            "--prefetch-multiplier",
-            "1",
-            "-n",
-            f"gpu-{name}@%h",
-            "-O",
-            "fair",
-        )
+        argv = celery(*gpu_worker_args(name))
         children.append(Child(f"gpu-{name}", argv, ready_line=" ready."))
-    default_worker = celery("worker", "-Q", "default", "--concurrency", "2", "-n", "default@%h")
+    default_worker = celery(*default_worker_args())
     children.append(Child("default-worker", default_worker, ready_line=" ready."))
     children.append(Child("beat", celery("beat", "-s", str(beat_schedule)), ready_line="beat: Starting"))
     return children

@@ -1,0 +1,33 @@
+"""How the Celery workers of a deployment are started: one definition for run_system, Docker and the tests."""
+
+from __future__ import annotations
+
+from fleet.backends import gpu_queue
+
+DEFAULT_QUEUE = "default"
+
+
+def gpu_worker_args(backend: str) -> list[str]:
+    """`celery -A anime_production` arguments of the one worker dedicated to `backend`'s GPU.
+
+    One job at a time per GPU (concurrency 1, prefetch 1, fair scheduling): priority and cancel
+    stay in our queue, and ComfyUI's own queue stays shallow.
+    """
+    return [
+        "worker",
+        "-Q",
+        gpu_queue(backend),
+        "--concurrency",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        "-n",
+        f"gpu-{backend}@%h",
+        "-O",
+        "fair",
+    ]
+
+
+def default_worker_args(concurrency: int = 2) -> list[str]:
+    """The worker of everything that is not a GPU job (sweeps, roll-ups, health probes)."""
+    return ["worker", "-Q", DEFAULT_QUEUE, "--concurrency", str(concurrency), "-n", f"{DEFAULT_QUEUE}@%h"]
