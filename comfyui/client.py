@@ -14,24 +14,48 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import requests
 import websocket
 
-from comfyui.errors import ComfyUIError
+from comfyui.errors import ComfyUIError, OutputTooLarge
 from comfyui.protocol import HistoryEntry, OutputFile, QueueSnapshot, SubmitResult, parse_history_entry
+from comfyui.untrusted import UnreadableJSON, clean_text, loads_untrusted
 from comfyui.ws import ComfySocket
+
+# A JSON answer larger than this is refused: /object_info of an installation with many custom
+# node packs is a few MB; nothing ComfyUI answers legitimately comes near this.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# A rejection names at most this many node errors in its message (the body keeps them all).
+REJECTION_ITEMS = 20
 
 
 class ComfyUIClient:
-    def __init__(self, base_url: str, *, timeout: float = 10.0, connect_timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 3.0,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.max_answer_bytes = max_answer_bytes
         self._session = requests.Session()
 
     # --- HTTP --------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One exchange, streamed. Redirects are never followed: a `/view` answering 302 made the
+        worker fetch another host and store what it found as the job's output."""
         url = f"{self.base_url}{path}"
         try:
-            response = self._session.request(method, url, timeout=(self.connect_timeout, self.timeout), **kwargs)
+            response = self._session.request(
+                method,
+                url,
+                timeout=(self.connect_timeout, self.timeout),
+                allow_redirects=False,
+                stream=True,
+                **kwargs,
+            )
         except requests.Timeout as exc:
             raise ComfyUIError(f"{method} {path}: timed out", retryable=True) from exc
         except requests.RequestException as exc:
@@ -40,21 +64,59 @@ class ComfyUIClient:
                 retryable=True,
             ) from exc
         if response.status_code >= 500:
+            text = self._text_excerpt(response, 2000)
             raise ComfyUIError(
-                f"{method} {path}: ComfyUI answered {response.status_code}: {response.text[:500]}",
+                f"{method} {path}: ComfyUI answered {response.status_code}: {text[:500]}",
                 retryable=True,
                 status=response.status_code,
-                body=response.text[:2000],
+                body=text,
+            )
+        if 300 <= response.status_code < 400:
+            response.close()
+            raise ComfyUIError(
+                f"{method} {path}: ComfyUI answered a redirect ({response.status_code}), which is never followed",
+                retryable=False,
+                status=response.status_code,
             )
         return response
 
+    def _body(self, method: str, path: str, response: requests.Response) -> bytes:
+        """The whole answer, refused past `max_answer_bytes` (a GPU machine's answer is untrusted)."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                size += len(chunk)
+                if size > self.max_answer_bytes:
+                    raise ComfyUIError(
+                        f"{method} {path}: answer larger than {self.max_answer_bytes} bytes", retryable=False
+                    )
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise ComfyUIError(f"{method} {path}: answer broke off", retryable=True) from exc
+        finally:
+            response.close()
+        return b"".join(chunks)
+
+    @staticmethod
+    def _text_excerpt(response: requests.Response, limit: int) -> str:
+        try:
+            head = next(response.iter_content(chunk_size=limit), b"")
+        except requests.RequestException:
+            head = b""
+        finally:
+            response.close()
+        return clean_text(head[:limit].decode("utf-8", "replace"))
+
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
+        raw = self._body(method, path, response)
         try:
-            body = response.json()
-        except ValueError as exc:
+            body = loads_untrusted(raw)
+        except UnreadableJSON as exc:
+            excerpt = clean_text(raw[:200].decode("utf-8", "replace"))
             raise ComfyUIError(
-                f"{method} {path}: answer is not JSON ({response.status_code}): {response.text[:200]}",
+                f"{method} {path}: answer is not JSON ({response.status_code}): {excerpt}",
                 retryable=True,
                 status=response.status_code,
             ) from exc
@@ -105,10 +167,13 @@ class ComfyUIClient:
     def system_stats(self) -> dict[str, Any]:
         return self._json("GET", "/system_stats")
 
-    def view(self, output: OutputFile, *, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """Stream an output file. Only pass values taken from the prompt's own history."""
+    def view(self, output: OutputFile, *, max_bytes: int | None = None, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """Stream an output file. Only pass values taken from the prompt's own history.
+
+        Past `max_bytes` the download stops with `OutputTooLarge` (after yielding what fits).
+        """
         query = {"filename": output.filename, "subfolder": output.subfolder, "type": output.type}
-        response = self._request("GET", "/view", params=query, stream=True)
+        response = self._request("GET", "/view", params=query)
         if response.status_code != 200:
             response.close()
             raise ComfyUIError(
@@ -116,8 +181,15 @@ class ComfyUIClient:
                 retryable=False,
                 status=response.status_code,
             )
+        size = 0
         try:
-            yield from response.iter_content(chunk_size=chunk_size)
+            for chunk in response.iter_content(chunk_size=chunk_size):
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise OutputTooLarge(
+                        f"GET /view {output.filename}: larger than the limit of {max_bytes} bytes", limit=max_bytes
+                    )
+                yield chunk
         except requests.RequestException as exc:
             raise ComfyUIError(f"GET /view {output.filename}: download broke off", retryable=True) from exc
         finally:
@@ -125,10 +197,10 @@ class ComfyUIClient:
 
     def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt if it is the running one (ComfyUI ignores it otherwise)."""
-        self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
+        self._request("POST", "/interrupt", json={"prompt_id": prompt_id}).close()
 
     def delete_from_queue(self, prompt_ids: list[str]) -> None:
-        self._request("POST", "/queue", json={"delete": prompt_ids})
+        self._request("POST", "/queue", json={"delete": prompt_ids}).close()
 
     # --- websocket ---------------------------------------------------------------------------
 
@@ -165,9 +237,14 @@ def _rejection_message(body: Any, fallback: str) -> str:
         parts = [str(error.get("message") or error.get("type") or fallback)]
         if error.get("details"):
             parts.append(str(error["details"]))
-        for node_id, node_error in (body.get("node_errors") or {}).items():
-            for item in node_error.get("errors", []):
-                parts.append(f"node {node_id}: {item.get('message')}: {item.get('details')}")
+        node_errors = body.get("node_errors")
+        for node_id, node_error in node_errors.items() if isinstance(node_errors, dict) else ():
+            items = node_error.get("errors") if isinstance(node_error, dict) else None
+            for item in items if isinstance(items, list) else ():
+                if isinstance(item, dict):
+                    parts.append(f"node {node_id}: {item.get('message')}: {item.get('details')}")
+                if len(parts) > REJECTION_ITEMS:
+                    return "; ".join(parts) + "; ..."
         return "; ".join(parts)
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return body["error"]

@@ -17,3 +17,11 @@ class ComfyUIError(Exception):
         self.retryable = retryable
         self.status = status
         self.body = body
+
+
+class OutputTooLarge(ComfyUIError):
+    """An output file is larger than the caller's limit; its download was cut off there."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message, retryable=False)
+        self.limit = limit

@@ -5,14 +5,17 @@ Pure parsing, no I/O. Everything here comes from a GPU machine and is untrusted 
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyui.untrusted import UnreadableJSON, loads_untrusted
+
 PREVIEW_IMAGE = 1
 PREVIEW_IMAGE_WITH_METADATA = 4
 IMAGE_TYPES = {1: "image/jpeg", 2: "image/png"}
+# What a type-4 preview may say it is; anything else is taken as JPEG (previews are shown as images only).
+PREVIEW_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 
 
 @dataclass(frozen=True)
@@ -93,18 +96,22 @@ def parse_binary_frame(frame: bytes) -> PreviewFrame | None:
     if event_type == PREVIEW_IMAGE_WITH_METADATA:
         (length,) = struct.unpack(">I", frame[4:8])
         try:
-            metadata = json.loads(frame[8 : 8 + length])
-        except ValueError:
+            metadata = loads_untrusted(frame[8 : 8 + length])
+        except UnreadableJSON:
             return None
-        media_type = metadata.get("image_type") or "image/jpeg"
+        if not isinstance(metadata, dict):
+            return None
+        media_type = metadata.get("image_type")
+        if media_type not in PREVIEW_MEDIA_TYPES:
+            media_type = "image/jpeg"
         return PreviewFrame(image=frame[8 + length :], media_type=media_type, metadata=metadata)
     return None
 
 
 def parse_text_frame(text: str) -> WsMessage | None:
     try:
-        raw = json.loads(text)
-    except ValueError:
+        raw = loads_untrusted(text)
+    except UnreadableJSON:
         return None
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         return None
