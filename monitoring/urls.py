@@ -6,6 +6,7 @@ from django.urls import path
 from monitoring import views
 
 urlpatterns = [
+    path("", admin.site.admin_view(views.dashboard_index_view), name="dashboard-index"),
     path("statistics/", admin.site.admin_view(views.statistics_view), name="dashboard-statistics"),
     path("failures/", admin.site.admin_view(views.failures_view), name="dashboard-failures"),
     path("live-queue/", admin.site.admin_view(views.live_queue_view), name="dashboard-live-queue"),

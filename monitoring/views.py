@@ -16,6 +16,7 @@ from monitoring.backends import backend_overview, slot_chart_data
 from monitoring.dashboard_charts import backend_charts, failure_charts, generation_charts
 from monitoring.failure_stats import failure_stats
 from monitoring.live_queue import live_queue_jobs
+from monitoring.permissions import DRAIN_BACKENDS, may_view_backends, may_view_fleet
 from monitoring.stats import WINDOW_CHOICES, generation_stats, window_days
 
 DASHBOARD_PAGES = (
@@ -31,7 +32,17 @@ def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
     return {**admin.site.each_context(request), "title": title, "dashboard_nav": nav, **extra}
 
 
+def dashboard_index_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponseRedirect(reverse("dashboard-statistics"))
+
+
+def _require(allowed: bool) -> None:
+    if not allowed:
+        raise PermissionDenied
+
+
 def statistics_view(request: HttpRequest) -> HttpResponse:
+    _require(may_view_fleet(request.user))
     days = window_days(request.GET.get("days"))
     stats = generation_stats(days=days)
     context = _context(
@@ -46,6 +57,7 @@ def statistics_view(request: HttpRequest) -> HttpResponse:
 
 
 def failures_view(request: HttpRequest) -> HttpResponse:
+    _require(may_view_fleet(request.user))
     days = window_days(request.GET.get("days"))
     failures = failure_stats(days=days)
     matrices = [
@@ -65,6 +77,7 @@ def failures_view(request: HttpRequest) -> HttpResponse:
 
 
 def live_queue_view(request: HttpRequest) -> HttpResponse:
+    _require(may_view_fleet(request.user))
     context = _context(
         request,
         "Live queue",
@@ -76,11 +89,12 @@ def live_queue_view(request: HttpRequest) -> HttpResponse:
 
 
 def backends_view(request: HttpRequest) -> HttpResponse:
+    _require(may_view_backends(request.user))
     backends = [
         {"backend": overview, "charts": backend_charts(slot_chart_data(overview.slots), overview.name)}
         for overview in backend_overview()
     ]
-    can_drain = request.user.has_perm("monitoring.change_backend")
+    can_drain = request.user.has_perm(DRAIN_BACKENDS)
     return render(
         request, "monitoring/backends.html", _context(request, "Backends", backends=backends, can_drain=can_drain)
     )
@@ -88,7 +102,7 @@ def backends_view(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def backend_drain_view(request: HttpRequest, name: str) -> HttpResponse:
-    if not request.user.has_perm("monitoring.change_backend"):
+    if not request.user.has_perm(DRAIN_BACKENDS):
         raise PermissionDenied
     if name not in backend_names():
         raise Http404(f"no backend {name!r} is configured")
