@@ -1,9 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from monitoring.api import StatsView
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/dashboard/", permanent=False)),
     # Before admin.site.urls, whose catch-all would otherwise answer these with a 404.
     path("admin/dashboard/", include("monitoring.urls")),
     path("admin/", admin.site.urls),

@@ -6,6 +6,7 @@ which then stops the children in order and in full (a Celery worker's pool proce
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -65,8 +66,15 @@ def simulator_child(port: int, output_dir: Path) -> Child:
     return Child("comfyui-sim", argv, ready_url=f"http://127.0.0.1:{port}/system_stats")
 
 
-def system_children(port: int, backends: dict[str, str], beat_schedule: Path) -> list[Child]:
-    web = [sys.executable, "-m", "daphne", "-b", "0.0.0.0", "-p", str(port), "anime_production.asgi:application"]
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def system_children(host: str, port: int, backends: dict[str, str], beat_schedule: Path) -> list[Child]:
+    web = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "anime_production.asgi:application"]
     children = [Child("web", web, ready_url=f"http://127.0.0.1:{port}/api/")]
     for name in backends:
         argv = celery(*gpu_worker_args(name))
@@ -101,13 +109,24 @@ class Command(BaseCommand):
     help = "Run the simulator (if no ComfyUI is configured), web, GPU workers, default worker and beat."
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help="address the web server binds to (default loopback; 0.0.0.0 only with DEBUG off)",
+        )
         parser.add_argument("--port", type=int, default=8000, help="web (HTTP + websockets) port")
         parser.add_argument("--sim-port", type=int, default=8188, help="ComfyUI simulator port")
         parser.add_argument(
             "--stop-timeout", type=float, default=15.0, help="seconds a child gets to exit after SIGTERM before SIGKILL"
         )
 
-    def handle(self, *args: Any, port: int, sim_port: int, stop_timeout: float, **options: Any) -> None:
+    def handle(self, *args: Any, host: str, port: int, sim_port: int, stop_timeout: float, **options: Any) -> None:
+        if settings.DEBUG and not is_loopback(host):
+            raise CommandError(
+                f"refusing to serve on {host} with DEBUG on: DEBUG shows settings and tracebacks to anyone "
+                "who can reach it. Set DEBUG=0 and a SECRET_KEY, or bind to 127.0.0.1."
+            )
+        self.host = host
         self.output_lock = threading.Lock()
         self.stopping = threading.Event()
         self.children: list[Child] = []
@@ -148,7 +167,7 @@ class Command(BaseCommand):
             env["COMFYUI_URL"] = f"http://127.0.0.1:{sim_port}"
             backends = {name: env["COMFYUI_URL"] for name in backends}
             to_start.append([simulator_child(sim_port, var / "comfyui-sim-output")])
-        to_start.append(system_children(port, backends, var / "celerybeat-schedule"))
+        to_start.append(system_children(self.host, port, backends, var / "celerybeat-schedule"))
         for phase in to_start:
             # The simulator answers before any worker starts, so no first task meets a dead backend.
             failure = self.start_and_wait(phase, env)
@@ -240,8 +259,7 @@ class Command(BaseCommand):
         )
         self.say(
             "everything is up\n"
-            f"  Web:      {web}/\n"
-            f"  Admin:    {web}/admin/\n"
+            f"  Admin:    {web}/admin/  (dashboard: {web}/admin/dashboard/)\n"
             f"  API:      {web}/api/jobs/\n"
             f"  Live:     ws://127.0.0.1:{port}/ws/jobs/<job id>/\n"
             f"{comfyui}\n"
