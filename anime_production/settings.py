@@ -38,9 +38,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "channels",
+    "access",
     "fleet",
     "jobs",
     "monitoring",
@@ -241,10 +241,15 @@ WORKFLOW_MAX_BATCH = int(os.environ.get("WORKFLOW_MAX_BATCH", "64"))
 
 JOB_TYPES = env_list("JOB_TYPES", "image,video,upscale,other")
 
+# --- API keys: hashed at rest, expiring, several named keys per user --------------------------------
+API_KEY_DAYS = int(os.environ.get("API_KEY_DAYS", "90"))
+API_KEY_MAX_DAYS = int(os.environ.get("API_KEY_MAX_DAYS", "365"))
+API_KEYS_PER_USER = int(os.environ.get("API_KEYS_PER_USER", "20"))
+
 # --- REST ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "access.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -10,5 +10,6 @@ urlpatterns = [
     path("admin/dashboard/", include("monitoring.urls")),
     path("admin/", admin.site.urls),
     path("api/stats/", StatsView.as_view(), name="api-stats"),
+    path("api/", include("access.urls")),
     path("api/", include("jobs.urls")),
 ]
