@@ -48,6 +48,9 @@ class JobRollup(models.Model):
     run_count = models.PositiveIntegerField(default=0, help_text="jobs that ran")
     run_sum = models.FloatField(default=0.0, help_text="seconds")
     run_hist = models.JSONField(default=list, blank=True)
+    # The longest durations seen: a percentile read from a histogram bucket never exceeds them.
+    wait_max = models.FloatField(null=True, blank=True, help_text="seconds")
+    run_max = models.FloatField(null=True, blank=True, help_text="seconds")
 
     class Meta:
         constraints = [

@@ -9,15 +9,18 @@ that was already done, changes nothing. It starts a little before the last refre
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, FloatField, Func, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Left, Trunc
+from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
 
 from jobs.models import FINAL_STATUSES, Job, JobStatus, NodeTiming
@@ -108,19 +111,19 @@ class SecondsBetween(Func):
 
     output_field = FloatField()
     arity = 2
+    # PostgreSQL (and any other database but SQLite): `Func.as_sql` reads these.
+    template = "EXTRACT(EPOCH FROM (%(expressions)s))"
+    arg_joiner = " - "
 
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
-        return super().as_sql(
-            compiler, connection, template="EXTRACT(EPOCH FROM (%(expressions)s))", arg_joiner=" - ", **extra
-        )
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_sqlite(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, tuple[str | int, ...]]:
         return super().as_sql(
             compiler,
             connection,
             template="((julianday(%(expressions)s)) * 86400.0)",
             arg_joiner=") - julianday(",
-            **extra,
+            **extra_context,
         )
 
 
@@ -128,7 +131,7 @@ def _histogram_counts(alias: str, prefix: str) -> dict[str, Count]:
     """One filtered COUNT per bucket: the database fills the histogram in the same scan."""
     bounds: list[float | None] = [None, *DURATION_EDGES, None]
     counts = {}
-    for index, (low, high) in enumerate(zip(bounds, bounds[1:])):
+    for index, (low, high) in enumerate(pairwise(bounds)):
         condition = Q(**{f"{alias}__isnull": False})
         if low is not None:
             condition &= Q(**{f"{alias}__gte": low})
@@ -138,7 +141,7 @@ def _histogram_counts(alias: str, prefix: str) -> dict[str, Count]:
     return counts
 
 
-def _histogram_from(row: dict[str, Any], prefix: str) -> list[int]:
+def _histogram_from(row: Mapping[str, Any], prefix: str) -> list[int]:
     return [row[f"{prefix}{index}"] for index in range(len(DURATION_EDGES) + 1)]
 
 
@@ -166,6 +169,8 @@ def job_rollup_rows(period: str, start: datetime | None, end: datetime | None) -
             wait_total=Sum("wait"),
             run_n=Count("pk", filter=Q(run__isnull=False)),
             run_total=Sum("run"),
+            wait_longest=Max("wait"),
+            run_longest=Max("run"),
             **_histogram_counts("wait", "w"),
             **_histogram_counts("run", "r"),
         )
@@ -185,6 +190,8 @@ def job_rollup_rows(period: str, start: datetime | None, end: datetime | None) -
             run_count=row["run_n"],
             run_sum=row["run_total"] or 0.0,
             run_hist=_histogram_from(row, "r"),
+            wait_max=row["wait_longest"],
+            run_max=row["run_longest"],
         )
         for row in rows
     ]

@@ -7,10 +7,10 @@ estimate good to a fraction of a bucket, which is what a dashboard needs at a mi
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.core.cache import cache
 from django.db.models import Sum
@@ -26,8 +26,19 @@ HOURLY_CHART_HOURS = 48
 SLOWEST_NODES = 10
 
 
-def histogram_percentile(histogram: Sequence[int], fraction: float) -> float | None:
-    """The value below which `fraction` of the counted durations fall, interpolated in its bucket."""
+def histogram_percentile(histogram: Sequence[int], fraction: float, longest: float | None = None) -> float | None:
+    """The value below which `fraction` of the counted durations fall, interpolated in its bucket.
+
+    Interpolating inside a bucket can land above every duration really seen (a p95 of 13.2 s when
+    the longest run took 11.8 s): with `longest` known, the answer never exceeds it.
+    """
+    value = _histogram_percentile(histogram, fraction)
+    if value is None or longest is None:
+        return value
+    return min(value, longest)
+
+
+def _histogram_percentile(histogram: Sequence[int], fraction: float) -> float | None:
     total = sum(histogram)
     if not total:
         return None
@@ -47,7 +58,8 @@ def histogram_percentile(histogram: Sequence[int], fraction: float) -> float | N
 def _add(total: list[int], histogram: Sequence[int]) -> None:
     if len(total) < len(histogram):
         total.extend([0] * (len(histogram) - len(total)))
-    total[: len(histogram)] = [a + b for a, b in zip(total, histogram)]
+    # `total` may be the longer one: only its first len(histogram) buckets change.
+    total[: len(histogram)] = [a + b for a, b in zip(total, histogram, strict=False)]
 
 
 @dataclass
@@ -59,6 +71,8 @@ class Tally:
     cancelled: int = 0
     wait_hist: list[int] = field(default_factory=list)
     run_hist: list[int] = field(default_factory=list)
+    wait_max: float | None = None
+    run_max: float | None = None
 
     def add_count(self, status: str, count: int) -> None:
         if status == JobStatus.COMPLETED:
@@ -68,9 +82,11 @@ class Tally:
         else:
             self.cancelled += count
 
-    def add_durations(self, row: dict[str, Any]) -> None:
+    def add_durations(self, row: Mapping[str, Any]) -> None:
         _add(self.wait_hist, row["wait_hist"])
         _add(self.run_hist, row["run_hist"])
+        self.wait_max = _longest(self.wait_max, row.get("wait_max"), row["wait_hist"])
+        self.run_max = _longest(self.run_max, row.get("run_max"), row["run_hist"])
 
     def summary(self, hours: float) -> dict[str, Any]:
         count = self.completed + self.failed + self.cancelled
@@ -82,13 +98,23 @@ class Tally:
             "cancelled": self.cancelled,
             # Cancelled jobs are someone's choice, not a failure of the system.
             "success_rate": round(self.completed / decided, 4) if decided else None,
-            "wait_p50": _round(histogram_percentile(self.wait_hist, 0.50)),
-            "wait_p95": _round(histogram_percentile(self.wait_hist, 0.95)),
-            "run_p50": _round(histogram_percentile(self.run_hist, 0.50)),
-            "run_p95": _round(histogram_percentile(self.run_hist, 0.95)),
+            "wait_p50": _round(histogram_percentile(self.wait_hist, 0.50, self.wait_max)),
+            "wait_p95": _round(histogram_percentile(self.wait_hist, 0.95, self.wait_max)),
+            "run_p50": _round(histogram_percentile(self.run_hist, 0.50, self.run_max)),
+            "run_p95": _round(histogram_percentile(self.run_hist, 0.95, self.run_max)),
             "per_hour": round(count / hours, 2),
             "per_day": round(count * 24 / hours, 1),
         }
+
+
+def _longest(known: float | None, row_max: float | None, row_hist: Sequence[int]) -> float | None:
+    """The longest duration over the rows so far; unknown once a row with durations lacks it
+    (roll-ups made before `*_max` existed), so no clamp rests on part of the data."""
+    if not any(row_hist):
+        return known
+    if row_max is None or known == float("inf"):
+        return float("inf")
+    return row_max if known is None else max(known, row_max)
 
 
 def _round(value: float | None) -> float | None:
@@ -109,7 +135,7 @@ def window_days(value: Any) -> int:
     return days if days in WINDOW_CHOICES else DEFAULT_WINDOW_DAYS
 
 
-def _daily_counts(since: datetime) -> Iterable[dict[str, Any]]:
+def _daily_counts(since: datetime) -> Iterable[Mapping[str, Any]]:
     # Summed in the database: the failure categories split a day into many rows the counts don't need.
     return (
         JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since)
@@ -119,10 +145,10 @@ def _daily_counts(since: datetime) -> Iterable[dict[str, Any]]:
     )
 
 
-def _daily_durations(since: datetime) -> Iterable[dict[str, Any]]:
+def _daily_durations(since: datetime) -> Iterable[Mapping[str, Any]]:
     """Histograms of completed jobs only: durations of failures say little about how long work takes."""
     return JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since, status=JobStatus.COMPLETED).values(
-        "job_type", "backend", "wait_hist", "run_hist"
+        "job_type", "backend", "wait_hist", "run_hist", "wait_max", "run_max"
     )
 
 
@@ -170,8 +196,8 @@ def slowest_nodes(since: datetime, limit: int = SLOWEST_NODES) -> list[dict[str,
             "class_type": class_type,
             "count": group["count"],
             "mean": round(group["total"] / group["count"], 2) if group["count"] else None,
-            "p50": _round(histogram_percentile(group["hist"], 0.50)),
-            "p95": _round(histogram_percentile(group["hist"], 0.95)),
+            "p50": _round(histogram_percentile(group["hist"], 0.50, group["max"])),
+            "p95": _round(histogram_percentile(group["hist"], 0.95, group["max"])),
             "max": round(group["max"], 1),
         }
         for class_type, group in groups.items()
@@ -223,4 +249,5 @@ def known_values(field_name: str) -> list[str]:
         values = JobRollup.objects.filter(period=RollupPeriod.DAY).values_list(field_name, flat=True)
         return sorted(set(values.distinct().order_by()))
 
-    return cache.get_or_set(KNOWN_VALUES_KEY.format(field_name), distinct, KNOWN_VALUES_SECONDS)
+    # The cache holds what distinct() returned; the stubs type a cached value as anything or None.
+    return cast(list[str], cache.get_or_set(KNOWN_VALUES_KEY.format(field_name), distinct, KNOWN_VALUES_SECONDS))
