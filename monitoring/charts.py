@@ -90,7 +90,7 @@ def _x_labels(labels: Sequence[str], centres: Sequence[float], height: int) -> l
     return [
         f'<text x="{x:.1f}" y="{height - MARGIN_BOTTOM + 14}" text-anchor="middle" font-size="10" fill="#555">'
         f"{escape(label)}</text>"
-        for index, (label, x) in enumerate(zip(labels, centres))
+        for index, (label, x) in enumerate(zip(labels, centres, strict=True))
         if index % step == 0
     ]
 
@@ -185,7 +185,8 @@ def line_chart(
         for x, y, label, value in points:
             tip = f"{label} · {item.name}: {number(value)}{unit}" if item.name else f"{label}: {number(value)}{unit}"
             body.append(
-                f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{fill}"><title>{escape(tip)}</title></circle>'
+                f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{fill}">'
+                f"<title>{escape(tip)}</title></circle>"
             )
             count += 1
     centres = [MARGIN_LEFT + index * step for index in range(len(labels))]
@@ -202,7 +203,7 @@ def hbar_chart(
     top = nice_ceiling(max(values, default=0))
     plot_width = width - label_width - MARGIN_RIGHT - 60
     body = []
-    for index, (label, value) in enumerate(zip(labels, values)):
+    for index, (label, value) in enumerate(zip(labels, values, strict=True)):
         y = MARGIN_TOP + index * row
         bar = plot_width * value / top
         body.append(
@@ -237,6 +238,14 @@ def sparkline(
     body = (
         f'<polyline class="line" fill="none" stroke="{stroke}" stroke-width="1.5" points="{path}"/>' if points else ""
     )
+    # A value with no neighbour (all probes in one slot, or a gap on both sides) draws no line:
+    # mark it with a dot, or a chart with data looks empty.
+    for index, value in enumerate(values):
+        alone = all(not 0 <= i < len(values) or values[i] is None for i in (index - 1, index + 1))
+        if value is not None and alone:
+            x, y = index * step, height - 2 - (height - 4) * value / top
+            body += f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{stroke}"/>'
+
     return mark_safe(
         f'<svg class="chart sparkline" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img" aria-label={quoteattr(title)} data-points="{len(points)}">'

@@ -31,7 +31,7 @@ def _duration_chart(group: dict[str, Any], name: str) -> SafeString:
     )
 
 
-def _group_charts(groups: list[dict[str, Any]], key: str, noun: str) -> dict[str, SafeString]:
+def _group_charts(groups: list[dict[str, Any]], key: str, noun: str) -> dict[str, SafeString | list[SafeString]]:
     labels = [group[key] for group in groups]
     return {
         "count": bar_chart(
@@ -122,9 +122,21 @@ def failure_charts(failures: dict[str, Any]) -> dict[str, SafeString]:
     }
 
 
+BACKEND_CHART_WIDTH = 150
+
+
 def backend_charts(slots: dict[str, Any], name: str) -> dict[str, SafeString]:
     return {
-        "reachable": state_strip(slots["reachable"], labels=slots["labels"], title=f"{name}: reachable, last 24 h"),
-        "queue": sparkline(slots["queue"], title=f"{name}: ComfyUI queue length, last 24 h"),
-        "vram": sparkline(slots["vram"], title=f"{name}: VRAM in use (%), last 24 h", top=100, stroke=colour(4)),
+        # Narrow enough that the backends table fits a laptop screen beside its other columns.
+        "reachable": state_strip(
+            slots["reachable"], labels=slots["labels"], title=f"{name}: reachable, last 24 h", width=BACKEND_CHART_WIDTH
+        ),
+        "queue": sparkline(slots["queue"], title=f"{name}: ComfyUI queue length, last 24 h", width=BACKEND_CHART_WIDTH),
+        "vram": sparkline(
+            slots["vram"],
+            title=f"{name}: VRAM in use (%), last 24 h",
+            top=100,
+            stroke=colour(4),
+            width=BACKEND_CHART_WIDTH,
+        ),
     }
