@@ -155,6 +155,16 @@ CHANNEL_LAYERS = {
     }
 }
 
+# Shared by every process: per-user rate limits must count one user's requests across all of them.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("CACHE_URL", REDIS_URL),
+        "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", f"ap-{REDIS_DB}"),
+        "TIMEOUT": 300,
+    }
+}
+
 # --- Celery --------------------------------------------------------------------------------------
 # The longest job we allow, and the broker's redelivery timeout must be longer (docs/HAZARDS.md).
 JOB_MAX_SECONDS = int(os.environ.get("JOB_MAX_SECONDS", str(60 * 60)))
@@ -254,7 +264,20 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # One user's scripts must not slow everyone else down: 429 with Retry-After past these rates.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": os.environ.get("THROTTLE_ANON", "60/min"),
+        "user": os.environ.get("THROTTLE_USER", "1200/min"),
+        "submit": os.environ.get("THROTTLE_SUBMIT", "120/min"),
+    },
 }
+# Websocket connections a user may open per minute (checked at the handshake).
+WS_CONNECTS_PER_MINUTE = int(os.environ.get("WS_CONNECTS_PER_MINUTE", "120"))
 
 LOGGING = {
     "version": 1,
