@@ -1,52 +1,98 @@
-"""Shared fixtures. Integration fixtures start real processes: the ComfyUI simulator and a Celery
-GPU worker, on the real Redis and the test database (PostgreSQL in CI)."""
+"""What every tier shares: the test database's settings, users and API clients, the recorded traces.
+
+Three tiers, one folder each (STYLE.md, "Tests"):
+
+- tests/unit: in this process only: no Redis, no database server of its own (SQLite unless
+  DATABASE_URL says otherwise), no subprocesses; the ComfyUI simulator, where a test needs one,
+  serves from a thread of this process (tests/unit/conftest.py). `make test-unit`, seconds.
+- tests/integration: real Redis, the real database, Celery worker processes, daphne, the simulator
+  as a process (fixtures in tests/system.py). `make test-integration`.
+- tests/browser: the admin in Debian's chromium under Playwright. `make test-browser`.
+
+`make test` runs all three. A run of several tiers at once runs the unit tier first.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
-from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.factories import UserFactory
+from tests.factories import UserFactory, api_key_for
 
-pytest_plugins = ["tests.simulator_process"]
+pytest_plugins = ["tests.system"]
 
-# Test runs share the machine's Redis with each other and with a running system: give this run
-# its own Celery keys and channel-layer prefix (the worker processes inherit the environment).
-RUN_PREFIX = f"test-{os.getpid()}-"
-os.environ["CELERY_KEY_PREFIX"] = RUN_PREFIX
-os.environ["CHANNEL_LAYER_PREFIX"] = f"{RUN_PREFIX}asgi"
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "browser")
+TRACES_DIR = TESTS / "data" / "comfyui-traces"
+
+T = TypeVar("T")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_redis_keys() -> None:
+def pytest_configure(config: pytest.Config) -> None:
+    for tier in TIERS:
+        config.addinivalue_line("markers", f"{tier}: the test lives in tests/{tier} (added from its folder)")
+    strays = sorted(path.name for path in TESTS.glob("test_*.py"))
+    if strays:
+        raise pytest.UsageError(
+            f"tests/{', tests/'.join(strays)}: in no tier, so `make test` would never run it. "
+            "Move it to tests/unit (in-process), tests/integration (real processes) or tests/browser."
+        )
+
+
+def tier_of(item: pytest.Item) -> str:
+    path = Path(str(item.path)).resolve()
+    return path.relative_to(TESTS).parts[0] if path.is_relative_to(TESTS) else ""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, and run the fast tier first when several are collected."""
+    for item in items:
+        tier = tier_of(item)
+        if tier in TIERS:
+            item.add_marker(tier)
+    items.sort(key=lambda item: TIERS.index(tier_of(item)) if tier_of(item) in TIERS else len(TIERS))
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """A test database that a fresh clone can create, and that concurrent runs do not share.
+
+    SQLite: the settings put the test database under var/, which a fresh clone does not have yet.
+    PostgreSQL: Django names the test database `test_<name>` whoever runs; a second run at the same
+    time would drop the first one's. Each run gets its own name (a database left behind by a killed
+    run is `test_<name>_<pid>`: drop it with `dropdb`)."""
     from django.conf import settings
 
-    from anime_production.celery import app
-
-    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": RUN_PREFIX}
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{RUN_PREFIX}asgi"
-
-
-REPO = Path(__file__).resolve().parents[1]
-TRACES_DIR = REPO / "tests" / "data" / "comfyui-traces"
-ARTIFACTS = REPO / "test-artifacts"
+    for db in settings.DATABASES.values():
+        test = db.setdefault("TEST", {})
+        if db["ENGINE"].endswith("sqlite3"):
+            name = test.get("NAME")
+            if name and not str(name).startswith(("file:", ":memory:")):
+                Path(name).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            test["NAME"] = f"{test.get('NAME') or 'test_' + db['NAME']}_{os.getpid()}"
 
 
 def load_trace(name: str) -> list[dict[str, Any]]:
     with open(TRACES_DIR / name) as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, message: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
 @pytest.fixture
@@ -57,171 +103,5 @@ def user(db):
 @pytest.fixture
 def api(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(user)}")
     return client
-
-
-def database_url_for_subprocess() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] or ""
-    if db.get("PASSWORD"):
-        auth += f":{db['PASSWORD']}"
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-class WorkerProcess:
-    """A real Celery worker serving one GPU queue, as `make run` starts it."""
-
-    def __init__(self, *, queue: str, env: dict[str, str], log_path: Path) -> None:
-        self.queue = queue
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(self.log_path, "a")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "anime_production",
-                "worker",
-                "-Q",
-                self.queue,
-                "--concurrency",
-                "1",
-                "--prefetch-multiplier",
-                "1",
-                "-n",
-                f"test-{self.queue}-{os.getpid()}@%h",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"celery worker exited: {self.log_path.read_text()[-3000:]}")
-            if " ready." in self.log_path.read_text():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"celery worker not ready in 60 s: {self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-
-@pytest.fixture(scope="session")
-def simulator_session(tmp_path_factory) -> Iterator[Any]:
-    from tests.simulator_process import SimulatorProcess
-
-    sim = SimulatorProcess(output_dir=tmp_path_factory.mktemp("sim-output"))
-    sim.start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture(scope="session")
-def gpu_worker(django_db_setup, django_db_blocker, simulator_session, tmp_path_factory) -> Iterator[WorkerProcess]:
-    media_root = tmp_path_factory.mktemp("media")
-    with django_db_blocker.unblock():
-        database_url = database_url_for_subprocess()
-    env = dict(
-        os.environ,
-        DATABASE_URL=database_url,
-        COMFYUI_URL=simulator_session.url,
-        MEDIA_ROOT=str(media_root),
-        TRACKER_RECONNECT_SECONDS="15",
-        PYTHONUNBUFFERED="1",
-    )
-    ARTIFACTS.mkdir(exist_ok=True)
-    worker = WorkerProcess(queue="gpu.default", env=env, log_path=ARTIFACTS / "gpu-worker.log")
-    worker.media_root = media_root
-    worker.start()
-    yield worker
-    worker.stop()
-
-
-@pytest.fixture
-def live(gpu_worker, simulator_session, settings, transactional_db):
-    """Everything a job needs to run for real: simulator, GPU worker, committed database rows."""
-    settings.MEDIA_ROOT = gpu_worker.media_root
-    settings.COMFYUI_BACKENDS = {"default": simulator_session.url}
-    return gpu_worker
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-
-
-@pytest.fixture(scope="session")
-def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session) -> Iterator[str]:
-    """daphne serving the project (HTTP and websockets) on the test database, as `make run` does.
-
-    Same environment as the GPU worker: the jobs it enqueues reach that worker, the outputs the
-    worker stores are the ones it serves, and the worker's broadcasts reach its websockets.
-    """
-    import requests
-
-    from tests.simulator_process import free_port
-
-    port = free_port()
-    env = dict(gpu_worker.env)
-    ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / "web-server.log"
-    daphne = Path(sys.executable).parent / "daphne"
-    process = subprocess.Popen(
-        [str(daphne), "-b", "127.0.0.1", "-p", str(port), "anime_production.asgi:application"],
-        cwd=REPO,
-        env=env,
-        stdout=open(log_path, "a"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited: {log_path.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/admin/login/", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"daphne not serving in 60 s: {log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()

@@ -1,6 +1,9 @@
+import uuid
+
 import factory
 from django.contrib.auth import get_user_model
 
+from access.keys import api_key_create
 from jobs.models import Job
 
 SLEEP_WORKFLOW = {
@@ -28,3 +31,8 @@ class JobFactory(factory.django.DjangoModelFactory):
     job_type = "image"
     priority = 5
     workflow = factory.LazyFunction(lambda: {k: dict(v) for k, v in SLEEP_WORKFLOW.items()})
+
+
+def api_key_for(user) -> str:
+    """A new API key of the user's (keys are stored hashed: the whole key exists only here)."""
+    return api_key_create(user=user, name=f"tests-{uuid.uuid4().hex[:12]}").key

@@ -1,54 +1,52 @@
-"""Run the ComfyUI simulator as a real process, and talk to it the way a client does.
+"""Run the ComfyUI simulator, in this process or as a process of its own, and talk to it the way a
+client does.
 
-A pytest plugin (listed in tests/conftest.py's `pytest_plugins`) providing the `comfyui_sim`
-fixture: a fresh simulator process per test, on a free port, writing into the test's tmp dir.
-`SimulatorProcess` is usable outside pytest too (benchmarks, manual runs):
+- `InProcessSimulator`: the simulator's aiohttp application served from a thread of the test
+  process, on a free loopback port (the unit tier's `comfyui_sim`: no subprocess, starts in
+  milliseconds).
+- `SimulatorProcess`: `python -m devtools.simulator` as a real process (the integration tier's
+  `comfyui_sim` and `simulator_session`, the fault-injection rigs, benchmarks):
 
     with SimulatorProcess() as sim:
         requests.post(sim.url + "/prompt", json={...})
 
+Both have the same interface (url, ws_url, output_dir, extra_args, start, stop, kill, restart).
 `EventLog`, `RecordingSocket` and `http_exchange` record what a client sees in the format of
-shared/comfyui-traces/*.jsonl, so simulator runs can be compared with the recorded ComfyUI traffic.
+tests/data/comfyui-traces/*.jsonl, so simulator runs can be compared with the recorded ComfyUI traffic.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import base64
 import json
-import signal
-import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-import pytest
 import requests
 import websocket
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.processes import REPO, Process, ProcessFailed, free_port
+
+REPO_ROOT = REPO
 STARTUP_TIMEOUT = 20.0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 class PortTakenError(RuntimeError):
     pass
 
 
-class SimulatorProcess:
-    """`python -m devtools.simulator` in a subprocess; restart() keeps the port, like restarting ComfyUI."""
+class _Simulator:
+    """What both ways of running the simulator share: where it listens, where it writes."""
 
     def __init__(
         self,
@@ -58,14 +56,9 @@ class SimulatorProcess:
         host: str = "127.0.0.1",
     ) -> None:
         self.host = host
-        self.port = port or free_port(host)
-        # A port we picked may be taken by someone else before the simulator binds it; then we
-        # may pick another, but only before the first start (restart() must keep the port).
-        self._may_change_port = port is None
+        self.port = port or 0
         self.output_dir = output_dir or Path(tempfile.mkdtemp(prefix="comfyui-sim-")) / "output"
         self.extra_args = list(extra_args)
-        self.log_path = self.output_dir.parent / f"simulator-{self.port}.log"
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -75,12 +68,131 @@ class SimulatorProcess:
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}/ws"
 
+    def is_running(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """Kill and start again on the same port: the queue and history are gone, files stay."""
+        self.kill()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class InProcessSimulator(_Simulator):
+    """The simulator's application on an event loop in a thread of this process.
+
+    The first start binds a free port (port 0) and keeps it for restarts. A kill here is a stop:
+    the simulator's sockets are closed, not reset, and its queue and history are gone all the same.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        output_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        super().__init__(port, output_dir, extra_args, host)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: Any = None
+
+    def is_running(self) -> bool:
+        return self._runner is not None
+
+    def start(self) -> None:
+        if self.is_running():
+            raise RuntimeError(f"simulator already running on {self.url}")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="comfyui-simulator", daemon=True)
+        self._thread.start()
+        try:
+            self._runner = asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(STARTUP_TIMEOUT)
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    async def _serve(self) -> Any:
+        from aiohttp import web
+
+        from devtools.simulator.options import add_arguments, options_from_arguments
+        from devtools.simulator.server import build_app
+
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        arguments = ["--host", self.host, "--port", str(self.port), "--output-dir", str(self.output_dir)]
+        options = options_from_arguments(vars(parser.parse_args([*arguments, *self.extra_args])))
+        runner = web.AppRunner(build_app(options), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError as error:
+            await runner.cleanup()
+            raise PortTakenError(f"port {self.port} is taken: {error}") from error
+        self.port = int(runner.addresses[0][1])
+        return runner
+
+    def stop(self) -> None:
+        if self._runner is not None and self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(15)
+        self._runner = None
+        self._stop_loop()
+
+    kill = stop
+
+    def _stop_loop(self) -> None:
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop.close()
+        self._loop, self._thread = None, None
+
+
+class SimulatorProcess(_Simulator):
+    """`python -m devtools.simulator` in a subprocess; restart() keeps the port, like restarting ComfyUI."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        output_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        super().__init__(port, output_dir, extra_args, host)
+        self.port = port or free_port(host)
+        # A port we picked may be taken by someone else before the simulator binds it; then we
+        # may pick another, but only before the first start (restart() must keep the port).
+        self._may_change_port = port is None
+        self.log_path = self.output_dir.parent / f"simulator-{self.port}.log"
+        self._process: Process | None = None
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
     def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.alive()
 
     def start(self) -> None:
         if self.is_running():
@@ -97,94 +209,33 @@ class SimulatorProcess:
 
     def _spawn(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
-        command = [
-            sys.executable,
-            "-m",
-            "devtools.simulator",
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--output-dir",
-            str(self.output_dir),
-            *self.extra_args,
-        ]
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self._wait_until_ready(log_start)
+        argv = [sys.executable, "-m", "devtools.simulator", "--host", self.host, "--port", str(self.port)]
+        argv += ["--output-dir", str(self.output_dir), *self.extra_args]
+        process = Process(argv, log_path=self.log_path, name="the ComfyUI simulator")
+        self._process = process.start()
+        try:
+            process.wait_for_url(self.url + "/prompt", timeout=STARTUP_TIMEOUT)
+        except ProcessFailed:
+            process.kill()
+            self._process = None
+            if "address already in use" in process.output():
+                raise PortTakenError(f"port {self.port} is taken") from None
+            raise
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM), SIGKILL if it lingers."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=5)
+        if self._process is not None:
+            self._process.stop(grace=5)
         self._process = None
 
     def kill(self) -> None:
         """SIGKILL, as when ComfyUI crashes or its container is killed: nothing is flushed."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
+        if self._process is not None:
             self._process.kill()
-            self._process.wait(timeout=5)
         self._process = None
-
-    def restart(self) -> None:
-        """Kill and start again on the same port: the queue and history are gone, files stay."""
-        self.kill()
-        self.start()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def _wait_until_ready(self, log_start: int) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                self._process = None
-                startup_log = self.log_text()[log_start:]
-                if "address already in use" in startup_log:
-                    raise PortTakenError(f"port {self.port} is taken")
-                raise RuntimeError(f"simulator exited during startup:\n{startup_log[-3000:]}")
-            try:
-                if requests.get(self.url + "/prompt", timeout=0.5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(
-            f"simulator did not answer on {self.url} within {STARTUP_TIMEOUT}s:\n{self.log_text()[-3000:]}"
-        )
-
-    def __enter__(self) -> SimulatorProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-@pytest.fixture
-def comfyui_sim(tmp_path: Path) -> Iterator[SimulatorProcess]:
-    """A fresh simulator process for one test (own port, own output dir, empty queue and history)."""
-    sim = SimulatorProcess(output_dir=tmp_path / "comfyui" / "output")
-    sim.start()
-    try:
-        yield sim
-    finally:
-        sim.stop()
 
 
 # --- recording a client's view, in the traces' format --------------------------------------------
@@ -303,7 +354,7 @@ class RecordingSocket:
 
 
 def describe_binary_frame(frame: bytes) -> dict[str, Any]:
-    """The fields the traces record for a binary frame (see shared/comfyui-traces/README.md)."""
+    """The fields the traces record for a binary frame (see tests/data/comfyui-traces/README.md)."""
     event_type = struct.unpack(">I", frame[:4])[0]
     described: dict[str, Any] = {"event_type": event_type, "len": len(frame), "b64": base64.b64encode(frame).decode()}
     if event_type == 1:
@@ -334,7 +385,7 @@ def http_exchange(
 class SimulatorClient:
     """A client as the product's tracker is one: one clientId, its socket, HTTP calls, all recorded."""
 
-    def __init__(self, sim: SimulatorProcess, client_id: str | None = None) -> None:
+    def __init__(self, sim: _Simulator, client_id: str | None = None) -> None:
         self.sim = sim
         self.log = EventLog()
         self.client_id = client_id or str(uuid.uuid4())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -142,10 +143,19 @@ def test_slowest_node_classes_come_first():
     assert nodes[0]["max"] == pytest.approx(34.0)
 
 
-def test_stats_api_needs_a_login_and_answers_json(api):
+def test_stats_api_is_for_staff_who_may_view_jobs_and_answers_json(api, django_user_model):
     finished_job()
     stats_rollup_refresh()
     assert APIClient().get("/api/stats/").status_code in (401, 403)
+    # Fleet-wide figures: an artist (not staff) and staff without the permission are refused.
+    assert api.get("/api/stats/").status_code == 403
+    staff = django_user_model.objects.create_user("lead-without-perm", password="pw", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(staff)
+    assert client.get("/api/stats/").status_code == 403
+    staff.user_permissions.add(Permission.objects.get(codename="view_job"))
+    api = APIClient()
+    api.force_authenticate(django_user_model.objects.get(pk=staff.pk))
     response = api.get("/api/stats/?days=7")
     assert response.status_code == 200
     body = response.json()

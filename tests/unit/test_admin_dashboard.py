@@ -20,7 +20,7 @@ from jobs.models import FailureCategory, Job, JobAttempt, JobEvent, JobOutput, J
 from monitoring.models import BackendHealthSample
 from monitoring.rollups import stats_rollup_refresh
 from tests.factories import JobFactory, UserFactory
-from tests.test_stats import finished_job
+from tests.unit.test_stats import finished_job
 
 pytestmark = pytest.mark.django_db
 

@@ -14,14 +14,13 @@ import pytest
 import requests
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
-from rest_framework.authtoken.models import Token
 
 from anime_production.asgi import application
 from jobs.models import Job
 from jobs.tasks import job_run
 from jobs.tracking import job_track
 from tests.conftest import wait_for
-from tests.factories import SLEEP_WORKFLOW
+from tests.factories import SLEEP_WORKFLOW, api_key_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -74,7 +73,7 @@ def test_websocket_subscriber_sees_snapshot_node_progress_and_final_state(live, 
     display_name = requests.get(f"{simulator_session.url}/object_info/TestSleep", timeout=5).json()["TestSleep"][
         "display_name"
     ]
-    token = Token.objects.get(user=user).key
+    token = api_key_for(user)
     job = submit(api, sleep_workflow(1.5))
 
     async def watch():

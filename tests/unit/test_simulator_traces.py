@@ -1,7 +1,7 @@
 """The simulator against recorded ComfyUI 0.8.0 traffic (tests/data/comfyui-traces/*.jsonl).
 
 Each test replays one trace's client actions (submit, interrupt, queue delete, reconnect, feature
-flags, kill and restart) on a fresh simulator process, records what comes back in the traces'
+flags, kill and restart) on a fresh simulator, records what comes back in the traces'
 format, and compares three projections of both recordings:
 
 - the websocket stream: message types in order, each with the key structure of its data and the
@@ -23,14 +23,12 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import TRACES_DIR
 from tests.simulator_process import SimulatorClient, SimulatorProcess
-
-TRACES_DIR = Path(__file__).resolve().parent / "data" / "comfyui-traces"
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # Maps keyed by node ids ("3", "4.0.0.1") or prompt ids are compared by their values' shape only.

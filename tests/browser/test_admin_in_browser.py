@@ -18,11 +18,11 @@ import pytest
 import requests
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 
 from jobs.models import NodeTiming
-from tests.conftest import ARTIFACTS
-from tests.test_job_lifecycle import sleep_workflow
+from tests.factories import api_key_for
+from tests.integration.test_job_lifecycle import sleep_workflow
+from tests.system import ARTIFACTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -92,7 +92,7 @@ def follow_live_row(page, job_id: str, timeout: float = 60.0) -> tuple[list[floa
 
 def test_dashboard_in_a_real_browser(live, web_server):
     director = get_user_model().objects.create_superuser("director", password=PASSWORD)
-    token = Token.objects.create(user=director).key
+    token = api_key_for(director)
     # A few days of finished history, so the statistics have something to draw.
     call_command("generate_history", jobs=200, days=3, users=3, stdout=open("/dev/null", "w"))
 

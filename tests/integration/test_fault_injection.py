@@ -1,6 +1,6 @@
 """Fault injection on real parts: Celery worker processes, Redis, the database, the ComfyUI simulator.
 
-Every scenario runs its own simulator behind a `ComfyProxy` (tests/fault_tools.py) and its own
+Every scenario runs its own simulator behind a `ComfyProxy` (tests/integration/fault_tools.py) and its own
 GPU queue (a backend named after the test), so nothing it does reaches another test's workers.
 The proxy is transparent unless told otherwise; it counts every `POST /prompt`, so the tests can
 say per prompt_id how many times it reached ComfyUI, even across a ComfyUI restart. Each scenario
@@ -34,17 +34,15 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from kombu import pools as kombu_pools
-from rest_framework.authtoken.models import Token
 
 from jobs import sweeps
 from jobs.models import FINAL_STATUSES, Job, JobAttempt, JobEvent
 from jobs.tasks import job_run
 from jobs.tracking import job_track, tracker_client_id
-from tests.conftest import ARTIFACTS, database_url_for_subprocess, wait_for
-from tests.factories import SLEEP_WORKFLOW
-from tests.fault_tools import (
+from tests.conftest import wait_for
+from tests.factories import SLEEP_WORKFLOW, api_key_for
+from tests.integration.fault_tools import (
     BeatProcess,
-    CeleryProcess,
     ComfyProxy,
     Fault,
     FaultMatrix,
@@ -56,6 +54,7 @@ from tests.fault_tools import (
     sim_submissions,
 )
 from tests.simulator_process import SimulatorProcess
+from tests.system import ARTIFACTS, CeleryWorker, database_url_for_subprocess
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -188,8 +187,8 @@ class FaultRig:
         env.update({key: str(value) for key, value in overrides.items()})
         return env
 
-    def worker(self, label: str = "gpu", *, queue: str | None = None, **env: Any) -> CeleryProcess:
-        worker = CeleryProcess(
+    def worker(self, label: str = "gpu", *, queue: str | None = None, **env: Any) -> CeleryWorker:
+        worker = CeleryWorker(
             queue=queue or self.queue,
             env=self.env(**env),
             log_path=self.log_dir / f"{label}.log",
@@ -199,7 +198,7 @@ class FaultRig:
         worker.start()
         return worker
 
-    def sweepers(self, sweep_seconds: float = 2.0, **env: Any) -> tuple[CeleryProcess, BeatProcess]:
+    def sweepers(self, sweep_seconds: float = 2.0, **env: Any) -> tuple[CeleryWorker, BeatProcess]:
         """A default-queue worker and celery beat: jobs.tasks.sweep_jobs every `sweep_seconds`."""
         worker = self.worker("default", queue="default", SWEEP_SECONDS=sweep_seconds, **env)
         beat = BeatProcess(
@@ -220,7 +219,7 @@ class FaultRig:
     def stop(self) -> None:
         for process in reversed(self.processes):
             try:
-                if isinstance(process, CeleryProcess):
+                if isinstance(process, CeleryWorker):
                     process.kill()
                     process.stop()
                 else:
@@ -592,7 +591,7 @@ def test_redis_restart_mid_job_job_completes_and_subscriber_gets_final_state(rig
     redis = rig.private_redis()
     private_channel_layer(settings, redis.url)
     worker = rig.worker("gpu")
-    token = Token.objects.get(user=user).key
+    token = api_key_for(user)
     report: dict[str, Any] = {}
 
     with celery_broker(redis.url):

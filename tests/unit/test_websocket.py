@@ -1,21 +1,19 @@
-"""Websocket subscribers, through the real ASGI application and the Redis channel layer."""
+"""Websocket subscribers, through the real ASGI application and Channels' in-memory layer (the
+Redis layer's own trap, an idle socket, is in tests/integration/test_websocket_redis.py)."""
 
 from __future__ import annotations
-
-import asyncio
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from rest_framework.authtoken.models import Token
 
 from anime_production.asgi import application
 from jobs import services
 from jobs.broadcast import job_group
 from jobs.models import JobStatus
-from tests.factories import JobFactory, UserFactory
+from tests.factories import JobFactory, UserFactory, api_key_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,7 +25,7 @@ def communicator(path: str, headers=ORIGIN) -> WebsocketCommunicator:
 
 
 def token_for(user) -> str:
-    return Token.objects.get_or_create(user=user)[0].key
+    return api_key_for(user)
 
 
 def test_subscriber_gets_snapshot_then_updates_in_order():
@@ -139,21 +137,3 @@ def test_job_list_stream_shows_only_the_users_jobs():
     # When the other job left the queue, mine moved up: the stream said so.
     assert [u["job"]["queue_position"] for u in updates] == [1, None]
     assert more
-
-
-def test_idle_socket_survives_past_the_redis_read_timeout():
-    """redis-py's socket timeout once killed idle consumers every ~5 s (docs/HAZARDS.md)."""
-    job = JobFactory()
-    token = token_for(job.user)
-
-    async def scenario():
-        ws = communicator(f"/ws/jobs/{job.id}/?token={token}")
-        await ws.connect()
-        await ws.receive_json_from(timeout=5)
-        await asyncio.sleep(13)
-        await database_sync_to_async(services.job_transition)(job, JobStatus.SUBMITTED)
-        update = await ws.receive_json_from(timeout=5)
-        await ws.disconnect()
-        return update
-
-    assert async_to_sync(scenario)()["job"]["status"] == "submitted"

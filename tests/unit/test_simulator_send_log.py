@@ -11,12 +11,12 @@ import time
 
 import requests
 
-from tests.simulator_process import SimulatorClient, SimulatorProcess
-from tests.test_simulator_protocol import sleep_prompt
+from tests.simulator_process import InProcessSimulator, SimulatorClient, SimulatorProcess
+from tests.unit.test_simulator_protocol import sleep_prompt
 
 
 def test_send_log_lists_every_progress_message_a_client_received(tmp_path) -> None:
-    with SimulatorProcess(output_dir=tmp_path / "output", extra_args=["--record-sends"]) as sim:
+    with InProcessSimulator(output_dir=tmp_path / "output", extra_args=["--record-sends"]) as sim:
         client = SimulatorClient(sim)
         client.connect()
         before = time.time()

@@ -9,12 +9,12 @@ import random
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
-from rest_framework.authtoken.models import Token
 
 from anime_production.asgi import application
 from jobs.models import NodeTiming
 from tests.conftest import wait_for
-from tests.test_job_lifecycle import FINAL, submit, wait_final
+from tests.factories import api_key_for
+from tests.integration.test_job_lifecycle import FINAL, submit, wait_final
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -106,7 +106,7 @@ def test_events_api_returns_what_follows_a_seq(live, api):
 
 
 def test_reconnecting_subscriber_ends_with_the_same_timeline(live, api, user):
-    token = Token.objects.get(user=user).key
+    token = api_key_for(user)
     job = submit(api, sampler_workflow(steps=60))
     path = f"/ws/jobs/{job['id']}/?token={token}"
 

@@ -1,4 +1,4 @@
-"""Tools for the fault-injection tests (tests/test_fault_injection.py).
+"""Tools for the fault-injection tests (tests/integration/test_fault_injection.py).
 
 - `ComfyProxy`: a transparent HTTP + websocket proxy between the GPU workers and the ComfyUI
   simulator. It records every `POST /prompt` (so prompts can be counted per prompt_id whatever
@@ -8,9 +8,9 @@
   or delayed.
 - `PrivateRedis`: a throw-away `redis-server` on a free port, without persistence, that can be
   restarted (everything in it is then gone), so the machine's shared Redis is never touched.
-- `CeleryProcess` / `BeatProcess`: real `celery worker` / `celery beat` processes with their own
-  environment, built on `tests.conftest.WorkerProcess`; they can be SIGKILLed as a whole process
-  group, or only their prefork pool child.
+- `BeatProcess`: a real `celery beat` with its own environment (workers are `tests.system.CeleryWorker`,
+  which can be SIGKILLed as a whole process group, or only their prefork pool child). All of them
+  are started and stopped by `tests.processes.Process`.
 - `FaultMatrix`: the per-scenario table (runs, jobs, completed, failed, lost, duplicated prompts)
   written to test-artifacts/fault-matrix.txt.
 """
@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -34,8 +31,7 @@ import aiohttp
 import requests
 from aiohttp import WSMsgType, web
 
-from tests.conftest import REPO, WorkerProcess
-from tests.simulator_process import free_port
+from tests.processes import Process, free_port
 
 PROMPT_PATHS = ("/prompt", "/api/prompt")
 INTERRUPT_PATHS = ("/interrupt", "/api/interrupt")
@@ -441,150 +437,19 @@ def history_messages(entry: dict[str, Any]) -> list[str]:
 # --- processes ------------------------------------------------------------------------------------
 
 
-def _wait_in_log(path: Path, marker: str, process: subprocess.Popen, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited: {path.read_text()[-3000:]}")
-        if marker in path.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} not ready in {timeout}s: {path.read_text(errors='replace')[-3000:]}")
-
-
-class CeleryProcess(WorkerProcess):
-    """A real `celery worker` with its own name, queues and environment."""
-
-    def __init__(self, *, queue: str, env: dict[str, str], log_path: Path, name: str, concurrency: int = 1) -> None:
-        super().__init__(queue=queue, env=env, log_path=log_path)
-        self.name = name
-        self.concurrency = concurrency
-
-    def start(self) -> None:
-        log = open(self.log_path, "a")
-        self.ready_offset = self.log_path.stat().st_size
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "anime_production",
-                "worker",
-                "-Q",
-                self.queue,
-                "--concurrency",
-                str(self.concurrency),
-                "--prefetch-multiplier",
-                "1",
-                "-n",
-                f"{self.name}@%h",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"celery worker exited: {self.log()[-3000:]}")
-            if " ready." in self.log()[self.ready_offset :]:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"celery worker not ready in 60 s: {self.log()[-3000:]}")
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def pool_children(self) -> list[int]:
-        """The prefork pool's child processes (they run the tasks)."""
-        if not self.alive():
-            return []
-        try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(pid) for pid in text.split()]
-
-    def kill_pool_child(self) -> int:
-        (child,) = self.pool_children()
-        os.kill(child, signal.SIGKILL)
-        return child
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: the main process and its pool, nothing flushed."""
-        if self.alive():
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        super().stop()
-        if self.process is not None:
-            # Pool children left behind by a killed main process belong to the same group.
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
 class BeatProcess:
     """`celery beat` with its own schedule file: it sends jobs.tasks.sweep_jobs every SWEEP_SECONDS."""
 
     def __init__(self, *, env: dict[str, str], log_path: Path, schedule_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.schedule_path = schedule_path
-        self.process: subprocess.Popen | None = None
+        argv = [sys.executable, "-m", "celery", "-A", "anime_production", "beat", "--loglevel", "INFO"]
+        argv += ["-s", str(schedule_path), "--max-interval", "1"]
+        self.process = Process(argv, env=env, log_path=log_path, name="celery beat")
 
     def start(self) -> None:
-        log = open(self.log_path, "a")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "anime_production",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "-s",
-                str(self.schedule_path),
-                "--max-interval",
-                "1",
-            ],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        _wait_in_log(self.log_path, "beat: Starting", self.process, 60, "celery beat")
+        self.process.start().wait_for_line("beat: Starting", timeout=60)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
+        self.process.stop(grace=10)
 
 
 class PrivateRedis:
@@ -592,61 +457,20 @@ class PrivateRedis:
 
     def __init__(self, log_path: Path) -> None:
         self.port = free_port()
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
         self.restarts = 0
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        argv += ["--daemonize", "no", "--protected-mode", "no", "--dir", str(log_path.parent)]
+        self.process = Process(argv, log_path=log_path, name="redis-server")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        log = open(self.log_path, "a")
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--protected-mode",
-                "no",
-                "--dir",
-                str(self.log_path.parent),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self.log_path.read_text()[-2000:]}")
-            if self.ping():
-                return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not answer")
-
-    def ping(self) -> bool:
-        try:
-            out = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True, timeout=2
-            ).stdout
-        except subprocess.TimeoutExpired:
-            return False
-        return out.strip() == "PONG"
+        self.process.start().wait_for_line("Ready to accept connections", timeout=20)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        self.process.kill()
 
     def restart(self, down_seconds: float = 0.0) -> None:
         self.kill()

@@ -1,0 +1,75 @@
+"""The unit tier runs in this process only: no Redis, no subprocesses, no servers of its own.
+
+- The channel layer is Channels' in-memory one: broadcasts reach the consumers of this process.
+- Celery sends to kombu's in-memory transport: an enqueued task stays in this process, unrun.
+- Redis itself is out of reach: a connection attempt fails the test that made it.
+- Passwords are hashed with a fast hasher (PBKDF2's million rounds cost ~0.3 s per user).
+- `comfyui_sim` is the ComfyUI simulator's application on a thread of this process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.simulator_process import InProcessSimulator
+
+
+def _refuse_redis(*args: Any, **kwargs: Any) -> None:
+    raise AssertionError("a unit test tried to connect to Redis: it belongs in tests/integration")
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _no_redis() -> Iterator[None]:
+    import redis.asyncio.connection
+    import redis.connection
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(redis.connection.AbstractConnection, "connect", _refuse_redis)
+    patch.setattr(redis.asyncio.connection.AbstractConnection, "connect", _refuse_redis)
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _celery_in_memory() -> Iterator[None]:
+    from anime_production.celery import app
+
+    saved = app.conf.broker_url
+    app.conf.broker_url = "memory://"
+    _drop_broker_pools(app)
+    yield
+    app.conf.broker_url = saved
+    _drop_broker_pools(app)
+
+
+def _drop_broker_pools(app: Any) -> None:
+    # Celery keeps its connection and producer pools for the broker it first connected to; the
+    # next send must open them again for the broker configured now (what Celery does after a fork).
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture(autouse=True)
+def _in_process(settings: Any) -> None:
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Throttle counts and cached values live in this process, fresh for every test.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture
+def comfyui_sim(tmp_path: Path) -> Iterator[InProcessSimulator]:
+    """A fresh simulator for one test (own port, own output dir, empty queue and history)."""
+    sim = InProcessSimulator(output_dir=tmp_path / "comfyui" / "output")
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
