@@ -264,6 +264,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PARSER_CLASSES": [
+        "access.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # One user's scripts must not slow everyone else down: 429 with Retry-After past these rates.
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
@@ -276,6 +281,8 @@ REST_FRAMEWORK = {
         "submit": os.environ.get("THROTTLE_SUBMIT", "120/min"),
     },
 }
+# A workflow is a few levels deep; nothing a client sends legitimately nests deeper than this.
+JSON_MAX_DEPTH = int(os.environ.get("JSON_MAX_DEPTH", "64"))
 # Websocket connections a user may open per minute (checked at the handshake).
 WS_CONNECTS_PER_MINUTE = int(os.environ.get("WS_CONNECTS_PER_MINUTE", "120"))
 
