@@ -127,6 +127,11 @@ class Process:
     def wait_for_port(self, port: int, *, host: str = "127.0.0.1", timeout: float = 60.0) -> Process:
         return self.wait_until(lambda: port_open(port, host), timeout=timeout, what=f"listener on {host}:{port}")
 
+    def wait(self, timeout: float) -> int:
+        """Until the process exits by itself; its exit code."""
+        assert self.popen is not None, f"{self.name} was never started"
+        return self.popen.wait(timeout=timeout)
+
     # --- stopping ----------------------------------------------------------------------------
 
     def stop(self, grace: float = 10.0) -> int | None:

@@ -269,7 +269,7 @@ class EventLog:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     tail = [json.dumps(e)[:200] for e in self.events[-10:]]
-                    raise TimeoutError("no matching event within %.1fs; last events:\n%s" % (timeout, "\n".join(tail)))
+                    raise TimeoutError(f"no matching event within {timeout:.1f}s; last events:\n" + "\n".join(tail))
                 self._changed.wait(remaining)
 
     def count(self, predicate: Callable[[dict[str, Any]], bool]) -> int:

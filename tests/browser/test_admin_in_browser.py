@@ -8,6 +8,7 @@ followed over REST, as a client would.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,7 +95,7 @@ def test_dashboard_in_a_real_browser(live, web_server):
     director = get_user_model().objects.create_superuser("director", password=PASSWORD)
     token = api_key_for(director)
     # A few days of finished history, so the statistics have something to draw.
-    call_command("generate_history", jobs=200, days=3, users=3, stdout=open("/dev/null", "w"))
+    call_command("generate_history", jobs=200, days=3, users=3, stdout=io.StringIO())
 
     with chromium() as browser:
         job_id, shown_timings = _walk_through_the_dashboard(browser, web_server, token)

@@ -564,7 +564,7 @@ class FaultMatrix:
             "the jobs submitted; duplicated = POSTs of an already-submitted prompt_id plus executions of a "
             "job beyond the one that counts (a second prompt of the same job that also ran)."
         )
-        return "\n".join(out + ["", legend] + (["", "Notes:"] + notes if notes else [])) + "\n"
+        return "\n".join([*out, "", legend, *(["", "Notes:", *notes] if notes else [])]) + "\n"
 
     def write(self, path: Path, backend: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

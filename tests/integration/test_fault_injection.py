@@ -511,7 +511,7 @@ def test_websocket_dropped_mid_job_completes_with_all_outputs(rig_factory, how, 
             opens = len(rig.proxy.websocket_opens)
             assert rig.proxy.sever_websockets() >= 1, f"no websocket to cut (cut {cut + 1})"
             wait_for(
-                lambda: len(rig.proxy.websocket_opens) > opens,
+                lambda opens=opens: len(rig.proxy.websocket_opens) > opens,
                 timeout=20,
                 message=f"the tracker to reconnect after cut {cut + 1}",
             )
@@ -818,7 +818,7 @@ def test_comfyui_unreachable_mid_job_longer_than_the_deadline_does_not_run_the_j
         posted = {s.prompt_id: s.at for s in rig.proxy.forwarded_submissions()}
         overlap = [
             f"{later} posted {ended[earlier] - posted[later]:.1f}s before {earlier} ended"
-            for earlier, later in zip(ran, ran[1:])
+            for earlier, later in itertools.pairwise(ran)
             if posted[later] < ended[earlier]
         ]
         attempts = list(JobAttempt.objects.filter(job_id=job_id).values_list("number", "outcome", "failure_category"))
@@ -855,7 +855,7 @@ def test_node_without_progress_is_detected_stuck_and_its_prompt_interrupted(rig_
         for e in JobEvent.objects.filter(job_id=job_id, kind="node_started", node_id="2").order_by("seq")
     ]
     assert len(starts) == 2, "the silent node started once per attempt"
-    for attempt, started in zip(attempts, starts):
+    for attempt, started in zip(attempts, starts, strict=False):
         pid = str(attempt.prompt_id)
         interrupts = rig.proxy.interrupts_for(pid)
         assert interrupts, f"prompt {pid} was never interrupted"

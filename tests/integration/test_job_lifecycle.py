@@ -176,7 +176,7 @@ def test_hundreds_of_progress_messages_make_bounded_writes_and_broadcasts(live, 
     done = wait_final(api, job["id"])
     assert done["status"] == "completed"
     line = wait_for(
-        lambda: next((l for l in live.log().splitlines() if f"job {job['id']}: " in l and "broadcasts" in l), None),
+        lambda: next((t for t in live.log().splitlines() if f"job {job['id']}: " in t and "broadcasts" in t), None),
         timeout=10,
         message="the tracker's closing counts in the worker log",
     )

@@ -65,10 +65,17 @@ def job_now(api, job_id: str) -> dict:
 
 def test_sampler_progress_names_categories_and_live_preview(live, api):
     job = submit(api, sampler_workflow(steps=40))
+
+    def sampling_with_preview() -> dict | None:
+        state = job_now(api, job["id"])
+        return (
+            state
+            if (state.get("current_node") or {}).get("class_type") == "KSampler" and state["preview_url"]
+            else None
+        )
+
     sampling = wait_for(
-        lambda: (
-            lambda j: j if (j.get("current_node") or {}).get("class_type") == "KSampler" and j["preview_url"] else None
-        )(job_now(api, job["id"])),
+        sampling_with_preview,
         timeout=30,
         message="the sampler running with a preview",
     )
@@ -145,8 +152,13 @@ def test_eta_is_learned_from_finished_jobs_and_labelled_an_estimate(live, api):
     assert job_now(api, first["id"])["eta"] is None or job_now(api, first["id"])["eta"]["estimate"]
     assert wait_final(api, first["id"])["status"] == "completed"
     second = submit(api, sampler_workflow(steps=40, seed=2))  # same shape and cost, another seed
+
+    def running_with_eta() -> dict | None:
+        state = job_now(api, second["id"])
+        return state if state["status"] == "running" and state["eta"] else None
+
     running = wait_for(
-        lambda: (lambda j: j if j["status"] == "running" and j["eta"] else None)(job_now(api, second["id"])),
+        running_with_eta,
         timeout=30,
         message="the second run to show an ETA",
     )

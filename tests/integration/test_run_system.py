@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.processes import Process, ProcessFailed, free_ports, port_open, url_status
+
 STARTUP_SECONDS = 120.0
-LOCAL_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,36 +28,18 @@ pytestmark = [
 
 @dataclass
 class RunningSystem:
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    command: Process
     web_port: int
     sim_port: int
     children: set[int] = field(default_factory=set)  # every process under run_system once it is up
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.command.popen is not None
+        return self.command.popen
+
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def free_ports(count: int) -> list[int]:
-    # All held open together, so the kernel cannot hand out the same port twice.
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with LOCAL_HTTP.open(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
+        return self.command.output()
 
 
 def process_table() -> dict[int, tuple[int, str]]:
@@ -102,26 +80,21 @@ def command_line(pid: int) -> str:
         return ""
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def wait_until_up(system: RunningSystem) -> None:
     web = f"http://127.0.0.1:{system.web_port}/api/jobs/"
     sim = f"http://127.0.0.1:{system.sim_port}/system_stats"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if system.process.poll() is not None:
-            pytest.fail(f"run_system exited while starting ({system.process.returncode}):\n{system.log()[-5000:]}")
-        if (
-            http_status(web) in {401, 403}
-            and http_status(sim) == 200
-            and "[run_system] everything is up" in system.log()
-        ):
-            return
-        time.sleep(0.5)
-    pytest.fail(f"the system was not up after {STARTUP_SECONDS:.0f} s:\n{system.log()[-5000:]}")
+    try:
+        system.command.wait_until(
+            lambda: (
+                url_status(web) in {401, 403}
+                and url_status(sim) == 200
+                and "[run_system] everything is up" in system.log()
+            ),
+            timeout=STARTUP_SECONDS,
+            what="the whole system up",
+        )
+    except ProcessFailed as failure:
+        pytest.fail(str(failure)[-5000:])
 
 
 @pytest.fixture
@@ -133,28 +106,18 @@ def running_system(tmp_path: Path) -> Iterator[RunningSystem]:
         MEDIA_ROOT=str(tmp_path / "media"),
         PYTHONUNBUFFERED="1",
     )
-    log_path = tmp_path / "run_system.log"
     web_port, sim_port = free_ports(2)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_system", "--port", str(web_port), "--sim-port", str(sim_port)],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    system = RunningSystem(process, log_path, web_port, sim_port)
+    argv = [sys.executable, "manage.py", "run_system", "--port", str(web_port), "--sim-port", str(sim_port)]
+    command = Process(argv, env=env, log_path=tmp_path / "run_system.log", name="run_system")
+    system = RunningSystem(command.start(), web_port, sim_port)
     try:
         wait_until_up(system)
-        system.children = descendants(process.pid)
+        system.children = descendants(system.process.pid)
         yield system
     finally:
         # Whatever the test found, leave nothing of ours running: the command and all it started.
-        ours = system.children | descendants(process.pid)
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        ours = system.children | descendants(system.process.pid)
+        command.kill()
         for pid in still_running(ours):
             os.kill(pid, signal.SIGKILL)
 

@@ -20,7 +20,9 @@ def test_simulator_package_imports_no_django() -> None:
         "leaked = [m for m in sys.modules if m == 'django' or m.startswith('django.')];"
         "assert not leaked, leaked"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
 
 

@@ -81,9 +81,12 @@ def test_fingerprint_changes_with_cost_inputs(changed):
 
 def test_fingerprint_changes_with_frames_and_structure():
     video = {
-        "1": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 480, "height": 832, "length": 33, "batch_size": 1}},
+        "1": {
+            "class_type": "EmptyHunyuanLatentVideo",
+            "inputs": {"width": 480, "height": 832, "length": 33, "batch_size": 1},
+        },
         "2": {"class_type": "VAEDecode", "inputs": {"samples": ["1", 0]}},
-    }  # fmt: skip
+    }
     longer = copy.deepcopy(video)
     longer["1"]["inputs"]["length"] = 81
     assert eta.workflow_fingerprint(longer) != eta.workflow_fingerprint(video)

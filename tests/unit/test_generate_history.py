@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from datetime import timedelta
 
@@ -20,7 +21,7 @@ JOBS = 3000
 
 @pytest.fixture
 def history(db):
-    call_command("generate_history", jobs=JOBS, days=30, users=6, batch=1000, seed=11, stdout=open("/dev/null", "w"))
+    call_command("generate_history", jobs=JOBS, days=30, users=6, batch=1000, seed=11, stdout=io.StringIO())
     return Job.objects.all()
 
 

@@ -47,7 +47,7 @@ def text_to_image(
                 "latent_image": ["4", 0],
                 "denoise": 1.0,
             },
-        },  # fmt: skip
+        },
         "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
         "7": saver,
     }

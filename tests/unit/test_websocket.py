@@ -79,7 +79,7 @@ def test_session_cookie_authenticates_too(client):
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
 
     async def scenario():
-        ws = communicator(f"/ws/jobs/{job.id}/", headers=ORIGIN + [(b"cookie", cookie)])
+        ws = communicator(f"/ws/jobs/{job.id}/", headers=[*ORIGIN, (b"cookie", cookie)])
         connected, _ = await ws.connect()
         message = await ws.receive_json_from(timeout=5) if connected else None
         await ws.disconnect()
