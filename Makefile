@@ -7,18 +7,47 @@ PY := $(VENV)/bin/python
 # The tests use their own Redis database, so they never take a running system's jobs.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install
+.PHONY: run test install lint lock wheel-check
 
-$(VENV)/.installed: pyproject.toml
+# Exact versions from the dev lock (the product's plus the dev extra's), then the project itself
+# without resolving again; a changed lock file reinstalls.
+$(VENV)/.installed: requirements/dev-lock.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements/dev-lock.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
 
+# The same checks as .pre-commit-config.yaml, over the whole tree.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+	$(VENV)/bin/lint-imports
+	$(PY) manage.py makemigrations --check --dry-run
+
+# Regenerates both lock files from pyproject.toml (after changing a dependency there).
+# The dev lock is constrained by the product lock, so the two agree on every shared package.
+PIP_COMPILE := $(VENV)/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
+lock: install
+	$(PIP_COMPILE) --output-file requirements/lock.txt pyproject.toml
+	$(PIP_COMPILE) --extra dev --constraint requirements/lock.txt --output-file requirements/dev-lock.txt pyproject.toml
+
+# The product wheel: templates and static files in, devtools/ and tests/ out. Built from the sdist,
+# as a release would be, so no stale build/ directory can leak files into it.
+wheel-check: install
+	rm -rf var/wheel-check && mkdir -p var
+	$(PY) -m build --outdir var/wheel-check . >var/wheel-check.log 2>&1 || (cat var/wheel-check.log; exit 1)
+	$(PY) devtools/wheel_contents.py var/wheel-check/*.whl
+
+# `make run PORT=8001 SIM_PORT=8189`; HOST=0.0.0.0 only with DEBUG=0 and a SECRET_KEY.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SIM_PORT ?= 8188
 run: install
-	$(PY) manage.py run_system
+	$(PY) manage.py run_system --host $(HOST) --port $(PORT) --sim-port $(SIM_PORT)
 
 test: install
 	REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)

@@ -283,7 +283,7 @@ def state_at(run: SimulatedRun, t: float) -> RunState:
         return RunState(done, None, None, None, None)
     reported = sum(1 for at in current.step_times if at <= t)
     # ComfyUI sends no progress before the first step, so value and max are unknown until then.
-    step_value, step_max = (float(reported), float(current.steps)) if reported else (None, None)
+    step_value, step_max = (float(reported), float(current.steps)) if reported and current.steps else (None, None)
     return RunState(done, current.node_id, step_value, step_max, t - current.started)
 
 
@@ -398,7 +398,8 @@ def _percent(value: float | None) -> str:
 def format_report(report: AccuracyReport) -> str:
     lines = [
         "ETA accuracy: median relative error of the predicted total run time, |predicted - true| / true",
-        f"seed {report.seed}; trained on {report.train_runs} simulated runs, tested on {report.test_runs} held-out runs",
+        f"seed {report.seed}; trained on {report.train_runs} simulated runs, "
+        f"tested on {report.test_runs} held-out runs",
         "learned = elapsed + remaining_seconds(); naive = elapsed / equal-weight node+step fraction;",
         "weighted = elapsed / fraction weighted by the learned node_weights(). An estimate, all of them.",
         "",

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
 from django.db import connection, models, transaction
@@ -85,7 +85,8 @@ VIDEO_VAE_SECONDS = (30.0, 150.0)
 CHECKPOINTS = ("animagine-xl-3.1.safetensors", "anything-v5.safetensors", "counterfeit-v3.safetensors")
 TRACEBACK_OOM = [
     '  File "/comfyui/execution.py", line 323, in execute\n',
-    "    output_data, output_ui, has_subgraph = get_output_data(obj, input_data_all, execution_block_cb=execution_block_cb)\n",
+    "    output_data, output_ui, has_subgraph = get_output_data("
+    "obj, input_data_all, execution_block_cb=execution_block_cb)\n",
     '  File "/comfyui/comfy/sample.py", line 43, in sample\n',
     "    samples = sampler.sample(noise, positive, negative, cfg=cfg, latent_image=latent_image)\n",
     '  File "/venv/lib/python3.11/site-packages/torch/nn/functional.py", line 2573, in group_norm\n',
@@ -131,7 +132,8 @@ def _message(category: str, job_type: str, rng: random.Random) -> tuple[str, dic
                     "8",
                     "VAEDecode",
                     "RuntimeError",
-                    "Given groups=1, weight of size [512, 4, 3, 3], expected input[1, 16, 128, 128] to have 4 channels, but got 16 channels instead",
+                    "Given groups=1, weight of size [512, 4, 3, 3], expected input[1, 16, 128, 128] "
+                    "to have 4 channels, but got 16 channels instead",
                 ),
                 ("3", "KSampler", "RuntimeError", "mat1 and mat2 shapes cannot be multiplied (154x2048 and 768x320)"),
                 (
@@ -147,9 +149,10 @@ def _message(category: str, job_type: str, rng: random.Random) -> tuple[str, dic
             f"{node_type} #{node_id}: {exc}: {text}",
             {"node_id": node_id, "node_type": node_type, "exception_type": exc, "traceback": TRACEBACK_OOM[:2]},
         )
-    simple = {
+    simple: dict[str, Callable[[], str]] = {
         FC.MISSING_MODEL: lambda: (
-            f"Prompt outputs failed validation: CheckpointLoaderSimple: Value not in list: ckpt_name: '{rng.choice(CHECKPOINTS)}' not in []"
+            "Prompt outputs failed validation: CheckpointLoaderSimple: Value not in list: "
+            f"ckpt_name: '{rng.choice(CHECKPOINTS)}' not in []"
         ),
         FC.VALIDATION: lambda: rng.choice(
             (
@@ -292,7 +295,8 @@ class HistoryGenerator:
         retried = status == JobStatus.COMPLETED and rng.random() < 0.015
         first_attempt = rng.uniform(60, 300) if retried else 0.0
         submitted = None if cancelled_waiting else created + timedelta(seconds=wait)
-        started = submitted + timedelta(seconds=first_attempt + rng.uniform(0.05, 0.5)) if ran else None
+        # A job that ran was submitted first.
+        started = submitted + timedelta(seconds=first_attempt + rng.uniform(0.05, 0.5)) if ran and submitted else None
         finished = (
             started + timedelta(seconds=run)
             if started
@@ -341,7 +345,7 @@ class HistoryGenerator:
             "steps": steps,
         }
         batch.jobs.append(job)
-        if retried:
+        if retried and submitted:  # a retried job completed, so it was submitted
             lost_at = submitted + timedelta(seconds=first_attempt)
             batch.attempts.append(
                 {
@@ -359,7 +363,7 @@ class HistoryGenerator:
                 }
             )
         if submitted:
-            resubmitted = started - timedelta(seconds=0.2) if retried else submitted
+            resubmitted = started - timedelta(seconds=0.2) if retried and started else submitted
             batch.attempts.append(
                 {
                     "job_id": job_id,
@@ -408,12 +412,17 @@ def _columns(model: type[models.Model]) -> list[models.Field]:
     return [f for f in model._meta.concrete_fields if not isinstance(f, models.AutoField)]
 
 
+def _quoted_columns(fields: list[models.Field]) -> str:
+    # Concrete fields always have a column; the stubs allow None for fields without one (many-to-many).
+    return ", ".join(connection.ops.quote_name(cast(str, f.column)) for f in fields)
+
+
 def _copy_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
     """COPY ... FROM STDIN: several times faster than INSERTs for a million rows."""
     fields = _columns(model)
     defaults = {f.attname: f.get_default() for f in fields}  # "" for blank text, as Django saves it
     json_fields = {f.attname for f in fields if isinstance(f, models.JSONField)}
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    columns = _quoted_columns(fields)
     sql = f"COPY {connection.ops.quote_name(model._meta.db_table)} ({columns}) FROM STDIN"
     with connection.cursor() as cursor, cursor.copy(sql) as copy:
         for row in rows:
@@ -430,7 +439,7 @@ def _insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
     """Plain multi-row INSERTs; not bulk_create, whose auto_now_add would stamp every job with today."""
     fields = _columns(model)
     defaults = {f.attname: f.get_default() for f in fields}  # "" for blank text, as Django saves it
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    columns = _quoted_columns(fields)
     placeholders = ", ".join(["%s"] * len(fields))
     sql = f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({placeholders})"
     params = [[f.get_db_prep_save(row.get(f.attname, defaults[f.attname]), connection) for f in fields] for row in rows]

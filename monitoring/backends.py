@@ -67,8 +67,8 @@ def backend_overview(now: datetime | None = None) -> list[BackendOverview]:
     rows = {row.name: row for row in Backend.objects.filter(name__in=names)}
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     active = Job.objects.filter(status__in=[*WAITING_STATUSES, *ACTIVE_STATUSES], backend__in=names)
-    for row in active.values("backend", "status").annotate(n=Count("pk")).order_by():
-        counts[row["backend"]][row["status"]] += row["n"]
+    for group in active.values("backend", "status").annotate(n=Count("pk")).order_by():
+        counts[group["backend"]][group["status"]] += group["n"]
     overviews = []
     for name in names:
         row = rows.get(name)

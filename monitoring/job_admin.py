@@ -12,10 +12,11 @@ import json
 import logging
 import re
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -55,7 +56,9 @@ class CappedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         # Without the ordering: any COUNT_CAP + 1 rows will do, and sorting them first cost 60 ms.
-        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+        # The admin's changelist always pages a QuerySet.
+        jobs = cast(QuerySet[Job], self.object_list)
+        return jobs.order_by()[: COUNT_CAP + 1].count()
 
     @property
     def capped(self) -> bool:
@@ -98,7 +101,8 @@ class ErrorMessageFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
         # A prefix: the roll-up keeps the first 500 characters of a message.
-        return queryset.filter(error_message__startswith=self.value()) if self.value() else queryset
+        prefix = self.value()
+        return queryset.filter(error_message__startswith=prefix) if prefix else queryset
 
 
 def job_search_q(term: str) -> Q:
@@ -242,7 +246,7 @@ class JobAdmin(admin.ModelAdmin):
     ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
-        return [field for _, options in self.fieldsets for field in options["fields"]]
+        return flatten_fieldsets(self.fieldsets)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs are submitted through the API, which validates and enqueues them

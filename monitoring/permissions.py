@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractUser, AnonymousUser
 from rest_framework.permissions import BasePermission
 
 VIEW_FLEET = "jobs.view_job"
@@ -16,11 +16,11 @@ VIEW_BACKENDS = "fleet.view_backend"
 DRAIN_BACKENDS = "fleet.change_backend"
 
 
-def may_view_fleet(user: AbstractBaseUser | AnonymousUser) -> bool:
+def may_view_fleet(user: AbstractUser | AnonymousUser) -> bool:
     return bool(user.is_active and getattr(user, "is_staff", False) and user.has_perm(VIEW_FLEET))
 
 
-def may_view_backends(user: AbstractBaseUser | AnonymousUser) -> bool:
+def may_view_backends(user: AbstractUser | AnonymousUser) -> bool:
     return bool(user.is_active and getattr(user, "is_staff", False) and user.has_perm(VIEW_BACKENDS))
 
 

@@ -19,6 +19,8 @@ import os
 import random
 import time
 import uuid
+from typing import Any
+from unittest import mock
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "anime_production.settings")
 os.environ.setdefault("CELERY_KEY_PREFIX", f"bench-{os.getpid()}-")
@@ -52,7 +54,7 @@ class WriteCounter:
         return execute(sql, params, many, context)
 
 
-def run_job(seconds: float) -> dict[str, float]:
+def run_job(seconds: float) -> dict[str, Any]:
     workflow = {
         "1": {
             "class_type": "EmptyImage",
@@ -70,7 +72,6 @@ def run_job(seconds: float) -> dict[str, float]:
         sent.append(len(events))
         real_broadcast(state, user_id, events)
 
-    services.job_broadcast = counting_broadcast
     message_types: collections.Counter[str] = collections.Counter()
     real_apply = tracking.JobProgress.apply
 
@@ -78,14 +79,15 @@ def run_job(seconds: float) -> dict[str, float]:
         message_types[message.type] += 1
         return real_apply(progress, message)
 
-    tracking.JobProgress.apply = counting_apply
-    started = time.monotonic()
-    # Count from the end of the (committed) insert above: only what following the job costs.
-    with connection.execute_wrapper(counter):
-        tracking.job_track(str(job.id))
-    elapsed = time.monotonic() - started
-    tracking.JobProgress.apply = real_apply
-    services.job_broadcast = real_broadcast
+    with (
+        mock.patch.object(services, "job_broadcast", counting_broadcast),
+        mock.patch.object(tracking.JobProgress, "apply", counting_apply),
+    ):
+        started = time.monotonic()
+        # Count from the end of the (committed) insert above: only what following the job costs.
+        with connection.execute_wrapper(counter):
+            tracking.job_track(str(job.id))
+        elapsed = time.monotonic() - started
     job.refresh_from_db()
     writes = sum(counter.statements.values())
     return {

@@ -54,7 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -173,6 +173,11 @@ def machine_busy_seconds() -> float:
         ticks = [int(value) for value in stat.readline().split()[1:]]
     idle = ticks[3] + ticks[4]  # idle, iowait
     return (sum(ticks[:8]) - idle) / CLOCK_TICKS
+
+
+def _pids(sims: Sequence[SimulatorProcess]) -> list[int]:
+    # A simulator that is not running has no pid, and no CPU to count.
+    return [sim.pid for sim in sims if sim.pid is not None]
 
 
 class CpuSampler:
@@ -471,7 +476,7 @@ class Bench:
 
     async def floor(self, n: int) -> FloorResult:
         sims = self.sims[:n]
-        sampler = CpuSampler({"sims": [s.pid for s in sims]})
+        sampler = CpuSampler({"sims": _pids(sims)})
         sampling = asyncio.create_task(sampler.run())
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             start = time.time()
@@ -491,7 +496,7 @@ class Bench:
 
     async def through_asgi(self, n: int, workers: list[Child], web: Child) -> AsgiResult:
         sims = self.sims[:n]
-        sampler = CpuSampler({"workers": [w.pid for w in workers], "daphne": [web.pid], "sims": [s.pid for s in sims]})
+        sampler = CpuSampler({"workers": [w.pid for w in workers], "daphne": [web.pid], "sims": _pids(sims)})
         sampling = asyncio.create_task(sampler.run())
         base = f"ws://127.0.0.1:{self.daphne_port}/ws/jobs"
         probe_groups: asyncio.Queue[str] = asyncio.Queue()
@@ -561,7 +566,7 @@ async def until_final(job_ids: list[str], subscribers: list[asyncio.Task[Any]], 
     await asyncio.gather(*subscribers, return_exceptions=True)
 
 
-def job_rows(job_ids: list[str]) -> dict[str, dict[str, Any]]:
+def job_rows(job_ids: list[str]) -> dict[str, Mapping[str, Any]]:
     from jobs.models import Job
 
     rows = Job.objects.filter(pk__in=job_ids).values("id", "prompt_id", "status", "started_at", "finished_at")
@@ -689,7 +694,9 @@ def bench_database(url: str, work_dir: Path, keep: bool) -> Iterator[str]:
         try:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         except psycopg.errors.ObjectInUse:
-            raise SystemExit(f"database {name} is in use: another run of this benchmark? (or pass --database-url)")
+            raise SystemExit(
+                f"database {name} is in use: another run of this benchmark? (or pass --database-url)"
+            ) from None
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield url
@@ -748,8 +755,9 @@ def table_row(n: int, floor: FloorResult, asgi: AsgiResult) -> str:
     tallied = all(j.tracker for j in asgi.jobs)
     writes = asgi.per_job_second(lambda j: j.writes_while_running)
     received = asgi.per_job_second(lambda j: j.received_while_running)
-    tracker_writes = asgi.per_job_second(lambda j: j.tracker[1]) if tallied else float("nan")
-    tracker_broadcasts = asgi.per_job_second(lambda j: j.tracker[2]) if tallied else float("nan")
+    # Only read when every job has its tracker's tally (`tallied`).
+    tracker_writes = asgi.per_job_second(lambda j: j.tracker[1] if j.tracker else 0) if tallied else float("nan")
+    tracker_broadcasts = asgi.per_job_second(lambda j: j.tracker[2] if j.tracker else 0) if tallied else float("nan")
     cpu = asgi.worker_cores / asgi.running_jobs * 100
     return (
         f"{n:>4} | {ms(f50):>7} / {ms(f99):>6} | {ms(a50):>7} / {ms(a99):>6} | {ms(a99 - f99):>15} | "
@@ -831,7 +839,8 @@ def product_version() -> str:
     """The commit measured, and whether product files differ from it (others may be editing them)."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        # Outside a git checkout the version is left blank rather than stopping the benchmark.
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
     changed = git("status", "--porcelain", "--", "anime_production", "jobs", "monitoring")
     return f"commit {git('rev-parse', '--short', 'HEAD')}" + (" with uncommitted product changes" if changed else "")

@@ -395,7 +395,7 @@ async def prompt_worker(queue: PromptQueue, executor: PromptExecutor, hub: Socke
     """Take prompts off the queue one at a time, forever (ComfyUI's prompt_worker thread)."""
     while True:
         item, item_id = await queue.get()
-        number, prompt_id, prompt, extra_data, outputs, sensitive = item
+        _number, prompt_id, prompt, extra_data, outputs, sensitive = item
         started = time.perf_counter()
         try:
             await executor.execute(prompt, prompt_id, {**extra_data, **sensitive}, outputs)

@@ -42,7 +42,7 @@ def _is_previewable(media_type: str, item: dict[str, Any]) -> bool:
     if media_type in PREVIEWABLE_MEDIA_TYPES:
         return True
     fmt = item.get("format", "")
-    if fmt and (fmt.startswith("video/") or fmt.startswith("audio/")):
+    if fmt and fmt.startswith(("video/", "audio/")):
         return True
     return str(item.get("filename", "")).lower().endswith(THREE_D_EXTENSIONS)
 

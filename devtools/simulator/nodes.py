@@ -80,7 +80,9 @@ class Node:
     def input_types(cls, options: SimulatorOptions) -> dict[str, dict[str, Any]]:
         raise NotImplementedError
 
-    async def execute(self, ctx: NodeContext, **inputs: Any) -> NodeReturn:
+    # Called with the node's inputs as keywords; each node declares the ones it uses, as ComfyUI's
+    # FUNCTION methods do (`*args` lets mypy accept the narrower signatures of the subclasses).
+    async def execute(self, ctx: NodeContext, *args: Any, **inputs: Any) -> NodeReturn:
         raise NotImplementedError
 
 
@@ -319,9 +321,18 @@ class PreviewImage(SaveImage):
     def output_folder(self, ctx: NodeContext) -> Path:
         return ctx.options.temp_dir
 
-    async def execute(self, ctx: NodeContext, images: ImageBatch, **inputs: Any) -> NodeReturn:
+    async def execute(
+        self,
+        ctx: NodeContext,
+        images: ImageBatch,
+        filename_prefix: str = "ComfyUI",
+        prompt: dict[str, Any] | None = None,
+        extra_pnginfo: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> NodeReturn:
+        # As ComfyUI's PreviewImage: a random prefix of its own (it declares no filename_prefix input).
         suffix = "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5))
-        return await super().execute(ctx, images, filename_prefix=f"ComfyUI_temp_{suffix}", **inputs)
+        return await super().execute(ctx, images, f"ComfyUI_temp_{suffix}", prompt, extra_pnginfo)
 
 
 class SaveAnimatedWEBP(Node):

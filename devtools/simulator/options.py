@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ def default_output_dir() -> Path:
 class SimulatorOptions:
     host: str = "127.0.0.1"
     port: int = 8188
-    output_dir: Path = default_output_dir()
+    output_dir: Path = field(default_factory=default_output_dir)
     models: tuple[str, ...] = DEFAULT_MODELS
     step_seconds: float = DEFAULT_STEP_SECONDS
     previews: bool = True

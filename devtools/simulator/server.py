@@ -281,7 +281,8 @@ class PromptServer:
         # ComfyUI's guard against reading arbitrary paths.
         if not filename or filename[0] == "/" or ".." in filename:
             return web.Response(status=400)
-        folder = directory_for_type(self.options, annotated_type or query.get("type", "output"))
+        requested_type: str = query.get("type", "output")
+        folder = directory_for_type(self.options, annotated_type or requested_type)
         if folder is None:
             return web.Response(status=400)
         output_dir = str(folder)

@@ -101,13 +101,13 @@ def _validate_outputs(registry: NodeRegistry, prompt: dict[str, Any], outputs: l
 
     if not good_outputs:
         details = "\n".join(f"{e['message']}: {e['details']}" for _, reasons in failed for e in reasons)
-        error = {
+        failure: Error = {
             "type": "prompt_outputs_failed_validation",
             "message": "Prompt outputs failed validation",
             "details": details,
             "extra_info": {},
         }
-        return ValidationResult(False, error, good_outputs, node_errors)
+        return ValidationResult(False, failure, good_outputs, node_errors)
     return ValidationResult(True, None, good_outputs, node_errors)
 
 

@@ -31,7 +31,7 @@ def seconds(value: float | None) -> str:
     value = float(value)
     if value < 60:
         return f"{value:.1f} s"
-    minutes, secs = divmod(int(round(value)), 60)
+    minutes, secs = divmod(round(value), 60)
     if minutes < 60:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
@@ -69,7 +69,5 @@ def jobs_url(**filters: Any) -> str:
     for name, value in filters.items():
         if value in (None, ""):
             continue
-        if isinstance(value, datetime):
-            value = value.isoformat(sep=" ")
-        params[CHANGELIST_PARAMS[name]] = value
+        params[CHANGELIST_PARAMS[name]] = value.isoformat(sep=" ") if isinstance(value, datetime) else value
     return f"{reverse('admin:jobs_job_changelist')}?{urlencode(params)}"

@@ -52,8 +52,8 @@ class Command(BaseCommand):
             "(the first, warming caches, is included)\n"
         )
         self.stdout.write(f"{'page':<28} {'median ms':>10} {'max ms':>8} {'queries':>8}  url")
-        for label, url in PAGES:
-            url = url.format(**values)
+        for label, url_template in PAGES:
+            url = url_template.format(**values)
             timings = []
             with override_settings(DEBUG=True):  # to count the queries
                 for _ in range(runs):
