@@ -7,7 +7,8 @@
 
 Every process gets a session (and so a process group) of its own, so stopping it also stops what
 it started (a Celery pool, daphne's workers). Its output goes to `log_path`; a wait that fails,
-because the process exited or the time ran out, raises `ProcessFailed` with the end of that output.
+because the process exited or the time ran out, raises `ProcessFailed` with the end of that output,
+and a test that fails while processes run gets the end of theirs in its report (tests/system.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ OUTPUT_TAIL = 3000
 # These are local servers: never through a proxy from the environment.
 _LOCAL_HTTP = requests.Session()
 _LOCAL_HTTP.trust_env = False
+
+
+_started: list[Process] = []
+
+
+def running_processes() -> list[Process]:
+    """The processes this test process started that still run."""
+    _started[:] = [process for process in _started if process.alive()]
+    return list(_started)
 
 
 class ProcessFailed(RuntimeError):
@@ -102,6 +112,7 @@ class Process:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        _started.append(self)
         return self
 
     def wait_until(self, ready: Callable[[], bool], *, timeout: float, what: str) -> Process:
@@ -193,8 +204,11 @@ class Process:
             log.seek(offset)
             return log.read().decode(errors="replace")
 
+    def tail(self) -> str:
+        return self.output()[-OUTPUT_TAIL:]
+
     def _failure(self, what: str) -> str:
-        return f"{self.name} {what}; its output ({self.log_path}):\n{self.output()[-OUTPUT_TAIL:]}"
+        return f"{self.name} {what}; its output ({self.log_path}):\n{self.tail()}"
 
     def __enter__(self) -> Process:
         return self

@@ -10,33 +10,51 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.db import connection
 
-from tests.processes import REPO, Process, free_port
+from tests.processes import REPO, Process, free_port, running_processes
 from tests.simulator_process import SimulatorProcess
 
+# Screenshots and tables the tests write for people to look at. Process logs go to pytest's temporary
+# directories (one per run: concurrent runs never read each other's "ready" lines).
 ARTIFACTS = REPO / "test-artifacts"
 # Test runs share the machine's Redis with each other and with a running system: each run has its
 # own Celery keys and channel-layer prefix (the processes it starts inherit them).
 RUN_PREFIX = f"test-{os.getpid()}-"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """A failed test's report ends with what the processes running at that moment last wrote."""
+    report = yield
+    if report.failed:
+        for process in running_processes():
+            report.sections.append((f"last output of {process.name} ({process.log_path})", process.tail()))
+    return report
+
+
 @pytest.fixture(scope="session")
 def redis_of_this_run() -> None:
-    """This run's own corner of the shared Redis, here and in every process started after it."""
+    """This run's own corner of the shared Redis (Celery's keys, the channel layer's groups, the
+    cache's rate-limit counters), here and in every process started after it."""
     from django.conf import settings
+    from django.core.cache import cache
 
     from anime_production.celery import app
 
     os.environ["CELERY_KEY_PREFIX"] = RUN_PREFIX
     os.environ["CHANNEL_LAYER_PREFIX"] = f"{RUN_PREFIX}asgi"
+    os.environ["CACHE_KEY_PREFIX"] = f"{RUN_PREFIX}cache"
     app.conf.broker_transport_options = {**app.conf.broker_transport_options, "global_keyprefix": RUN_PREFIX}
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = f"{RUN_PREFIX}asgi"
+    layer_config = cast(dict[str, Any], settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    layer_config["prefix"] = f"{RUN_PREFIX}asgi"
+    cast(dict[str, Any], settings.CACHES["default"])["KEY_PREFIX"] = f"{RUN_PREFIX}cache"
+    cache.key_prefix = f"{RUN_PREFIX}cache"  # the cache this thread may have opened already
 
 
 def database_url_for_subprocess() -> str:
@@ -125,7 +143,8 @@ def gpu_worker(
         TRACKER_RECONNECT_SECONDS="15",
         PYTHONUNBUFFERED="1",
     )
-    worker = CeleryWorker(queue="gpu.default", env=env, log_path=ARTIFACTS / "gpu-worker.log")
+    logs = tmp_path_factory.mktemp("logs")
+    worker = CeleryWorker(queue="gpu.default", env=env, log_path=logs / "gpu-worker.log")
     worker.media_root = media_root
     worker.start()
     yield worker
@@ -141,7 +160,7 @@ def live(gpu_worker, simulator_session, settings, transactional_db) -> Any:
 
 
 @pytest.fixture(scope="session")
-def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session) -> Iterator[str]:
+def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session, tmp_path_factory) -> Iterator[str]:
     """daphne serving the project (HTTP and websockets) on the test database, as `make run` does.
 
     Same environment as the GPU worker: the jobs it enqueues reach that worker, the outputs the
@@ -150,7 +169,9 @@ def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session
     port = free_port()
     daphne = Path(sys.executable).parent / "daphne"
     argv = [str(daphne), "-b", "127.0.0.1", "-p", str(port), "anime_production.asgi:application"]
-    server = Process(argv, env=dict(gpu_worker.env), log_path=ARTIFACTS / "web-server.log", name="daphne")
+    server = Process(
+        argv, env=dict(gpu_worker.env), log_path=tmp_path_factory.mktemp("logs") / "web-server.log", name="daphne"
+    )
     url = f"http://127.0.0.1:{port}"
     server.start().wait_for_url(f"{url}/admin/login/", timeout=60)
     yield url

@@ -1,6 +1,7 @@
 """The unit tier runs in this process only: no Redis, no subprocesses, no servers of its own.
 
 - The channel layer is Channels' in-memory one: broadcasts reach the consumers of this process.
+- The cache (rate limits) is a local-memory one, emptied before each test.
 - Celery sends to kombu's in-memory transport: an enqueued task stays in this process, unrun.
 - Redis itself is out of reach: a connection attempt fails the test that made it.
 - Passwords are hashed with a fast hasher (PBKDF2's million rounds cost ~0.3 s per user).
@@ -53,15 +54,23 @@ def _drop_broker_pools(app: Any) -> None:
     app.amqp._producer_pool = None
 
 
+@pytest.fixture(scope="package", autouse=True)
+def _in_process_settings() -> Iterator[None]:
+    from django.test import override_settings
+
+    with override_settings(
+        CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
+        CACHES={"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "unit"}},
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+    ):
+        yield
+
+
 @pytest.fixture(autouse=True)
-def _in_process(settings: Any) -> None:
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    # Throttle counts and cached values live in this process, fresh for every test.
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+def _empty_cache() -> None:
     from django.core.cache import cache
 
-    cache.clear()
+    cache.clear()  # the test client is one address: rate limits must not carry over between tests
 
 
 @pytest.fixture

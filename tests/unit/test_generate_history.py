@@ -19,10 +19,14 @@ pytestmark = pytest.mark.django_db
 JOBS = 3000
 
 
-@pytest.fixture
-def history(db):
-    call_command("generate_history", jobs=JOBS, days=30, users=6, batch=1000, seed=11, stdout=io.StringIO())
-    return Job.objects.all()
+@pytest.fixture(scope="module")
+def history(django_db_setup, django_db_blocker):
+    """Generated once for the module's tests, which only read it (3,000 jobs take seconds)."""
+    with django_db_blocker.unblock():
+        call_command("generate_history", jobs=JOBS, days=30, users=6, batch=1000, seed=11, stdout=io.StringIO())
+    yield Job.objects.all()
+    with django_db_blocker.unblock():
+        call_command("flush", interactive=False, verbosity=0)
 
 
 def share(counter: Counter, key: str) -> float:
