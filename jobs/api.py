@@ -3,13 +3,13 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from rest_framework import mixins, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from jobs import services
+from jobs import selectors, services
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.serializers import JobAttemptSerializer, JobCreateSerializer, JobEventSerializer, JobSerializer
 
@@ -24,22 +24,27 @@ class JobCursorPagination(CursorPagination):
     max_page_size = 500
 
 
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class JobViewSet(viewsets.GenericViewSet):
     serializer_class = JobSerializer
     pagination_class = JobCursorPagination
     filterset_fields = ["status", "job_type", "backend", "failure_category"]
 
     def get_queryset(self) -> QuerySet[Job]:
-        jobs = Job.objects.select_related("user")
-        if not self.request.user.is_staff:
-            jobs = jobs.filter(user=self.request.user)
-        return jobs
+        return selectors.visible_jobs(self.request.user)
+
+    def list(self, request: Request) -> Response:
+        jobs = self.filter_queryset(self.get_queryset()).prefetch_related("outputs")
+        page = self.paginate_queryset(jobs)
+        return self.get_paginated_response(selectors.job_states(list(jobs) if page is None else page))
+
+    def retrieve(self, request: Request, pk: str | None = None) -> Response:
+        return Response(selectors.job_state(self.get_object()))
 
     def create(self, request: Request) -> Response:
         incoming = JobCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         job = services.job_create(user=request.user, **incoming.validated_data)
-        body = JobSerializer(job).data
+        body = selectors.job_state(job)
         body["websocket_url"] = self._websocket_url(request, job)
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -52,7 +57,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             )
         job = services.job_cancel(job)
         code = status.HTTP_200_OK if job.status in FINAL_STATUSES else status.HTTP_202_ACCEPTED
-        return Response(JobSerializer(job).data, status=code)
+        return Response(selectors.job_state(job), status=code)
 
     @action(detail=True, methods=["get"], url_path=r"outputs/(?P<output_id>\d+)", url_name="output-download")
     def output_download(self, request: Request, pk: str | None = None, output_id: str | None = None) -> FileResponse:
@@ -73,7 +78,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
                 status=status.HTTP_409_CONFLICT,
             )
         new_job = services.job_retry(job)
-        return Response(JobSerializer(new_job).data, status=status.HTTP_201_CREATED)
+        return Response(selectors.job_state(new_job), status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["get"])
     def events(self, request: Request, pk: str | None = None) -> Response:

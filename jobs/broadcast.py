@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -72,7 +73,7 @@ class _LayerLoop:
 _layer_loop = _LayerLoop()
 
 
-def job_broadcast(state: dict[str, Any], user_id: int | None, events: list[dict[str, Any]] = ()) -> None:
+def job_broadcast(state: dict[str, Any], user_id: int | None, events: Sequence[dict[str, Any]] = ()) -> None:
     """Send one job state, with the timeline events persisted since the last one, to everyone
     watching it. Never raises: the database stays the truth."""
     message = {"type": "job.state", "job": state, "events": list(events)}

@@ -14,9 +14,10 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from jobs import selectors
 from jobs.broadcast import STAFF_GROUP, job_group, user_group
-from jobs.models import FINAL_STATUSES, Job
-from jobs.serializers import JobEventSerializer, JobSerializer
+from jobs.models import FINAL_STATUSES
+from jobs.serializers import JobEventSerializer
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -24,27 +25,22 @@ SNAPSHOT_LIMIT = 200
 BACKLOG_LIMIT = 5000
 
 
-def visible_jobs(user: Any):
-    jobs = Job.objects.select_related("user")
-    return jobs if user.is_staff else jobs.filter(user=user)
-
-
 @database_sync_to_async
 def job_snapshot(job_id: str, user: Any, after: int | None) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    job = visible_jobs(user).filter(pk=job_id).first()
+    job = selectors.visible_jobs(user).filter(pk=job_id).first()
     if job is None:
         return None
-    backlog = []
+    backlog: list[dict[str, Any]] = []
     if after is not None:
         events = job.events.filter(seq__gt=after).order_by("seq")[:BACKLOG_LIMIT]
-        backlog = JobEventSerializer(events, many=True).data
-    return JobSerializer(job).data, backlog
+        backlog = list(JobEventSerializer(events, many=True).data)
+    return selectors.job_state(job), backlog
 
 
 @database_sync_to_async
 def visible_jobs_snapshot(user: Any) -> list[dict[str, Any]]:
-    jobs = visible_jobs(user).exclude(status__in=FINAL_STATUSES).order_by("-created_at")[:SNAPSHOT_LIMIT]
-    return JobSerializer(jobs, many=True).data
+    jobs = selectors.visible_jobs(user).exclude(status__in=FINAL_STATUSES).order_by("-created_at")[:SNAPSHOT_LIMIT]
+    return selectors.job_states(list(jobs))
 
 
 def after_param(scope: dict) -> int | None:

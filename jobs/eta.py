@@ -27,6 +27,7 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from comfyui.workflow import is_link
 from jobs.models import Job, JobStatus, NodeTiming
 from jobs.workflow_validation import BATCH_INPUTS, FRAME_INPUTS
 
@@ -121,16 +122,10 @@ def _class_type(workflow: dict[str, Any], node_id: str) -> str:
     return str(node.get("class_type", "")) if isinstance(node, dict) else ""
 
 
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
-    )
-
-
 def _links(workflow: dict[str, Any], node_id: str) -> list[tuple[str, str, int]]:
     """(input name, upstream node id, output index), in input-name order."""
     inputs = _inputs(workflow, node_id)
-    return [(name, str(inputs[name][0]), inputs[name][1]) for name in sorted(inputs) if _is_link(inputs[name])]
+    return [(name, str(inputs[name][0]), inputs[name][1]) for name in sorted(inputs) if is_link(inputs[name])]
 
 
 def _own_quantities(inputs: dict[str, Any]) -> dict[str, float]:
@@ -476,15 +471,23 @@ def queue_eta_seconds(
     estimated remaining seconds, 0.0 when nothing runs; None (a job runs, nobody knows for how
     long) makes the answer None. The waiting job's own run time is not included.
     """
-    if running_remaining is None:
-        return None
-    total = max(running_remaining, 0.0)
-    for job_id, workflow in jobs_ahead:
-        expected = _job_expected_total(backend, job_id, workflow)
-        if expected is None:
-            return None
-        total += expected
-    return total
+    return queue_wait_seconds(backend, jobs_ahead, running_remaining)[-1]
+
+
+def queue_wait_seconds(
+    backend: str, queue: Sequence[tuple[str, dict]], running_remaining: float | None
+) -> list[float | None]:
+    """`queue_eta_seconds` for every place at once: item n is the wait of a job with the first n
+    jobs of `queue` ahead of it, summed along the queue (n = 0 .. len(queue)).
+
+    Once one job's run time is unknown, so is the wait of every job behind it.
+    """
+    waits: list[float | None] = [None if running_remaining is None else max(running_remaining, 0.0)]
+    for job_id, workflow in queue:
+        before = waits[-1]
+        expected = None if before is None else _job_expected_total(backend, job_id, workflow)
+        waits.append(None if before is None or expected is None else before + expected)
+    return waits
 
 
 def _job_expected_total(backend: str, job_id: str, workflow: dict[str, Any]) -> float | None:

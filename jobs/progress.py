@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfyui import WsMessage
+from comfyui.workflow import is_link
 
 
 def top_level_id(node_id: str) -> str:
@@ -33,8 +34,8 @@ def nodes_to_run(workflow: dict[str, Any], output_classes: set[str]) -> set[str]
             continue
         needed.add(nid)
         for value in (workflow[nid].get("inputs") or {}).values():
-            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
-                stack.append(value[0])
+            if is_link(value):
+                stack.append(str(value[0]))
     return needed
 
 
@@ -125,12 +126,17 @@ class JobProgress:
         total = sum(self.weight(n) for n in to_do)
         finished = sum(self.weight(n) for n in self.done & to_do)
         current = 0.0
-        if self.current_node in to_do and self.current_node not in self.done:
-            if self.step_max and self.step_value is not None and self.step_max > 0:
-                step_fraction = min(max(self.step_value / self.step_max, 0.0), 1.0)
-                current = self.weight(self.current_node) * step_fraction
+        node = self.current_node
+        if node is not None and node in to_do and node not in self.done:
+            current = self.weight(node) * self._step_fraction()
         value = min((finished + current) / total, 0.99)
         return max(self.fraction, value)
+
+    def _step_fraction(self) -> float:
+        """How far the current node is through its steps; 0 while it reports none."""
+        if self.step_max is None or self.step_max <= 0 or self.step_value is None:
+            return 0.0
+        return min(max(self.step_value / self.step_max, 0.0), 1.0)
 
     # --- feeding ------------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -7,6 +9,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from jobs.models import Job, JobAttempt, JobEvent, JobOutput, JobStatus
+from jobs.queue_eta import QueuePlace
 from jobs.workflow_validation import workflow_problems
 
 
@@ -72,7 +75,11 @@ class JobAttemptSerializer(serializers.ModelSerializer):
 
 
 class JobSerializer(serializers.ModelSerializer):
-    """The one shape of a job, for REST and for every websocket message."""
+    """The one shape of a job, for REST and for every websocket message.
+
+    Shapes what is already loaded: the context's `queue_places` (jobs.selectors.queue_places) gives
+    the waiting jobs' places and estimates.
+    """
 
     progress_percent = serializers.SerializerMethodField()
     message = serializers.CharField(source="progress_message", read_only=True)
@@ -141,21 +148,25 @@ class JobSerializer(serializers.ModelSerializer):
         }
 
     def get_queue_position(self, job: Job) -> int | None:
-        from jobs.services import queue_position
-
-        return queue_position(job)
+        place = self._queue_place(job)
+        return place.position if place else None
 
     def get_eta(self, job: Job) -> dict[str, Any] | None:
         """An estimate, and labelled as one: learned from the node timings of finished jobs."""
         if job.status == JobStatus.RUNNING and job.eta_finish_at:
             return {"estimate": True, "finish_at": job.eta_finish_at.isoformat(), "basis": "node timings"}
-        if job.status == JobStatus.QUEUED:
-            from jobs.queue_eta import job_queue_eta_finish_at
-
-            finish_at = job_queue_eta_finish_at(job)
-            if finish_at is not None:
-                return {"estimate": True, "finish_at": finish_at.isoformat(), "basis": "node timings, jobs ahead"}
+        place = self._queue_place(job)
+        if place is not None and place.finish_at is not None:
+            return {"estimate": True, "finish_at": place.finish_at.isoformat(), "basis": "node timings, jobs ahead"}
         return None
+
+    def _queue_place(self, job: Job) -> QueuePlace | None:
+        if job.status != JobStatus.QUEUED:
+            return None
+        # Read beforehand for every job shown together (jobs.selectors.queue_places), not once per job
+        # here: a missing context is a caller's bug, so it fails loudly.
+        places: Mapping[uuid.UUID, QueuePlace] = self.context["queue_places"]
+        return places.get(job.pk)
 
     def get_preview_url(self, job: Job) -> str | None:
         if job.status != JobStatus.RUNNING or job.preview_at is None:
@@ -176,7 +187,7 @@ class JobSerializer(serializers.ModelSerializer):
     def get_outputs(self, job: Job) -> list[dict[str, Any]]:
         if job.status != JobStatus.COMPLETED:
             return []
-        return JobOutputSerializer(job.outputs.all(), many=True).data
+        return list(JobOutputSerializer(job.outputs.all(), many=True).data)
 
     def get_websocket_url(self, job: Job) -> str:
         return f"/ws/jobs/{job.id}/"

@@ -10,11 +10,12 @@ import mimetypes
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import IO, Any
 
+from celery import current_app
 from django.conf import settings
 from django.core.files.base import File
 from django.db import IntegrityError, transaction
@@ -23,7 +24,9 @@ from django.utils import timezone
 
 from comfyui import ComfyUIClient, OutputFile
 from fleet.backends import draining_backends, gpu_queue
+from jobs import selectors
 from jobs.broadcast import job_broadcast
+from jobs.eta import workflow_fingerprint
 from jobs.models import (
     ACTIVE_STATUSES,
     TRANSITION_TIMESTAMPS,
@@ -37,8 +40,11 @@ from jobs.models import (
     NodeTiming,
     transition_allowed,
 )
+from jobs.serializers import JobEventSerializer
 
 logger = logging.getLogger(__name__)
+
+JOB_RUN_TASK = "jobs.tasks.job_run"  # the tracking task, on the backend's GPU queue
 
 # Progress fields the tracker writes at a bounded rate.
 PROGRESS_FIELDS = (
@@ -57,7 +63,7 @@ PROGRESS_FIELDS = (
     "preview_at",
 )
 # What a new attempt starts from.
-PROGRESS_RESET = {
+PROGRESS_RESET: dict[str, Any] = {
     "current_node_id": "",
     "current_node_class": "",
     "current_node_name": "",
@@ -80,47 +86,29 @@ class IllegalTransition(Exception):
     pass
 
 
-# --- state out: snapshots and broadcasts --------------------------------------------------------
+# --- state out: broadcasts ---------------------------------------------------------------------
 
 
-def job_state(job: Job) -> dict[str, Any]:
-    from jobs.serializers import JobSerializer
-
-    return JobSerializer(job).data
+def event_payloads(events: Sequence[JobEvent]) -> list[dict[str, Any]]:
+    return list(JobEventSerializer(events, many=True).data)
 
 
-def event_payloads(events: list[JobEvent]) -> list[dict[str, Any]]:
-    from jobs.serializers import JobEventSerializer
-
-    return JobEventSerializer(events, many=True).data
+def job_broadcast_now(job: Job, events: Sequence[JobEvent] = ()) -> None:
+    job_broadcast(selectors.job_state(job), job.user_id, event_payloads(events))
 
 
-def job_broadcast_now(job: Job, events: list[JobEvent] = ()) -> None:
-    job_broadcast(job_state(job), job.user_id, event_payloads(list(events)))
-
-
-def job_publish(job: Job, events: list[JobEvent] = ()) -> None:
+def job_publish(job: Job, events: Sequence[JobEvent] = ()) -> None:
     """Broadcast the job's state (and new timeline events) after the transaction commits."""
     transaction.on_commit(lambda: job_broadcast_now(job, events))
-
-
-def queue_position(job: Job) -> int | None:
-    """1-based place among the jobs waiting for the same backend: priority first, then age."""
-    if job.status != JobStatus.QUEUED:
-        return None
-    ahead = Job.objects.filter(backend=job.backend, status=JobStatus.QUEUED).filter(
-        Q(priority__gt=job.priority) | Q(priority=job.priority, created_at__lt=job.created_at)
-    )
-    return ahead.count() + 1
 
 
 def queue_moved(backend: str) -> None:
     """Tell every waiting job of a backend its new place (after one left or jumped the queue)."""
 
     def send() -> None:
-        waiting = Job.objects.filter(backend=backend, status=JobStatus.QUEUED).select_related("user")
-        for job in waiting.order_by("-priority", "created_at")[: settings.QUEUE_BROADCAST_LIMIT]:
-            job_broadcast_now(job)
+        waiting, places = selectors.queue_front(backend, settings.QUEUE_BROADCAST_LIMIT)
+        for job, state in zip(waiting, selectors.job_states(waiting, places), strict=True):
+            job_broadcast(state, job.user_id, [])
 
     transaction.on_commit(send)
 
@@ -154,8 +142,6 @@ def job_create(
     backend: str | None = None,
     retry_of: Job | None = None,
 ) -> Job:
-    from jobs.eta import workflow_fingerprint
-
     with transaction.atomic():
         job = Job.objects.create(
             user=user if getattr(user, "is_authenticated", False) else None,
@@ -173,15 +159,14 @@ def job_create(
 
 
 def job_enqueue(job: Job, *, countdown: float = 0) -> None:
-    from jobs.tasks import job_run
-
     Job.objects.filter(pk=job.pk).update(enqueued_at=timezone.now())
     # Redis emulates priorities with one list per step and serves step 0 first.
     broker_priority = 9 - job.priority
+    # By name: importing jobs.tasks would import the tracker, which imports this module. A signature
+    # by name still goes through the registered task's apply_async when that module is loaded.
+    run = current_app.signature(JOB_RUN_TASK, args=(str(job.id),))
     transaction.on_commit(
-        lambda: job_run.apply_async(
-            (str(job.id),), queue=gpu_queue(job.backend), priority=broker_priority, countdown=countdown
-        )
+        lambda: run.apply_async(queue=gpu_queue(job.backend), priority=broker_priority, countdown=countdown)
     )
 
 
@@ -245,7 +230,7 @@ def job_transition(
             data={"from": current, "to": new_status, **(event_data or {})},
         )
         job_publish(job, [event])
-        if current == JobStatus.QUEUED or new_status == JobStatus.QUEUED:
+        if JobStatus.QUEUED in (current, new_status):
             queue_moved(job.backend)
     logger.info("job %s: %s -> %s", job.id, current, new_status)
     return True
@@ -333,7 +318,8 @@ def job_attempt_open(job: Job, *, worker: str) -> JobAttempt:
         job=job,
         number=job.attempt,
         defaults={
-            "prompt_id": job.prompt_id,
+            # Job.save fills it with the job's own id; the field is nullable only for that default.
+            "prompt_id": job.prompt_id or job.id,
             "backend": job.backend,
             "worker": worker,
             "submitted_at": timezone.now(),
@@ -360,7 +346,7 @@ def progress_values(job: Job) -> dict[str, Any]:
     return {name: getattr(job, name) for name in PROGRESS_FIELDS}
 
 
-def job_progress_save(job: Job, events: list[JobEvent] = (), timings: list[NodeTiming] = ()) -> bool:
+def job_progress_save(job: Job, events: Sequence[JobEvent] = (), timings: Sequence[NodeTiming] = ()) -> bool:
     """One write: the latest progress, the new timeline events, the finished node timings.
 
     Only while the job is still active in the same attempt; a job closed or requeued meanwhile

@@ -12,6 +12,8 @@ from typing import Any
 
 from django.conf import settings
 
+from comfyui.workflow import is_link
+
 FRAME_INPUTS = ("frames", "length", "video_frames", "num_frames", "frame_count")
 BATCH_INPUTS = ("batch_size", "amount")
 
@@ -47,16 +49,10 @@ def _node_problems(node_id: str, node: Any, workflow: dict[str, Any]) -> list[st
         return [f"node {node_id} ({class_type}): 'inputs' must be an object"]
     problems = []
     for name, value in inputs.items():
-        if _is_link(value) and str(value[0]) not in workflow:
+        if is_link(value) and str(value[0]) not in workflow:
             problems.append(f"node {node_id} ({class_type}): input '{name}' links to missing node {value[0]}")
     problems.extend(_cost_problems(node_id, class_type, inputs))
     return problems
-
-
-def _is_link(value: Any) -> bool:
-    return (
-        isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
-    )
 
 
 def _number(inputs: dict[str, Any], name: str) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.models import ACTIVE_STATUSES, WAITING_STATUSES, Job
-from jobs.serializers import JobSerializer
+from jobs.selectors import job_states
 
 # As many as the websocket snapshot sends (jobs.consumers.SNAPSHOT_LIMIT is 200); more would not fit a page.
 LIVE_QUEUE_LIMIT = 200
@@ -18,4 +18,4 @@ def live_queue_jobs(limit: int = LIVE_QUEUE_LIMIT) -> list[dict[str, Any]]:
         .filter(status__in=[*WAITING_STATUSES, *ACTIVE_STATUSES])
         .order_by("-created_at")[:limit]
     )
-    return JobSerializer(jobs, many=True).data
+    return job_states(list(jobs))

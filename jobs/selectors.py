@@ -1,0 +1,104 @@
+"""Reads: the jobs a user may see, where waiting jobs stand in their backend's queue, and jobs in
+the one shape that REST and websockets show.
+
+A backend's queue is read once for all the jobs shown together, never once per job: its waiting
+list in one query, positions by enumeration, ETAs summed along it (jobs.queue_eta).
+"""
+
+from __future__ import annotations
+
+import uuid
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from jobs.queue_eta import JOBS_AHEAD_LIMIT, QueuePlace, queue_finish_times
+from jobs.serializers import JobSerializer
+
+# Orders a backend's waiting jobs: the smaller key goes first (priority first, then age).
+QueueKey = tuple[int, datetime]
+
+
+def visible_jobs(user: Any) -> QuerySet[Job]:
+    """Every job for staff, a user's own jobs otherwise."""
+    jobs = Job.objects.select_related("user")
+    return jobs if user.is_staff else jobs.filter(user=user)
+
+
+def waiting_jobs(backend: str) -> QuerySet[Job]:
+    """The jobs waiting for a backend, in queue order; the jobs ahead of one are a prefix of it."""
+    return Job.objects.filter(backend=backend, status=JobStatus.QUEUED).order_by("-priority", "created_at")
+
+
+def queue_key(priority: int, created_at: datetime) -> QueueKey:
+    return (-priority, created_at)
+
+
+def queue_positions(order: Sequence[QueueKey], jobs: Iterable[Job]) -> list[tuple[Job, int]]:
+    """Each job's 1-based place in a backend's sorted waiting list: one more than the jobs strictly
+    ahead of it, so jobs of equal priority and age share a place."""
+    return [(job, bisect_left(order, queue_key(job.priority, job.created_at)) + 1) for job in jobs]
+
+
+def running_remaining_seconds(backend: str, now: datetime) -> float | None:
+    """What the backend's running job still needs: 0.0 when it runs nothing, None when nobody knows."""
+    active = Job.objects.filter(backend=backend, status__in=ACTIVE_STATUSES).values_list("eta_finish_at", flat=True)
+    if not active:
+        return 0.0
+    finish_at = active[0]
+    return max((finish_at - now).total_seconds(), 0.0) if finish_at else None
+
+
+def queue_places(jobs: Iterable[Job]) -> dict[uuid.UUID, QueuePlace]:
+    """Where each waiting job among `jobs` stands, whatever part of the queue they come from.
+
+    Per backend: its waiting list's order, the workflows of its front, the running job's estimate.
+    """
+    waiting: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        if job.status == JobStatus.QUEUED:
+            waiting[job.backend].append(job)
+    now = timezone.now()
+    places: dict[uuid.UUID, QueuePlace] = {}
+    for backend, queued in waiting.items():
+        order = sorted(queue_key(*row) for row in waiting_jobs(backend).values_list("priority", "created_at"))
+        placed = queue_positions(order, queued)
+        ahead = min(max(position for _, position in placed) - 1, JOBS_AHEAD_LIMIT)
+        front = [(str(pk), workflow) for pk, workflow in waiting_jobs(backend).values_list("id", "workflow")[:ahead]]
+        places.update(_places(backend, placed, front, now))
+    return places
+
+
+def queue_front(backend: str, limit: int) -> tuple[list[Job], dict[uuid.UUID, QueuePlace]]:
+    """The first `limit` jobs waiting for a backend, with their places: one query for the list."""
+    front = list(waiting_jobs(backend).select_related("user")[:limit])
+    if not front:
+        return front, {}
+    # The list is the front of the queue, so it holds every job ahead of any of its jobs.
+    order = sorted(queue_key(job.priority, job.created_at) for job in front)
+    placed = queue_positions(order, front)
+    workflows = [(str(job.pk), job.workflow) for job in front[:JOBS_AHEAD_LIMIT]]
+    return front, _places(backend, placed, workflows, timezone.now())
+
+
+def _places(
+    backend: str, placed: list[tuple[Job, int]], front: list[tuple[str, dict[str, Any]]], now: datetime
+) -> dict[uuid.UUID, QueuePlace]:
+    finish_at = queue_finish_times(backend, placed, front, running_remaining_seconds(backend, now), now)
+    return {job.pk: QueuePlace(position, finish_at[job.pk]) for job, position in placed}
+
+
+def job_states(jobs: Sequence[Job], places: Mapping[uuid.UUID, QueuePlace] | None = None) -> list[dict[str, Any]]:
+    """Jobs as REST and websockets show them; `places` when the caller has already read the queue."""
+    places = queue_places(jobs) if places is None else places
+    return list(JobSerializer(jobs, many=True, context={"queue_places": places}).data)
+
+
+def job_state(job: Job) -> dict[str, Any]:
+    return job_states([job])[0]
