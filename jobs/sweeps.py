@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -22,7 +23,10 @@ from django.utils import timezone
 from comfyui import ComfyUIError
 from fleet.backends import backend_client, gpu_queue
 from jobs import eta, services
-from jobs.models import ACTIVE_STATUSES, EventKind, FailureCategory, Job, JobAttempt, JobStatus
+from jobs.eta import NodeEstimate
+from jobs.failures import Failure, lost_failure, stuck_or_timed_out
+from jobs.models import ACTIVE_STATUSES, EventKind, Job, JobStatus
+from jobs.prompt_location import prompt_locate
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +38,13 @@ def sweep_orphaned_jobs() -> int:
     for job in Job.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=stale):
         client = backend_client(job.backend)
         try:
-            queue = client.queue()
-            where = queue.position(str(job.prompt_id)) or (
-                "history" if client.history(str(job.prompt_id)) is not None else None
-            )
+            where = prompt_locate(client, str(job.prompt_id))
         except ComfyUIError as exc:
             logger.warning("sweep: cannot ask %s about job %s: %s", job.backend, job.id, exc)
             continue
         if where is None:
-            services.job_fail(job, *lost_failure(job))
+            failure = lost_failure(job)
+            services.job_fail(job, failure.category, failure.message, failure.details)
         elif job.enqueued_at is None or job.enqueued_at < stale:
             # The prompt lives on: a new tracker re-attaches to it (and finishes it from history).
             services.job_event(job, EventKind.NOTE, data={"message": "tracker gone; resuming", "comfyui": where})
@@ -51,49 +53,38 @@ def sweep_orphaned_jobs() -> int:
     return handled
 
 
-def lost_failure(job: Job) -> tuple[str, str]:
-    if JobAttempt.objects.filter(prompt_id=job.prompt_id).exists():
-        return FailureCategory.LOST, "the prompt is neither in ComfyUI's queue nor in its history (ComfyUI restarted?)"
-    return FailureCategory.WORKER_LOST, "the worker died before the prompt reached ComfyUI"
-
-
 def sweep_stuck_jobs() -> int:
     now = timezone.now()
     handled = 0
     for job in Job.objects.filter(status=JobStatus.RUNNING):
-        failure = stuck_or_timed_out(job, now)
+        failure = _stuck_or_timed_out(job, now)
         if failure is None:
             continue
-        category, message = failure
         try:
             backend_client(job.backend).interrupt(str(job.prompt_id))
         except ComfyUIError as exc:
             logger.warning("sweep: cannot interrupt job %s: %s", job.id, exc)
-        services.job_fail(job, category, message, {"node_id": job.current_node_id})
+        services.job_fail(job, failure.category, failure.message, {"node_id": job.current_node_id})
         handled += 1
     return handled
 
 
-def stuck_or_timed_out(job: Job, now) -> tuple[str, str] | None:
-    if job.started_at and (now - job.started_at).total_seconds() > settings.JOB_MAX_SECONDS:
-        return FailureCategory.TIMED_OUT, f"ran longer than the maximum of {settings.JOB_MAX_SECONDS}s"
+def _stuck_or_timed_out(job: Job, now: datetime) -> Failure | None:
+    """The tracker's judgement (jobs.failures.stuck_or_timed_out), from what the job's row says."""
     last = job.last_progress_at or job.started_at
-    if last is None:
+    return stuck_or_timed_out(
+        running_seconds=(now - job.started_at).total_seconds() if job.started_at else None,
+        silent_seconds=(now - last).total_seconds() if last else None,
+        expected=_current_node_estimate(job),
+        node_id=job.current_node_id,
+        node_name=job.current_node_name or job.current_node_id or "?",
+    )
+
+
+def _current_node_estimate(job: Job) -> NodeEstimate | None:
+    if not job.current_node_id:
         return None
-    silent = (now - last).total_seconds()
-    if silent > stuck_threshold(job):
-        where = job.current_node_name or job.current_node_id or "?"
-        return FailureCategory.STUCK, f"no progress for {silent:.0f}s in {where}"
-    return None
-
-
-def stuck_threshold(job: Job) -> float:
-    usual = 0.0
-    if job.current_node_id:
-        estimate = eta.node_estimates(job.backend, job.workflow, {job.current_node_id}).get(job.current_node_id)
-        if estimate is not None and estimate.samples:
-            usual = estimate.seconds
-    return max(settings.JOB_STUCK_FLOOR_SECONDS, settings.JOB_STUCK_FACTOR * usual)
+    return eta.node_estimates(job.backend, job.workflow, {job.current_node_id}).get(job.current_node_id)
 
 
 def sweep_waiting_jobs() -> int:
@@ -107,7 +98,7 @@ def sweep_waiting_jobs() -> int:
     return flagged + requeue_lost_messages(now)
 
 
-def requeue_lost_messages(now) -> int:
+def requeue_lost_messages(now: datetime) -> int:
     """Waiting jobs with no message left in their backend's broker queue, on an idle backend."""
     resent = 0
     quiet_since = now - timedelta(seconds=settings.TRACKER_STALE_SECONDS * 3)
@@ -125,7 +116,7 @@ def requeue_lost_messages(now) -> int:
     return resent
 
 
-def broker_queue_length(app, queue: str) -> int:
+def broker_queue_length(app: Any, queue: str) -> int:
     """Messages waiting in a Redis-backed Celery queue, over all its priority lists."""
     steps = app.conf.broker_transport_options.get("priority_steps", [0])
     sep = app.conf.broker_transport_options.get("sep", "\x06\x16")

@@ -1,0 +1,147 @@
+"""Coalescing: the database and the browsers see the job's latest state at a bounded rate.
+
+At most one progress write per TRACKER_DB_INTERVAL and one broadcast per TRACKER_BROADCAST_INTERVAL,
+however fast ComfyUI reports, plus one of each per status change; a heartbeat when nothing else
+was written for a while.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from jobs import eta, services
+from jobs.eta import NodeEstimate
+from jobs.models import Job, JobEvent, JobStatus
+from jobs.progress import JobProgress
+from jobs.tracking.claim import heartbeat_seconds
+from jobs.tracking.timeline import Timeline
+
+# ComfyUI reports steps up to ~100 times a second: a broadcast due waits this much longer at most
+# for the message that changes the state (see JobTracker._follow).
+BROADCAST_QUIET_SECONDS = 0.05
+
+
+class Coalescer:
+    def __init__(self, job: Job, progress: JobProgress, estimates: dict[str, NodeEstimate], timeline: Timeline) -> None:
+        self.job = job
+        self.progress = progress
+        self.estimates = estimates
+        self.timeline = timeline
+        self.dirty = False  # the browsers have not seen the latest state
+        self.db_dirty = False  # the database has not stored the latest version
+        self.unsent_events: list[JobEvent] = []
+        self.last_db_write = 0.0
+        self.last_broadcast = 0.0
+        self.db_writes = 0
+        self.broadcasts = 0
+
+    def mark_changed(self) -> None:
+        self.dirty = True
+
+    def wait_time(self) -> float:
+        """How long to wait for ComfyUI's next message before sending what is pending anyway."""
+        if not self.dirty and not self.unsent_events:
+            return settings.COMFYUI_WS_TIMEOUT
+        # Past the interval, the next state-changing message is broadcast at once; the timeout only
+        # sends the last state when ComfyUI went quiet for BROADCAST_QUIET_SECONDS more.
+        due = self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS - time.monotonic()
+        return min(max(due, 0.005), settings.COMFYUI_WS_TIMEOUT)
+
+    def flush_if_due(self, *, force: bool = False, hold_broadcast: bool = False) -> None:
+        now = time.monotonic()
+        if force:
+            # Closing or changing status: store everything, then send everything stored.
+            self._write_if_due(now, force=True)
+            self._broadcast_if_due(now, force=True)
+        else:
+            # The browsers never wait for the database: events stored by this write go out with
+            # the next broadcast, at most TRACKER_BROADCAST_INTERVAL later.
+            quiet_for_long = now - self.last_broadcast >= settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS
+            if not hold_broadcast or quiet_for_long:
+                self._broadcast_if_due(now)
+            self._write_if_due(now)
+        self.beat_if_due()
+
+    def beat_if_due(self) -> None:
+        now = time.monotonic()
+        if self.job.status == JobStatus.QUEUED:
+            return  # not ours yet: the queued -> submitted compare-and-set decides
+        if now - self.last_db_write >= heartbeat_seconds():
+            services.job_heartbeat(self.job)
+            self.db_writes += 1
+            self.last_db_write = now
+
+    def status_change(self, status: str, *, expected: str, **fields: Any) -> bool:
+        """Store a status change at once, after everything pending; it is one write and one broadcast."""
+        self.flush_if_due(force=True)
+        self.sync_progress_fields()
+        moved = services.job_transition(
+            self.job, status, expected=expected, **services.progress_values(self.job), **fields
+        )
+        if moved:
+            self.db_writes += 1
+            self.broadcasts += 1
+            self.last_broadcast = self.last_db_write = time.monotonic()
+            self.dirty = self.db_dirty = False
+        return moved
+
+    def sync_progress_fields(self) -> None:
+        job, progress = self.job, self.progress
+        job.current_node_id = progress.current_node or ""
+        job.current_node_class = progress.current_class
+        job.current_node_name = progress.current_name
+        job.current_node_category = progress.current_category
+        job.step_value = progress.step_value
+        job.step_max = progress.step_max
+        job.nodes_total = progress.nodes_total
+        job.nodes_done = progress.nodes_done
+        job.cached_nodes = sorted(progress.cached)
+        job.progress = progress.fraction
+        job.eta_finish_at = self._eta_finish_at()
+
+    def _eta_finish_at(self) -> datetime | None:
+        current = self.progress.current_node
+        started = self.timeline.started_at(current)
+        remaining = eta.remaining_seconds(
+            self.estimates,
+            to_run=self.progress.to_run,
+            done=self.progress.done,
+            cached=self.progress.cached,
+            current_node=current,
+            step_value=self.progress.step_value,
+            step_max=self.progress.step_max,
+            current_started_seconds_ago=(timezone.now() - started).total_seconds() if started else None,
+        )
+        return timezone.now() + timedelta(seconds=remaining) if remaining is not None else None
+
+    def _write_if_due(self, now: float, *, force: bool = False) -> None:
+        pending = self.db_dirty or self.dirty or self.timeline.has_pending()
+        if pending and (force or now - self.last_db_write >= settings.TRACKER_DB_INTERVAL):
+            self.sync_progress_fields()
+            # Events reach browsers only once stored, so a client that reconnects with the last
+            # seq it saw can always fetch what it missed.
+            events = self.timeline.events
+            if services.job_progress_save(self.job, events, self.timeline.timings):
+                self.unsent_events.extend(events)
+            self.timeline.clear_pending()
+            self.db_writes += 1
+            self.last_db_write = now
+            self.db_dirty = False
+
+    def _broadcast_if_due(self, now: float, *, force: bool = False) -> None:
+        if (self.dirty or self.unsent_events) and (
+            force or now - self.last_broadcast >= settings.TRACKER_BROADCAST_INTERVAL
+        ):
+            self.sync_progress_fields()
+            self.job.version = services.next_version(self.job)
+            self.db_dirty = True  # the stored version must catch up
+            services.job_broadcast_now(self.job, self.unsent_events)
+            self.unsent_events = []
+            self.broadcasts += 1
+            self.last_broadcast = now
+            self.dirty = False

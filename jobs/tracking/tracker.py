@@ -1,0 +1,159 @@
+"""One job, followed from submission to its end: the parts put together, and the loop that feeds
+ComfyUI's messages to them."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, NoReturn
+
+from django.utils import timezone
+
+from comfyui import ComfyUIClient, ComfyUIError, PreviewFrame, WsMessage
+from jobs import eta, services
+from jobs.eta import NodeEstimate
+from jobs.failures import lost_failure
+from jobs.models import EventKind, Job, JobStatus
+from jobs.node_catalog import NodeCatalog
+from jobs.progress import JobProgress
+from jobs.tracking.coalescer import Coalescer
+from jobs.tracking.ending import JobEnding, TrackingEnded
+from jobs.tracking.session import ComfySession
+from jobs.tracking.timeline import Timeline
+from jobs.tracking.watchdog import Watchdog
+
+logger = logging.getLogger(__name__)
+
+
+class JobTracker:
+    def __init__(self, job: Job, client: ComfyUIClient, *, client_id: str, catalog: NodeCatalog) -> None:
+        self.job = job
+        self.client_id = client_id
+        prompt_id = str(job.prompt_id)
+        self.progress, estimates = _job_progress(job, prompt_id, catalog)
+        self.timeline = Timeline(job, self.progress, prompt_id=prompt_id)
+        self.coalescer = Coalescer(job, self.progress, estimates, self.timeline)
+        self.ending = JobEnding(
+            job, client, prompt_id=prompt_id, progress=self.progress, timeline=self.timeline, coalescer=self.coalescer
+        )
+        self.session = ComfySession(
+            job, client, client_id=client_id, prompt_id=prompt_id, coalescer=self.coalescer, ending=self.ending
+        )
+        self.watchdog = Watchdog(
+            job,
+            client,
+            prompt_id=prompt_id,
+            progress=self.progress,
+            estimates=estimates,
+            timeline=self.timeline,
+            ending=self.ending,
+        )
+
+    def run(self) -> NoReturn:
+        """Follow the job until it ends, which raises TrackingEnded."""
+        fresh = self.job.status == JobStatus.QUEUED
+        # Win the job before touching ComfyUI: a duplicate delivery that loses here never opens a
+        # socket with our client id (ComfyUI would route the prompt's events to it instead).
+        if fresh and not self._status_change(
+            JobStatus.SUBMITTED,
+            expected=JobStatus.QUEUED,
+            client_id=self.client_id,
+            worker=socket.gethostname(),
+            heartbeat_at=timezone.now(),
+            deliveries=self.job.deliveries + 1,
+        ):
+            raise TrackingEnded
+        self.session.connect()
+        where = self.session.locate_until_deadline()
+        if where is None:
+            if not fresh:
+                # A previous tracker submitted it; ComfyUI no longer has it.
+                self.ending.fail(lost_failure(self.job))
+            self.session.submit()
+        services.job_attempt_open(self.job, worker=socket.gethostname())
+        if where == "history":
+            self.ending.finish()
+        self._follow()
+
+    def close(self) -> None:
+        logger.info(
+            "job %s: %d ComfyUI messages, %d database writes, %d broadcasts",
+            self.job.id,
+            self.session.messages,
+            self.coalescer.db_writes,
+            self.coalescer.broadcasts,
+        )
+        self.session.close()
+
+    def _follow(self) -> NoReturn:
+        while True:
+            try:
+                message = self.session.receive(self.coalescer.wait_time())
+            except ComfyUIError as exc:
+                logger.warning("job %s: %s; reconnecting", self.job.id, exc)
+                self.session.reconnect()
+                continue
+            # Broadcast on a message that changed what browsers see, or once ComfyUI went quiet:
+            # not on the `progress_state` that precedes each step's `progress`, which would show
+            # the step before.
+            fresh = message is None
+            if isinstance(message, WsMessage):
+                fresh = self._apply(message)
+            elif isinstance(message, PreviewFrame) and self.timeline.keep_preview(message):
+                self.coalescer.mark_changed()
+            self.coalescer.flush_if_due(hold_broadcast=not fresh)
+            self.watchdog.check_db_if_due()
+            self.watchdog.check_stuck()
+            self.session.reconcile_if_idle()
+
+    def _apply(self, message: WsMessage) -> bool:
+        """Feed one message; True when what browsers see changed."""
+        if not self.progress.apply(message):
+            return False
+        self.coalescer.mark_changed()
+        self.watchdog.progressed()
+        self.job.last_progress_at = timezone.now()
+        self.timeline.record_happenings()
+        self.timeline.sample_steps(message)
+        if self.progress.started and self.job.status == JobStatus.SUBMITTED:
+            self._status_change(JobStatus.RUNNING, expected=JobStatus.SUBMITTED)
+        if self.progress.ended:
+            self.ending.finish()
+        return True
+
+    def _status_change(self, status: str, *, expected: str, **fields: Any) -> bool:
+        moved = self.coalescer.status_change(status, expected=expected, **fields)
+        if not moved and (self.job.is_final or self.job.status == JobStatus.QUEUED):
+            raise TrackingEnded
+        return moved
+
+
+def _job_progress(job: Job, prompt_id: str, catalog: NodeCatalog) -> tuple[JobProgress, dict[str, NodeEstimate]]:
+    """The job's progress model, weighted by what history knows of its nodes."""
+    progress = JobProgress(
+        prompt_id=prompt_id,
+        workflow=job.workflow,
+        display_names=catalog.display_names,
+        output_classes=catalog.output_classes,
+        categories=catalog.categories,
+    )
+    estimates = eta.node_estimates(job.backend, job.workflow, progress.to_run)
+    # Nodes nothing is known about weigh as much as the average known node (JobProgress.weight).
+    learned = eta.node_weights(estimates)
+    progress.weights = {n: w for n, w in learned.items() if not estimates[n].is_default}
+    if job.status != JobStatus.QUEUED:
+        _restore_progress(job, progress)
+    return progress, estimates
+
+
+def _restore_progress(job: Job, progress: JobProgress) -> None:
+    """Taking over from a tracker that died: carry on from what it stored, so progress does
+    not start again from zero (ComfyUI will not repeat what it already sent)."""
+    progress.started = job.status == JobStatus.RUNNING
+    progress.cached = set(job.cached_nodes)
+    finished = job.events.filter(kind=EventKind.NODE_FINISHED)
+    if job.submitted_at:
+        finished = finished.filter(at__gte=job.submitted_at)
+    progress.done = set(finished.values_list("node_id", flat=True))
+    progress.current_node = job.current_node_id or None
+    progress.fraction = job.progress
