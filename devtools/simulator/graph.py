@@ -9,10 +9,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .node_registry import NodeRegistry
+
+class NodeKind(Protocol):
+    """What the execution order needs of a node class (nodes.Node has both as class attributes)."""
+
+    @property
+    def OUTPUT_NODE(self) -> bool: ...
+
+    @property
+    def IS_ASYNC(self) -> bool: ...
+
+
+class NodeKinds(Protocol):
+    """A node class by its class_type: node_registry.NodeRegistry, named by its shape so this module
+    does not import the registry, which imports the nodes, which import this module."""
+
+    def __getitem__(self, class_type: str, /) -> NodeKind: ...
 
 
 def is_link(value: Any) -> bool:
@@ -58,7 +72,7 @@ class DynamicPrompt:
 class ExecutionList:
     """Nodes still to run and what blocks them; `is_cached` decides which inputs need running."""
 
-    def __init__(self, dynprompt: DynamicPrompt, registry: NodeRegistry, is_cached: Callable[[str], bool]) -> None:
+    def __init__(self, dynprompt: DynamicPrompt, registry: NodeKinds, is_cached: Callable[[str], bool]) -> None:
         self.dynprompt = dynprompt
         self.registry = registry
         self.is_cached = is_cached
