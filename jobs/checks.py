@@ -27,7 +27,7 @@ def comfyui_backends_check(app_configs, **kwargs) -> list[Error]:
             )
         )
     visibility = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("visibility_timeout", 3600)
-    if visibility <= settings.JOB_MAX_SECONDS:
+    if not isinstance(visibility, int | float) or visibility <= settings.JOB_MAX_SECONDS:
         errors.append(
             Error(
                 "the broker's visibility_timeout must exceed JOB_MAX_SECONDS, or long jobs are delivered twice",

@@ -244,13 +244,13 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         for child in running:
             try:
-                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                started(child).wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.say(f"{child.name} did not stop in {timeout:.0f} s; killing it")
         # Also reaps what a child left behind in its group (a worker's pool processes, say).
         for child in children:
             signal_group(child, signal.SIGKILL)
-            child.process.wait()
+            started(child).wait()
 
     def print_where(self, port: int, backends: dict[str, str], simulate: bool) -> None:
         web = f"http://127.0.0.1:{port}"
@@ -263,7 +263,7 @@ class Command(BaseCommand):
             f"  API:      {web}/api/jobs/\n"
             f"  Live:     ws://127.0.0.1:{port}/ws/jobs/<job id>/\n"
             f"{comfyui}\n"
-            "  First time? python manage.py createsuperuser, then python manage.py drf_create_token <user>\n"
+            "  First time? python manage.py createsuperuser, then python manage.py create_api_key <user>\n"
             "  Ctrl-C stops everything."
         )
 
@@ -272,8 +272,14 @@ class Command(BaseCommand):
             self.stdout.write((style or self.style.SUCCESS)(f"[run_system] {message}"))
 
 
+def started(child: Child) -> subprocess.Popen[bytes]:
+    if child.process is None:
+        raise RuntimeError(f"{child.name} was never started")
+    return child.process
+
+
 def signal_group(child: Child, signum: int) -> None:
     try:
-        os.killpg(child.process.pid, signum)
+        os.killpg(started(child).pid, signum)
     except ProcessLookupError:
         pass  # the whole group is already gone
