@@ -49,5 +49,36 @@ SIM_PORT ?= 8188
 run: install
 	$(PY) manage.py run_system --host $(HOST) --port $(PORT) --sim-port $(SIM_PORT)
 
-test: install
-	REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
+# The tests, in three tiers (tests/conftest.py): `make test-unit` (in this process: no Redis, no
+# processes; seconds), `make test-integration` (real Redis, database, Celery workers, daphne, the
+# simulator), `make test-browser` (the admin in Debian's chromium). `make test` runs all three, the
+# unit tier first. PYTEST_ARGS is passed on: `make test-unit PYTEST_ARGS="-k websocket -x"`.
+#
+# The fault-injection scenarios spend minutes waiting (for sweeps, stale heartbeats, restarts), so
+# they run in a pytest process of their own beside the rest of the integration tier and the browser
+# tier; every pytest run has its own test database and its own Redis keys. Each run's output is
+# shown when it ends. pytest's exit code 5 ("no tests selected") is no failure for one part of a
+# split tier: a PYTEST_ARGS -k may pick tests from one part only.
+TEST_ENV := REDIS_URL=$(TEST_REDIS_URL)
+FAULT_TESTS := tests/integration/test_fault_injection.py
+IN_PARALLEL := $(MAKE) --no-print-directory --output-sync=target -j3
+.PHONY: test test-unit test-integration test-browser test-integration-faults test-integration-rest
+
+test: test-unit
+	@echo "integration (two pytest runs) and browser tiers in parallel; each one's output when it ends"
+	@$(IN_PARALLEL) test-integration-faults test-integration-rest test-browser
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	@$(IN_PARALLEL) test-integration-faults test-integration-rest
+
+test-integration-faults: install
+	$(TEST_ENV) $(PY) -m pytest $(FAULT_TESTS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-integration-rest: install
+	$(TEST_ENV) $(PY) -m pytest tests/integration --ignore=$(FAULT_TESTS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-browser: install
+	$(TEST_ENV) $(PY) -m pytest tests/browser $(PYTEST_ARGS)
