@@ -221,6 +221,15 @@ TRACKER_PREVIEW_INTERVAL = float(os.environ.get("TRACKER_PREVIEW_INTERVAL", "1.0
 TRACKER_STEP_SAMPLE_SECONDS = float(os.environ.get("TRACKER_STEP_SAMPLE_SECONDS", "2.0"))
 # Waiting jobs are told their new place in the queue; past this many, they learn it on the next poll.
 QUEUE_BROADCAST_LIMIT = int(os.environ.get("QUEUE_BROADCAST_LIMIT", "200"))
+# What ComfyUI sends is untrusted: how much of it is kept. An output larger than JOB_OUTPUT_MAX_BYTES
+# (default sized for a 40-minute video) is not stored, and outputs past JOB_MAX_OUTPUTS are skipped;
+# the timeline names both. Errors keep this many characters of message and traceback, and their other
+# details (ComfyUI's node_errors) this many bytes of JSON.
+JOB_OUTPUT_MAX_BYTES = int(os.environ.get("JOB_OUTPUT_MAX_BYTES", str(8 * 1024**3)))
+JOB_MAX_OUTPUTS = int(os.environ.get("JOB_MAX_OUTPUTS", "200"))
+JOB_ERROR_MESSAGE_MAX_CHARS = int(os.environ.get("JOB_ERROR_MESSAGE_MAX_CHARS", "4000"))
+JOB_ERROR_TRACEBACK_MAX_CHARS = int(os.environ.get("JOB_ERROR_TRACEBACK_MAX_CHARS", str(64 * 1024)))
+JOB_ERROR_DETAILS_MAX_BYTES = int(os.environ.get("JOB_ERROR_DETAILS_MAX_BYTES", str(64 * 1024)))
 
 # --- Failures, retries, sweeps -------------------------------------------------------------------
 JOB_MAX_ATTEMPTS = int(os.environ.get("JOB_MAX_ATTEMPTS", "3"))

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404
+from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from jobs import selectors, services
+from jobs.downloads import output_response, preview_response
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.serializers import JobAttemptSerializer, JobCreateSerializer, JobEventSerializer, JobSerializer
 
@@ -62,12 +63,7 @@ class JobViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], url_path=r"outputs/(?P<output_id>\d+)", url_name="output-download")
     def output_download(self, request: Request, pk: str | None = None, output_id: str | None = None) -> FileResponse:
         job = self.get_object()
-        output = get_object_or_404(job.outputs, pk=output_id)
-        try:
-            handle = output.file.open("rb")
-        except FileNotFoundError as exc:
-            raise Http404("the output file is no longer in storage") from exc
-        return FileResponse(handle, content_type=output.media_type, filename=output.comfy_filename)
+        return output_response(get_object_or_404(job.outputs, pk=output_id))
 
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
@@ -105,16 +101,7 @@ class JobViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"])
     def preview(self, request: Request, pk: str | None = None) -> FileResponse:
         """The latest live preview of a running job (what the sampler shows at its current step)."""
-        from django.core.files.storage import default_storage
-
-        job = self.get_object()
-        path = services.job_preview_path(job)
-        if path is None:
-            raise Http404("no preview for this job")
-        media_type = "image/png" if path.endswith(".png") else "image/jpeg"
-        response = FileResponse(default_storage.open(path, "rb"), content_type=media_type)
-        response["Cache-Control"] = "no-store"
-        return response
+        return preview_response(self.get_object())
 
     def _websocket_url(self, request: Request, job: Job) -> str:
         scheme = "wss" if request.is_secure() else "ws"

@@ -35,3 +35,22 @@ def comfyui_backends_check(app_configs, **kwargs) -> list[Error]:
             )
         )
     return errors
+
+
+# What is kept of ComfyUI's answers (anime_production/settings.py): each must let something through.
+UNTRUSTED_LIMITS = (
+    "JOB_OUTPUT_MAX_BYTES",
+    "JOB_MAX_OUTPUTS",
+    "JOB_ERROR_MESSAGE_MAX_CHARS",
+    "JOB_ERROR_TRACEBACK_MAX_CHARS",
+    "JOB_ERROR_DETAILS_MAX_BYTES",
+)
+
+
+@register()
+def untrusted_limits_check(app_configs, **kwargs) -> list[Error]:
+    return [
+        Error(f"{name} must be a positive number, not {getattr(settings, name)!r}", id="jobs.E005")
+        for name in UNTRUSTED_LIMITS
+        if not isinstance(getattr(settings, name), int) or getattr(settings, name) < 1
+    ]

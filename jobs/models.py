@@ -50,6 +50,12 @@ def transition_allowed(current: str, new: str) -> bool:
     return new in ALLOWED_TRANSITIONS.get(current, frozenset())
 
 
+def column_width(model: type[models.Model], field_name: str) -> int:
+    """The max_length of a text column: what ComfyUI sends is cut to it before it is stored."""
+    field = model._meta.get_field(field_name)
+    return int(getattr(field, "max_length", None) or 0)
+
+
 class FailureCategory(models.TextChoices):
     VALIDATION = "validation", "Validation"
     MISSING_MODEL = "missing_model", "Missing model"
@@ -63,6 +69,8 @@ class FailureCategory(models.TextChoices):
     TIMED_OUT = "timed_out", "Timed out"
     WORKER_LOST = "worker_lost", "Worker lost"
     OUTPUT_MISSING = "output_missing", "Output missing"
+    # The tracker itself broke on something unforeseen: the job ends instead of being retried forever.
+    INTERNAL_ERROR = "internal_error", "Internal error"
 
 
 class Job(models.Model):

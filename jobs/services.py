@@ -6,18 +6,16 @@
 from __future__ import annotations
 
 import logging
-import mimetypes
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import IO, Any
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
-from django.core.files.base import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -27,6 +25,8 @@ from fleet.backends import draining_backends, gpu_queue
 from jobs import selectors
 from jobs.broadcast import job_broadcast
 from jobs.eta import workflow_fingerprint
+from jobs.failures import failure_from_internal_error, stored_details, stored_message
+from jobs.media_types import RASTER_IMAGE_EXTENSIONS, SNIFF_BYTES, sniff
 from jobs.models import (
     ACTIVE_STATUSES,
     TRANSITION_TIMESTAMPS,
@@ -38,8 +38,10 @@ from jobs.models import (
     JobOutput,
     JobStatus,
     NodeTiming,
+    output_upload_path,
     transition_allowed,
 )
+from jobs.output_files import ViewStream, output_identity, output_kind
 from jobs.serializers import JobEventSerializer
 
 logger = logging.getLogger(__name__)
@@ -238,8 +240,10 @@ def job_transition(
 
 def job_fail(job: Job, category: str, message: str, details: dict[str, Any] | None = None) -> bool:
     """Close the attempt as failed; retry the job when the category is worth it, else fail it.
-    One transaction: nobody sees the job failed with its attempt still open."""
-    details = details or {}
+    One transaction: nobody sees the job failed with its attempt still open. What is stored of the
+    message and details is bounded (jobs.failures.stored_details): ComfyUI's errors are untrusted."""
+    message = stored_message(message)
+    details = stored_details(details or {})
     with transaction.atomic():
         job_attempt_close(job, outcome=JobStatus.FAILED, category=category, message=message)
         if retry_allowed(job, category):
@@ -248,10 +252,24 @@ def job_fail(job: Job, category: str, message: str, details: dict[str, Any] | No
             job,
             JobStatus.FAILED,
             failure_category=category,
-            error_message=message[:10_000],
+            error_message=message,
             error_details=details,
             event_data={"category": category, "message": message[:500]},
         )
+
+
+def job_fail_unexpected(job: Job, exc: BaseException) -> bool:
+    """End a job whose handling broke on something unforeseen (the tracker's, a sweep's), so that
+    nobody takes it up again to break the same way. Never raises: it runs in error handlers."""
+    failure = failure_from_internal_error(exc)
+    try:
+        job.refresh_from_db()
+        if job.is_final:
+            return False
+        return job_fail(job, failure.category, failure.message, failure.details)
+    except Exception:
+        logger.exception("job %s: could not record its failure (%s)", job.id, failure.message)
+        return False
 
 
 def retry_allowed(job: Job, category: str) -> bool:
@@ -417,23 +435,31 @@ def job_close(job: Job, status: str, **fields: Any) -> bool:
 
 
 def job_output_store(job: Job, client: ComfyUIClient, output: OutputFile) -> JobOutput:
-    """Fetch one output through /view into the project's storage and record it (idempotent)."""
-    identity = {
-        "job": job,
-        "node_id": output.node_id,
-        "comfy_subfolder": output.subfolder,
-        "comfy_filename": output.filename,
-        "comfy_type": output.type,
-    }
+    """Fetch one output through /view straight into the project's storage and record it (idempotent).
+
+    Its media type is sniffed from its first bytes, never taken from the name ComfyUI gave it, and
+    the stored file is named by the project with the sniffed extension (docs/HAZARDS.md). Past
+    JOB_OUTPUT_MAX_BYTES the download stops with OutputTooLarge; a download that stops for any
+    reason leaves nothing in storage.
+    """
+    identity = output_identity(job, output)
     existing = JobOutput.objects.filter(**identity).first()
     if existing is not None:
         return existing
-    media_type = mimetypes.guess_type(output.filename)[0] or "application/octet-stream"
-    record = JobOutput(**identity, kind=output.kind, media_type=media_type)
-    with _spooled(client.view(output)) as spool:
-        record.size_bytes = spool.seek(0, 2)
-        spool.seek(0)
-        record.file.save(output.filename, File(spool), save=False)
+    stream = ViewStream(client.view(output, max_bytes=settings.JOB_OUTPUT_MAX_BYTES))
+    try:
+        sniffed = stream.media_type()
+        record = JobOutput(**identity, kind=output_kind(output), media_type=sniffed.media_type)
+        storage = record.file.storage
+        name = output_upload_path(record, f"output.{sniffed.extension}")
+        try:
+            record.file.name = storage.save(name, stream, max_length=record.file.field.max_length)
+        except BaseException:
+            _storage_discard(storage, name)
+            raise
+    finally:
+        stream.close()
+    record.size_bytes = stream.bytes_read
     try:
         record.save()
     except IntegrityError:  # a concurrent tracker stored it first
@@ -442,33 +468,32 @@ def job_output_store(job: Job, client: ComfyUIClient, output: OutputFile) -> Job
     return record
 
 
-@contextmanager
-def _spooled(chunks: Iterator[bytes]) -> Iterator[IO[bytes]]:
-    """Collect a chunk stream into a temporary file, so large videos never sit in memory."""
-    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-        for chunk in chunks:
-            spool.write(chunk)
-        spool.seek(0)
-        yield spool
+def _storage_discard(storage: Storage, name: str) -> None:
+    """Remove what a cut-off download wrote, keeping the error that cut it off."""
+    try:
+        storage.delete(name)
+    except Exception:
+        logger.exception("could not remove the partial output %s", name)
 
 
-def job_preview_store(job: Job, image: bytes, media_type: str) -> None:
-    """Keep the latest live preview of a running job (one file per job, overwritten)."""
-    from django.core.files.base import ContentFile
-    from django.core.files.storage import default_storage
-
-    path = f"previews/{job.id}.{'png' if media_type == 'image/png' else 'jpg'}"
-    if default_storage.exists(path):
-        default_storage.delete(path)
-    default_storage.save(path, ContentFile(image))
+def job_preview_store(job: Job, image: bytes) -> bool:
+    """Keep the latest live preview of a running job (one file per job, replaced); only a raster
+    image by its bytes, whatever ComfyUI said it was. True when kept."""
+    sniffed = sniff(image[:SNIFF_BYTES])
+    if not sniffed.raster_image:
+        logger.info("job %s: a preview that is no image (%s) was dropped", job.id, sniffed.media_type)
+        return False
+    for path in _preview_paths(job):
+        if default_storage.exists(path):
+            default_storage.delete(path)
+    default_storage.save(f"previews/{job.id}.{sniffed.extension}", ContentFile(image))
     job.preview_at = timezone.now()
+    return True
 
 
 def job_preview_path(job: Job) -> str | None:
-    from django.core.files.storage import default_storage
+    return next((path for path in _preview_paths(job) if default_storage.exists(path)), None)
 
-    for suffix in ("jpg", "png"):
-        path = f"previews/{job.id}.{suffix}"
-        if default_storage.exists(path):
-            return path
-    return None
+
+def _preview_paths(job: Job) -> list[str]:
+    return [f"previews/{job.id}.{extension}" for extension in RASTER_IMAGE_EXTENSIONS]

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,37 +38,58 @@ def sweep_orphaned_jobs() -> int:
     stale = timezone.now() - timedelta(seconds=settings.TRACKER_STALE_SECONDS * 2)
     handled = 0
     for job in Job.objects.filter(status__in=ACTIVE_STATUSES, heartbeat_at__lt=stale):
-        client = backend_client(job.backend)
-        try:
-            where = prompt_locate(client, str(job.prompt_id))
-        except ComfyUIError as exc:
-            logger.warning("sweep: cannot ask %s about job %s: %s", job.backend, job.id, exc)
-            continue
-        if where is None:
-            failure = lost_failure(job)
-            services.job_fail(job, failure.category, failure.message, failure.details)
-        elif job.enqueued_at is None or job.enqueued_at < stale:
-            # The prompt lives on: a new tracker re-attaches to it (and finishes it from history).
-            services.job_event(job, EventKind.NOTE, data={"message": "tracker gone; resuming", "comfyui": where})
-            services.job_enqueue(job)
-        handled += 1
+        with _ended_on_error(job):
+            handled += _sweep_orphaned_job(job, stale)
     return handled
+
+
+def _sweep_orphaned_job(job: Job, stale: datetime) -> int:
+    client = backend_client(job.backend)
+    try:
+        where = prompt_locate(client, str(job.prompt_id))
+    except ComfyUIError as exc:
+        logger.warning("sweep: cannot ask %s about job %s: %s", job.backend, job.id, exc)
+        return 0
+    if where is None:
+        failure = lost_failure(job)
+        services.job_fail(job, failure.category, failure.message, failure.details)
+    elif job.enqueued_at is None or job.enqueued_at < stale:
+        # The prompt lives on: a new tracker re-attaches to it (and finishes it from history).
+        services.job_event(job, EventKind.NOTE, data={"message": "tracker gone; resuming", "comfyui": where})
+        services.job_enqueue(job)
+    return 1
+
+
+@contextmanager
+def _ended_on_error(job: Job) -> Iterator[None]:
+    """One job the sweep cannot handle must not stop it for the others, nor come back to break it
+    on every sweep: it ends failed `internal_error`, with the error logged."""
+    try:
+        yield
+    except Exception as exc:
+        logger.exception("sweep: job %s could not be handled", job.id)
+        services.job_fail_unexpected(job, exc)
 
 
 def sweep_stuck_jobs() -> int:
     now = timezone.now()
     handled = 0
     for job in Job.objects.filter(status=JobStatus.RUNNING):
-        failure = _stuck_or_timed_out(job, now)
-        if failure is None:
-            continue
-        try:
-            backend_client(job.backend).interrupt(str(job.prompt_id))
-        except ComfyUIError as exc:
-            logger.warning("sweep: cannot interrupt job %s: %s", job.id, exc)
-        services.job_fail(job, failure.category, failure.message, {"node_id": job.current_node_id})
-        handled += 1
+        with _ended_on_error(job):
+            handled += _sweep_stuck_job(job, now)
     return handled
+
+
+def _sweep_stuck_job(job: Job, now: datetime) -> int:
+    failure = _stuck_or_timed_out(job, now)
+    if failure is None:
+        return 0
+    try:
+        backend_client(job.backend).interrupt(str(job.prompt_id))
+    except ComfyUIError as exc:
+        logger.warning("sweep: cannot interrupt job %s: %s", job.id, exc)
+    services.job_fail(job, failure.category, failure.message, {"node_id": job.current_node_id})
+    return 1
 
 
 def _stuck_or_timed_out(job: Job, now: datetime) -> Failure | None:
@@ -92,9 +115,10 @@ def sweep_waiting_jobs() -> int:
     flag_before = now - timedelta(seconds=settings.JOB_WAIT_FLAG_SECONDS)
     flagged = 0
     for job in Job.objects.filter(status=JobStatus.QUEUED, wait_flagged=False, created_at__lt=flag_before):
-        if Job.objects.filter(pk=job.pk, wait_flagged=False).update(wait_flagged=True):
-            services.job_event(job, EventKind.NOTE, data={"message": "waiting longer than expected"})
-            flagged += 1
+        with _ended_on_error(job):
+            if Job.objects.filter(pk=job.pk, wait_flagged=False).update(wait_flagged=True):
+                services.job_event(job, EventKind.NOTE, data={"message": "waiting longer than expected"})
+                flagged += 1
     return flagged + requeue_lost_messages(now)
 
 

@@ -30,6 +30,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from jobs import services
+from jobs.media_types import RASTER_IMAGE_TYPES
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from monitoring.charts import hbar_chart
 from monitoring.stats import known_values
@@ -344,7 +345,9 @@ class JobAdmin(admin.ModelAdmin):
             {
                 "output": output,
                 "url": reverse("job-output-download", kwargs={"pk": job.pk, "output_id": output.pk}),
-                "is_image": output.media_type.startswith("image/"),
+                # A thumbnail only for what its bytes showed to be a raster image: an SVG "image"
+                # is a document that runs script (the download is sandboxed and never inline anyway).
+                "is_image": output.media_type in RASTER_IMAGE_TYPES,
             }
             for output in job.outputs.all()
         ]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 
+from comfyui import ComfyUIClient
 from fleet.backends import backend_client
-from jobs import eta
+from jobs import eta, services
 from jobs.models import Job, JobStatus
 from jobs.node_catalog import node_catalog
 from jobs.progress import JobProgress  # devtools.benchmarks.job_write_counts counts its messages here
 from jobs.tracking.claim import claim_when_free, heartbeat_seconds, must_wait, tracker_client_id
-from jobs.tracking.ending import TrackingEnded
+from jobs.tracking.ending import TrackingEnded, prompt_abandon
 from jobs.tracking.tracker import JobTracker
 
 __all__ = ["JobProgress", "JobTracker", "TrackingEnded", "heartbeat_seconds", "job_track", "tracker_client_id"]
@@ -32,23 +33,45 @@ logger = logging.getLogger(__name__)
 
 
 def job_track(job_id: str) -> None:
-    """Entry point of the GPU worker's task."""
+    """Entry point of the GPU worker's task.
+
+    Whatever goes wrong in here ends the job: an unexpected exception fails it `internal_error`
+    (logged with its traceback) instead of leaving it active for a sweep to hand to the next
+    tracker, which would break on it again (a NUL byte from ComfyUI did that, forever).
+    """
     job = Job.objects.filter(pk=job_id).first()
     if job is None or job.is_final:
         return
-    if job.status == JobStatus.QUEUED and must_wait(job):
-        return
-    client_id = tracker_client_id(job)
-    if job.status != JobStatus.QUEUED and not claim_when_free(job, client_id):
-        logger.info("job %s is followed by a live tracker; this delivery stops", job.id)
-        return
-    client = backend_client(job.backend)
-    tracker = JobTracker(job, client, client_id=client_id, catalog=node_catalog(job.backend, client))
+    client: ComfyUIClient | None = None
+    tracker: JobTracker | None = None
+    owned = False  # only a job this delivery won (or a waiting one) is ours to fail
     try:
+        client = backend_client(job.backend)
+        if job.status == JobStatus.QUEUED and must_wait(job):
+            return
+        client_id = tracker_client_id(job)
+        if job.status != JobStatus.QUEUED:
+            if not claim_when_free(job, client_id):
+                logger.info("job %s is followed by a live tracker; this delivery stops", job.id)
+                return
+            owned = True
+        tracker = JobTracker(job, client, client_id=client_id, catalog=node_catalog(job.backend, client))
         tracker.run()
     except TrackingEnded:
         pass
+    except Exception as exc:
+        logger.exception("job %s: the tracker stopped on an unexpected error", job.id)
+        if owned or (tracker is not None and tracker.owns_job) or _still_waiting(job):
+            if client is not None:
+                prompt_abandon(client, str(job.prompt_id))
+            services.job_fail_unexpected(job, exc)
     finally:
-        tracker.close()
+        if tracker is not None:
+            tracker.close()
         # This job's node timings are new history: the next job here learns from them.
         eta.eta_cache_clear()
+
+
+def _still_waiting(job: Job) -> bool:
+    # Nobody owns a waiting job: failing it is a compare-and-set from queued like any other.
+    return Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).exists()

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from jobs import eta, services
 from jobs.eta import NodeEstimate
-from jobs.models import Job, JobEvent, JobStatus
+from jobs.models import Job, JobEvent, JobStatus, column_width
 from jobs.progress import JobProgress
 from jobs.tracking.claim import heartbeat_seconds
 from jobs.tracking.timeline import Timeline
@@ -92,10 +92,11 @@ class Coalescer:
 
     def sync_progress_fields(self) -> None:
         job, progress = self.job, self.progress
-        job.current_node_id = progress.current_node or ""
-        job.current_node_class = progress.current_class
-        job.current_node_name = progress.current_name
-        job.current_node_category = progress.current_category
+        # Node ids come from ComfyUI's messages, names from its /object_info: cut to their columns.
+        job.current_node_id = _fit("current_node_id", progress.current_node or "")
+        job.current_node_class = _fit("current_node_class", progress.current_class)
+        job.current_node_name = _fit("current_node_name", progress.current_name)
+        job.current_node_category = _fit("current_node_category", progress.current_category)
         job.step_value = progress.step_value
         job.step_max = progress.step_max
         job.nodes_total = progress.nodes_total
@@ -145,3 +146,7 @@ class Coalescer:
             self.broadcasts += 1
             self.last_broadcast = now
             self.dirty = False
+
+
+def _fit(field: str, value: str) -> str:
+    return value[: column_width(Job, field)]

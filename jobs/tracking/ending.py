@@ -7,10 +7,20 @@ import logging
 import time
 from typing import NoReturn
 
-from comfyui import ComfyUIClient, ComfyUIError, HistoryEntry, history_outputs
+from django.conf import settings
+
+from comfyui import ComfyUIClient, ComfyUIError, HistoryEntry, OutputFile, history_outputs
+from comfyui.errors import OutputTooLarge
 from jobs import services
-from jobs.failures import Failure, failure_from_execution_error, failure_from_interruption
+from jobs.failures import (
+    Failure,
+    OutputReport,
+    failure_from_execution_error,
+    failure_from_interruption,
+    failure_from_outputs,
+)
 from jobs.models import EventKind, FailureCategory, Job, JobStatus
+from jobs.output_files import output_label
 from jobs.progress import JobProgress
 from jobs.tracking.coalescer import Coalescer
 from jobs.tracking.timeline import Timeline
@@ -18,6 +28,8 @@ from jobs.tracking.timeline import Timeline
 logger = logging.getLogger(__name__)
 
 HISTORY_WAIT_SECONDS = 10.0
+# Outputs past JOB_MAX_OUTPUTS are named on the timeline up to this many characters of names.
+SKIPPED_LIST_CHARS = 128 * 1024
 
 
 class TrackingEnded(Exception):
@@ -79,7 +91,7 @@ class JobEnding:
             )
             self.coalescer.flush_if_due(force=True)
             services.job_fail(self.job, failure.category, failure.message, failure.details)
-        logger.info("job %s attempt failed: %s: %s", self.job.id, failure.category, failure.message)
+        logger.info("job %s attempt failed: %s: %s", self.job.id, failure.category, failure.message[:500])
         raise TrackingEnded
 
     def _end_interrupted(self, entry: HistoryEntry | None) -> NoReturn:
@@ -104,24 +116,81 @@ class JobEnding:
             time.sleep(0.2)
 
     def _store_outputs(self, entry: HistoryEntry | None) -> None:
+        """Every output ComfyUI listed, up to JOB_MAX_OUTPUTS, each as far as the caps allow; what is
+        not stored is named on the timeline with the reason, and jobs.failures.failure_from_outputs
+        decides whether the job still completed."""
         if entry is None:
             self.fail(Failure(FailureCategory.OUTPUT_MISSING, "ComfyUI kept no history for the finished prompt"))
-        for output in history_outputs(entry):
-            try:
-                stored = services.job_output_store(self.job, self.client, output)
-            except ComfyUIError as exc:
-                self.fail(
-                    Failure(
-                        FailureCategory.OUTPUT_MISSING,
-                        f"output {output.filename} of node {output.node_id} could not be fetched: {exc}",
-                        {"node_id": output.node_id, "filename": output.filename},
-                    )
-                )
-            self.timeline.event(
-                EventKind.OUTPUT,
-                node_id=output.node_id,
-                data={"output_id": stored.pk, "filename": output.filename, "media_type": stored.media_type},
-            )
+        listed = history_outputs(entry)
+        limit = settings.JOB_MAX_OUTPUTS
+        report = OutputReport(listed=len(listed), too_many=max(len(listed) - limit, 0))
+        for output in listed[:limit]:
+            self._store_output(output, report)
+        if report.too_many:
+            self._note_too_many(listed[limit:], limit)
+        failure = failure_from_outputs(report)
+        if failure is not None:
+            self.fail(failure)
+
+    def _store_output(self, output: OutputFile, report: OutputReport) -> None:
+        label = output_label(output)
+        try:
+            stored = services.job_output_store(self.job, self.client, output)
+        except OutputTooLarge as exc:
+            report.too_large += 1
+            self._note_skipped(output, "too_large", f"{label}: larger than {exc.limit} bytes; not stored")
+            return
+        except ComfyUIError as exc:
+            report.unfetched.append(f"{label}: {exc}")
+            self._note_skipped(output, "unfetchable", f"{label} could not be fetched: {exc}")
+            return
+        report.stored += 1
+        self.timeline.event(
+            EventKind.OUTPUT,
+            node_id=output.node_id,
+            data={"output_id": stored.pk, "filename": stored.comfy_filename, "media_type": stored.media_type},
+        )
+
+    def _note_skipped(self, output: OutputFile, reason: str, message: str) -> None:
+        self.timeline.event(
+            EventKind.NOTE,
+            node_id=output.node_id,
+            data={"message": message[:2000], "output_skipped": output_label(output), "reason": reason},
+        )
+
+    def _note_too_many(self, skipped: list[OutputFile], limit: int) -> None:
+        # One event naming them, bounded: it is stored and broadcast like any other.
+        names: list[str] = []
+        size = 0
+        for output in skipped:
+            label = output_label(output)
+            size += len(label)
+            if size > SKIPPED_LIST_CHARS:
+                break
+            names.append(label)
+        self.timeline.event(
+            EventKind.NOTE,
+            data={
+                "message": f"{len(skipped)} outputs past the limit of {limit} per job were not stored",
+                "reason": "too_many",
+                "skipped": len(skipped),
+                "outputs_skipped": names,
+                "unlisted": len(skipped) - len(names),
+            },
+        )
+
+
+def prompt_abandon(client: ComfyUIClient, prompt_id: str) -> None:
+    """Take a prompt whose job ends without us out of ComfyUI (removed if waiting, interrupted if
+    running), so the GPU does not work on for nobody. Best effort: it runs in error handlers."""
+    try:
+        where = client.queue().position(prompt_id)
+        if where == "pending":
+            client.delete_from_queue([prompt_id])
+        elif where == "running":
+            client.interrupt(prompt_id)
+    except Exception as exc:
+        logger.warning("prompt %s: could not take it out of ComfyUI: %s", prompt_id, exc)
 
 
 def _history_outcome(entry: HistoryEntry) -> str:

@@ -14,8 +14,11 @@ from django.utils import timezone
 
 from comfyui import PreviewFrame, WsMessage
 from jobs import services
-from jobs.models import EventKind, Job, JobEvent, NodeTiming
+from jobs.models import EventKind, Job, JobEvent, NodeTiming, column_width
 from jobs.progress import JobProgress
+
+NODE_ID_WIDTH = column_width(JobEvent, "node_id")
+CLASS_TYPE_WIDTH = column_width(NodeTiming, "class_type")
 
 
 class Timeline:
@@ -30,7 +33,9 @@ class Timeline:
         self.last_preview = 0.0
 
     def event(self, kind: str, *, node_id: str = "", data: dict | None = None, at: datetime | None = None) -> None:
-        # The seq is given when the batch is stored (jobs.services.job_progress_save).
+        # The seq is given when the batch is stored (jobs.services.job_progress_save). Node ids come
+        # from ComfyUI's messages too: one longer than the column would stop the whole batch.
+        node_id = node_id[:NODE_ID_WIDTH]
         self.events.append(
             JobEvent(job=self.job, seq=0, kind=kind, at=at or timezone.now(), node_id=node_id, data=data or {})
         )
@@ -80,8 +85,8 @@ class Timeline:
             NodeTiming(
                 job=self.job,
                 attempt=self.job.attempt,
-                node_id=node_id,
-                class_type=class_type,
+                node_id=node_id[:NODE_ID_WIDTH],
+                class_type=class_type[:CLASS_TYPE_WIDTH],
                 backend=self.job.backend,
                 fingerprint=self.job.fingerprint,
                 started_at=started,
@@ -115,5 +120,4 @@ class Timeline:
         if now - self.last_preview < settings.TRACKER_PREVIEW_INTERVAL:
             return False
         self.last_preview = now
-        services.job_preview_store(self.job, frame.image, frame.media_type)
-        return True
+        return services.job_preview_store(self.job, frame.image)

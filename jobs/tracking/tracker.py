@@ -29,6 +29,9 @@ class JobTracker:
     def __init__(self, job: Job, client: ComfyUIClient, *, client_id: str, catalog: NodeCatalog) -> None:
         self.job = job
         self.client_id = client_id
+        # Whether this tracker won the job (its queued -> submitted compare-and-set): then an
+        # unexpected error is this tracker's to end the job with.
+        self.owns_job = False
         prompt_id = str(job.prompt_id)
         self.progress, estimates = _job_progress(job, prompt_id, catalog)
         self.timeline = Timeline(job, self.progress, prompt_id=prompt_id)
@@ -63,6 +66,7 @@ class JobTracker:
             deliveries=self.job.deliveries + 1,
         ):
             raise TrackingEnded
+        self.owns_job = True
         self.session.connect()
         where = self.session.locate_until_deadline()
         if where is None:
