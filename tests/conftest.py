@@ -97,7 +97,7 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, interval: float 
 
 @pytest.fixture
 def user(db):
-    return UserFactory()
+    return UserFactory.create()
 
 
 @pytest.fixture

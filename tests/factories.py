@@ -2,6 +2,7 @@ import uuid
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 
 from access.keys import api_key_create
 from jobs.models import Job
@@ -13,7 +14,7 @@ SLEEP_WORKFLOW = {
 }
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = get_user_model()
         django_get_or_create = ("username",)
@@ -22,7 +23,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("pw-for-tests")
 
 
-class JobFactory(factory.django.DjangoModelFactory):
+class JobFactory(factory.django.DjangoModelFactory[Job]):
     class Meta:
         model = Job
 
@@ -33,6 +34,6 @@ class JobFactory(factory.django.DjangoModelFactory):
     workflow = factory.LazyFunction(lambda: {k: dict(v) for k, v in SLEEP_WORKFLOW.items()})
 
 
-def api_key_for(user) -> str:
+def api_key_for(user: User) -> str:
     """A new API key of the user's (keys are stored hashed: the whole key exists only here)."""
     return api_key_create(user=user, name=f"tests-{uuid.uuid4().hex[:12]}").key

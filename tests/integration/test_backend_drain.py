@@ -29,7 +29,7 @@ def test_waiting_job_on_a_draining_backend_is_not_started(two_backends):
     from anime_production.celery import app
 
     Backend.objects.create(name="drain-a", draining=True)
-    job = JobFactory(backend="drain-a")
+    job = JobFactory.create(backend="drain-a")
     job_track(str(job.id))
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED and job.submitted_at is None and job.deliveries == 0
@@ -45,6 +45,6 @@ def test_new_jobs_without_a_backend_avoid_draining_ones(two_backends, api):
 
 
 def test_new_jobs_go_to_the_least_busy_backend(two_backends):
-    JobFactory(backend="drain-a", status=JobStatus.RUNNING)
+    JobFactory.create(backend="drain-a", status=JobStatus.RUNNING)
     assert services.backend_choose(None) == "drain-b"
     assert services.backend_choose("drain-a") == "drain-a", "an explicit choice is kept"

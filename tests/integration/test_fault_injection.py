@@ -511,7 +511,7 @@ def test_websocket_dropped_mid_job_completes_with_all_outputs(rig_factory, how, 
             opens = len(rig.proxy.websocket_opens)
             assert rig.proxy.sever_websockets() >= 1, f"no websocket to cut (cut {cut + 1})"
             wait_for(
-                lambda opens=opens: len(rig.proxy.websocket_opens) > opens,
+                lambda opens=opens: bool(len(rig.proxy.websocket_opens) > opens),  # type: ignore[misc]
                 timeout=20,
                 message=f"the tracker to reconnect after cut {cut + 1}",
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import re
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -82,7 +83,7 @@ def test_websocket_subscriber_sees_snapshot_node_progress_and_final_state(live, 
         )
         connected, _ = await ws.connect()
         assert connected
-        seen = []
+        seen: list[dict[str, Any]] = []
         while not seen or (seen[-1]["job"] or {}).get("status") not in FINAL:
             seen.append(await ws.receive_json_from(timeout=30))
         await ws.disconnect()
@@ -182,7 +183,7 @@ def test_hundreds_of_progress_messages_make_bounded_writes_and_broadcasts(live, 
     )
     counts = dict(
         (label, int(number))
-        for number, label in re.findall(r"(\d+) (ComfyUI messages|database writes|broadcasts)", line)
+        for number, label in re.findall(r"(\d+) (ComfyUI messages|database writes|broadcasts)", line or "")
     )
     assert counts["ComfyUI messages"] >= 250, counts  # progress + progress_state, ~200 per second
     # At most one progress write per TRACKER_DB_INTERVAL and one broadcast per

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -50,7 +51,7 @@ def sampler_workflow(steps: int = 30, seed: int | None = None) -> dict:
 
 async def follow_to_end(ws: WebsocketCommunicator, timeline: list[dict]) -> list[dict]:
     """Collect timeline events from the socket until the job's state is final, then disconnect."""
-    state = None
+    state: dict[str, Any] | None = None
     while (state or {}).get("status") not in FINAL:
         message = await ws.receive_json_from(timeout=30)
         timeline += message["events"]
@@ -124,7 +125,7 @@ def test_reconnecting_subscriber_ends_with_the_same_timeline(live, api, user):
         return [(e["seq"], e["kind"], e["node_id"]) for e in timeline]
 
     async def flaky() -> list[tuple]:
-        timeline = []
+        timeline: list[dict[str, Any]] = []
         ws = WebsocketCommunicator(application, f"{path}&after=0", headers=ORIGIN)
         assert (await ws.connect())[0]
         while not any(e["kind"] == "node_started" and e["node_id"] == "3" for e in timeline):

@@ -43,7 +43,7 @@ def sim(simulator_session, settings):
 
 def orphan(status: str = JobStatus.RUNNING, **fields) -> Job:
     """An active job whose tracker stopped beating a minute ago."""
-    return JobFactory(
+    return JobFactory.create(
         status=status,
         heartbeat_at=timezone.now() - timedelta(minutes=1),
         started_at=timezone.now() - timedelta(minutes=2),
@@ -96,7 +96,7 @@ def test_orphan_still_running_in_comfyui_is_resumed_not_failed(sim):
 def test_stuck_job_is_interrupted_and_failed_stuck(sim, settings):
     settings.JOB_STUCK_FLOOR_SECONDS = 30
     settings.JOB_MAX_ATTEMPTS = 1
-    job = JobFactory(
+    job = JobFactory.create(
         status=JobStatus.RUNNING,
         started_at=timezone.now() - timedelta(minutes=5),
         last_progress_at=timezone.now() - timedelta(minutes=2),
@@ -111,7 +111,7 @@ def test_stuck_job_is_interrupted_and_failed_stuck(sim, settings):
 
 def test_job_running_past_the_maximum_is_timed_out(sim, settings):
     settings.JOB_MAX_SECONDS = 60
-    job = JobFactory(
+    job = JobFactory.create(
         status=JobStatus.RUNNING,
         started_at=timezone.now() - timedelta(minutes=5),
         last_progress_at=timezone.now(),
@@ -123,7 +123,7 @@ def test_job_running_past_the_maximum_is_timed_out(sim, settings):
 
 
 def test_job_with_recent_progress_is_left_alone(sim):
-    job = JobFactory(
+    job = JobFactory.create(
         status=JobStatus.RUNNING,
         started_at=timezone.now() - timedelta(minutes=5),
         last_progress_at=timezone.now() - timedelta(seconds=5),
@@ -137,7 +137,7 @@ def test_job_with_recent_progress_is_left_alone(sim):
 
 def test_long_wait_is_flagged_once(sim, settings):
     settings.JOB_WAIT_FLAG_SECONDS = 60
-    job = JobFactory(enqueued_at=timezone.now())
+    job = JobFactory.create(enqueued_at=timezone.now())
     Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     sweeps.sweep_waiting_jobs()
     sweeps.sweep_waiting_jobs()
@@ -149,7 +149,7 @@ def test_long_wait_is_flagged_once(sim, settings):
 def test_waiting_job_whose_broker_message_was_lost_is_enqueued_again(sim):
     from anime_production.celery import app
 
-    job = JobFactory(enqueued_at=timezone.now() - timedelta(minutes=10))
+    job = JobFactory.create(enqueued_at=timezone.now() - timedelta(minutes=10))
     assert sweeps.broker_queue_length(app, QUEUE) == 0
     sweeps.sweep_waiting_jobs()
     assert sweeps.broker_queue_length(app, QUEUE) == 1
@@ -171,7 +171,7 @@ def test_waiting_job_whose_broker_message_was_lost_is_enqueued_again(sim):
     ],
 )
 def test_retry_policy_by_category(sim, category, retried):
-    job = JobFactory(status=JobStatus.RUNNING)
+    job = JobFactory.create(status=JobStatus.RUNNING)
     services.job_attempt_open(job, worker="w")
     services.job_fail(job, category, "boom")
     job.refresh_from_db()
@@ -180,7 +180,7 @@ def test_retry_policy_by_category(sim, category, retried):
 
 
 def test_out_of_memory_is_retried_only_once(sim):
-    job = JobFactory(status=JobStatus.RUNNING)
+    job = JobFactory.create(status=JobStatus.RUNNING)
     for _ in range(2):
         services.job_attempt_open(job, worker="w")
         services.job_fail(job, FailureCategory.OUT_OF_MEMORY, "CUDA out of memory")
@@ -195,7 +195,7 @@ def test_out_of_memory_is_retried_only_once(sim):
 
 
 def test_manual_retry_makes_a_new_job_linked_to_the_original(sim, api, user):
-    failed = JobFactory(user=user, status=JobStatus.FAILED, failure_category=FailureCategory.NODE_ERROR)
+    failed = JobFactory.create(user=user, status=JobStatus.FAILED, failure_category=FailureCategory.NODE_ERROR)
     response = api.post(f"/api/jobs/{failed.id}/retry/")
     assert response.status_code == 201
     retry = Job.objects.get(pk=response.json()["id"])

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_idle_socket_survives_past_the_redis_read_timeout():
     """redis-py's socket timeout once killed idle consumers every ~5 s (docs/HAZARDS.md)."""
-    job = JobFactory()
+    job = JobFactory.create()
     token = token_for(job.user)
 
     async def scenario():

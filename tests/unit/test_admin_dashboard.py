@@ -56,7 +56,7 @@ def test_job_list_shows_status_progress_and_durations(admin_client):
 
 def test_job_list_never_counts_the_whole_table(admin_client):
     for _ in range(3):
-        JobFactory()
+        JobFactory.create()
     with CaptureQueriesContext(connection) as queries:
         page(admin_client, CHANGELIST)
         page(admin_client, f"{CHANGELIST}?status__exact=queued&backend=default")
@@ -70,7 +70,7 @@ def test_job_list_never_counts_the_whole_table(admin_client):
 def test_job_list_says_more_than_when_the_count_is_capped(admin_client, monkeypatch):
     monkeypatch.setattr("monitoring.job_admin.COUNT_CAP", 3)
     for _ in range(5):
-        JobFactory()
+        JobFactory.create()
     assert "more than 3 jobs" in page(admin_client, CHANGELIST)
 
 
@@ -79,7 +79,7 @@ def test_job_list_filters_by_status_type_backend_category_and_finish_date(admin_
     finished_job(status=JobStatus.FAILED, category=FailureCategory.NODE_ERROR, backend="gpu4")
     video = finished_job(job_type="video", backend="gpu1")
     old = finished_job(finished_at=timezone.now() - timedelta(days=5))
-    queued = JobFactory()
+    queued = JobFactory.create()
     stats_rollup_refresh()
 
     assert listed_ids(page(admin_client, f"{CHANGELIST}?failure_category__exact=out_of_memory")) == {str(oom.id)}
@@ -94,10 +94,10 @@ def test_job_list_filters_by_status_type_backend_category_and_finish_date(admin_
 
 
 def test_search_by_id_prefix_prompt_id_and_username(admin_client):
-    artist = UserFactory(username="mika")
-    mine = JobFactory(user=artist)
-    other = JobFactory()
-    retried = JobFactory()
+    artist = UserFactory.create(username="mika")
+    mine = JobFactory.create(user=artist)
+    other = JobFactory.create()
+    retried = JobFactory.create()
     Job.objects.filter(pk=retried.pk).update(prompt_id=uuid.uuid4())
     retried.refresh_from_db()
 
@@ -170,7 +170,7 @@ def test_job_page_tells_the_whole_story(admin_client, settings, tmp_path):
 
 
 def test_cancel_from_the_job_page_cancels_a_waiting_job(admin_client):
-    job = JobFactory()
+    job = JobFactory.create()
     html = page(admin_client, f"/admin/jobs/job/{job.id}/change/")
     assert 'id="job-cancel"' in html and 'id="job-retry"' not in html
     response = admin_client.post(f"/admin/jobs/job/{job.id}/cancel/", follow=True)
@@ -181,7 +181,7 @@ def test_cancel_from_the_job_page_cancels_a_waiting_job(admin_client):
 
 
 def test_cancel_action_on_the_list(admin_client):
-    waiting, done = JobFactory(), finished_job()
+    waiting, done = JobFactory.create(), finished_job()
     response = admin_client.post(
         CHANGELIST, {"action": "cancel_jobs", "_selected_action": [str(waiting.id), str(done.id)]}, follow=True
     )
@@ -196,7 +196,7 @@ def test_retry_calls_the_retry_service_and_opens_the_new_job(admin_client, monke
 
     def job_retry(job: Job) -> Job:
         calls.append(job.pk)
-        return JobFactory(retry_of=job)
+        return JobFactory.create(retry_of=job)
 
     monkeypatch.setattr(services, "job_retry", job_retry)
     failed = finished_job(status=JobStatus.FAILED, category=FailureCategory.LOST)
@@ -212,10 +212,10 @@ def test_retry_calls_the_retry_service_and_opens_the_new_job(admin_client, monke
 
 
 def test_staff_without_change_permission_cannot_cancel(client):
-    viewer = UserFactory(is_staff=True)
+    viewer = UserFactory.create(is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_job"))
     client.force_login(viewer)
-    job = JobFactory()
+    job = JobFactory.create()
     assert client.post(f"/admin/jobs/job/{job.id}/cancel/").status_code == 403
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED
@@ -225,7 +225,7 @@ def test_staff_without_change_permission_cannot_cancel(client):
 
 
 def test_dashboard_pages_need_staff(client):
-    client.force_login(UserFactory())
+    client.force_login(UserFactory.create())
     for name in ("statistics", "failures", "live-queue", "backends"):
         response = client.get(f"/admin/dashboard/{name}/")
         assert response.status_code == 302 and "/admin/login/" in response["Location"]
@@ -304,12 +304,14 @@ def test_backend_set_draining_keeps_the_first_drain_time():
 
 
 def test_live_queue_page_starts_from_the_waiting_and_running_jobs(admin_client):
-    waiting = JobFactory(backend="default")
-    running = JobFactory(backend="default")
+    waiting = JobFactory.create(backend="default")
+    running = JobFactory.create(backend="default")
     Job.objects.filter(pk=running.pk).update(status=JobStatus.RUNNING, progress=0.4)
     done = finished_job()
     html = page(admin_client, "/admin/dashboard/live-queue/")
-    initial = re.search(r'<script id="live-queue-initial" type="application/json">(.*?)</script>', html, re.S).group(1)
+    found = re.search(r'<script id="live-queue-initial" type="application/json">(.*?)</script>', html, re.S)
+    assert found, "the live queue page has no initial data"
+    initial = found.group(1)
     assert str(waiting.id) in initial and str(running.id) in initial and str(done.id) not in initial
     assert "monitoring/live_queue.js" in html
 

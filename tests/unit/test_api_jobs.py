@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from jobs.models import Job, JobStatus
@@ -63,19 +64,21 @@ def test_body_that_is_not_json_is_a_400(api):
 
 
 def test_users_see_only_their_own_jobs_and_staff_see_all(api, user):
-    mine = JobFactory(user=user)
-    theirs = JobFactory(user=UserFactory())
+    mine = JobFactory.create(user=user)
+    theirs = JobFactory.create(user=UserFactory.create())
     ids = {j["id"] for j in api.get("/api/jobs/").json()["results"]}
     assert ids == {str(mine.id)}
     assert api.get(f"/api/jobs/{theirs.id}/").status_code == 404
+    staff_user = UserFactory.create(is_staff=True)
+    staff_user.user_permissions.add(Permission.objects.get(codename="view_job", content_type__app_label="jobs"))
     staff = APIClient()
-    staff.force_authenticate(UserFactory(is_staff=True))
+    staff.force_authenticate(staff_user)
     assert {j["id"] for j in staff.get("/api/jobs/").json()["results"]} == {str(mine.id), str(theirs.id)}
 
 
 def test_list_filters_by_status_and_type(api, user):
-    JobFactory(user=user, job_type="video")
-    done = JobFactory(user=user, job_type="image", status=JobStatus.COMPLETED)
+    JobFactory.create(user=user, job_type="video")
+    done = JobFactory.create(user=user, job_type="image", status=JobStatus.COMPLETED)
     results = api.get("/api/jobs/?status=completed&job_type=image").json()["results"]
     assert [j["id"] for j in results] == [str(done.id)]
 
@@ -94,7 +97,7 @@ def test_unknown_or_malformed_job_id_is_a_404(api):
 
 
 def test_cancel_a_waiting_job_cancels_it_at_once(api, user):
-    job = JobFactory(user=user)
+    job = JobFactory.create(user=user)
     response = api.post(f"/api/jobs/{job.id}/cancel/")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     job.refresh_from_db()
@@ -102,7 +105,7 @@ def test_cancel_a_waiting_job_cancels_it_at_once(api, user):
 
 
 def test_cancel_a_running_job_asks_its_tracker(api, user):
-    job = JobFactory(user=user, status=JobStatus.RUNNING)
+    job = JobFactory.create(user=user, status=JobStatus.RUNNING)
     response = api.post(f"/api/jobs/{job.id}/cancel/")
     assert response.status_code == 202 and response.json()["cancel_requested"] is True
     job.refresh_from_db()
@@ -110,16 +113,16 @@ def test_cancel_a_running_job_asks_its_tracker(api, user):
 
 
 def test_cancel_a_finished_job_is_a_conflict(api, user):
-    job = JobFactory(user=user, status=JobStatus.COMPLETED)
+    job = JobFactory.create(user=user, status=JobStatus.COMPLETED)
     response = api.post(f"/api/jobs/{job.id}/cancel/")
     assert response.status_code == 409 and "already completed" in response.json()["detail"]
 
 
 def test_queue_position_follows_priority_then_age(api, user):
-    older = JobFactory(user=user, priority=5)
-    newer = JobFactory(user=user, priority=5)
-    urgent = JobFactory(user=user, priority=9)
-    other_backend = JobFactory(user=user, priority=9, backend="elsewhere")
+    older = JobFactory.create(user=user, priority=5)
+    newer = JobFactory.create(user=user, priority=5)
+    urgent = JobFactory.create(user=user, priority=9)
+    other_backend = JobFactory.create(user=user, priority=9, backend="elsewhere")
     positions = {j["id"]: j["queue_position"] for j in api.get("/api/jobs/").json()["results"]}
     assert positions[str(urgent.id)] == 1
     assert positions[str(older.id)] == 2 and positions[str(newer.id)] == 3

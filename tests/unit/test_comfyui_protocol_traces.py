@@ -32,7 +32,9 @@ class RecordedComfyUI(BaseAdapter):
         super().__init__()
         self.answers = {(e["method"], e["path"]): e for e in trace if e["kind"] == "http"}
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(  # type: ignore[override]  # a fake transport takes requests' keyword arguments and ignores them
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
         url = urlsplit(request.url or "")
         recorded = self.answers.get((request.method, url.path + (f"?{url.query}" if url.query else "")))
         response = requests.Response()

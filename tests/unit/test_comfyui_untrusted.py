@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests
@@ -27,7 +28,9 @@ class FakeComfyUI(BaseAdapter):
         self.answer = answer
         self.requests: list[requests.PreparedRequest] = []
 
-    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+    def send(  # type: ignore[override]  # a fake transport takes requests' keyword arguments and ignores them
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
         self.requests.append(request)
         status, headers, body = self.answer(request)
         response = requests.Response()

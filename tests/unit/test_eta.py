@@ -111,7 +111,7 @@ def finished_job(
     workflow: dict[str, Any], backend: str, durations: dict[str, float], *, status: str = JobStatus.COMPLETED
 ):
     """A finished job with the node timings the tracker would have written."""
-    job = JobFactory(
+    job = JobFactory.create(
         user=None, workflow=workflow, backend=backend, status=status, fingerprint=eta.workflow_fingerprint(workflow)
     )
     end = timezone.now() - timedelta(minutes=5)
@@ -212,7 +212,7 @@ def test_estimates_from_the_database_match_the_measured_model():
     training, held_out = simulated_runs(rng, 40), simulated_runs(rng, 8, unseen_share=0.5)
     start = timezone.now() - timedelta(days=1)
     for index, run in enumerate(training):
-        job = JobFactory(user=None, workflow=run.workflow, backend=run.backend, status=JobStatus.COMPLETED,
+        job = JobFactory.create(user=None, workflow=run.workflow, backend=run.backend, status=JobStatus.COMPLETED,
                          fingerprint=eta.workflow_fingerprint(run.workflow))  # fmt: skip
         NodeTiming.objects.bulk_create(
             NodeTiming(
@@ -274,7 +274,7 @@ def test_remaining_uses_the_observed_step_rate():
 
 def test_remaining_without_steps_is_expected_minus_elapsed_never_below_a_floor():
     estimates = {"decode": learned(6.0), "save": learned(1.0)}
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         to_run=set(estimates), done=set(), cached=set(), current_node="decode", step_value=None, step_max=None
     )
     assert eta.remaining_seconds(estimates, **kwargs, current_started_seconds_ago=2.0) == pytest.approx(5.0)

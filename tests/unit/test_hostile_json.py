@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -23,7 +25,8 @@ def client(django_user_model) -> APIClient:
 
 
 def post(client: APIClient, body: str):
-    return client.generic("POST", "/api/jobs/", body.encode("utf-8", "surrogatepass"), content_type="application/json")
+    raw: Any = body.encode("utf-8", "surrogatepass")  # bytes: the test client sends them as they are
+    return client.generic("POST", "/api/jobs/", raw, content_type="application/json")
 
 
 @pytest.mark.parametrize(

@@ -33,9 +33,10 @@ def prompts(trace: list[dict[str, Any]]) -> list[tuple[str, dict]]:
 def replay(trace_name: str, index: int = 0, workflow: dict | None = None):
     trace = load_trace(trace_name)
     prompt_id, recorded = prompts(trace)[index] if prompts(trace) else (None, None)
+    assert prompt_id is not None and (workflow or recorded) is not None, f"{trace_name} has no prompt"
     progress = JobProgress(
         prompt_id=prompt_id,
-        workflow=workflow or recorded,
+        workflow=workflow or recorded or {},
         display_names=DISPLAY_NAMES,
         output_classes=OUTPUT_CLASSES,
     )

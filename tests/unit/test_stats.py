@@ -34,7 +34,7 @@ def finished_job(
     finished_at = finished_at or timezone.now() - timedelta(minutes=1)
     started = finished_at - timedelta(seconds=run) if run is not None else None
     submitted = (started or finished_at) - timedelta(seconds=0.1)
-    job = JobFactory(job_type=job_type, backend=backend)
+    job = JobFactory.create(job_type=job_type, backend=backend)
     Job.objects.filter(pk=job.pk).update(
         status=status,
         created_at=submitted - timedelta(seconds=wait),

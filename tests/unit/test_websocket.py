@@ -29,7 +29,7 @@ def token_for(user) -> str:
 
 
 def test_subscriber_gets_snapshot_then_updates_in_order():
-    job = JobFactory()
+    job = JobFactory.create()
     token = token_for(job.user)
 
     async def scenario():
@@ -55,7 +55,7 @@ def test_subscriber_gets_snapshot_then_updates_in_order():
 
 
 def test_stale_update_is_not_relayed_after_a_newer_snapshot():
-    job = JobFactory()
+    job = JobFactory.create()
     services.job_transition(job, JobStatus.SUBMITTED)
     token = token_for(job.user)
 
@@ -74,7 +74,7 @@ def test_stale_update_is_not_relayed_after_a_newer_snapshot():
 
 
 def test_session_cookie_authenticates_too(client):
-    job = JobFactory()
+    job = JobFactory.create()
     client.force_login(job.user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
 
@@ -91,8 +91,8 @@ def test_session_cookie_authenticates_too(client):
 
 @pytest.mark.parametrize("case", ["anonymous", "bad-token", "someone-elses-job", "foreign-origin"])
 def test_refused_subscriptions(case):
-    job = JobFactory()
-    stranger = UserFactory()
+    job = JobFactory.create()
+    stranger = UserFactory.create()
     path, headers = f"/ws/jobs/{job.id}/?token={token_for(job.user)}", ORIGIN
     if case == "anonymous":
         path = f"/ws/jobs/{job.id}/"
@@ -113,9 +113,9 @@ def test_refused_subscriptions(case):
 
 
 def test_job_list_stream_shows_only_the_users_jobs():
-    user = UserFactory()
-    theirs = JobFactory()
-    mine = JobFactory(user=user)
+    user = UserFactory.create()
+    theirs = JobFactory.create()
+    mine = JobFactory.create(user=user)
     token = token_for(user)
 
     async def scenario():
