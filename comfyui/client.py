@@ -149,8 +149,8 @@ class ComfyUIClient:
         if not isinstance(body, dict):
             raise ComfyUIError("GET /queue: unexpected answer", retryable=True)
         return QueueSnapshot(
-            running=[str(item[1]) for item in body.get("queue_running", []) if len(item) > 1],
-            pending=[str(item[1]) for item in body.get("queue_pending", []) if len(item) > 1],
+            running=_queue_prompt_ids(body.get("queue_running")),
+            pending=_queue_prompt_ids(body.get("queue_pending")),
         )
 
     def history(self, prompt_id: str) -> HistoryEntry | None:
@@ -229,6 +229,13 @@ class ComfyUIClient:
             except (websocket.WebSocketException, OSError) as exc:
                 raise ComfyUIError(f"websocket lost: {exc}", retryable=True) from exc
         return ComfySocket(conn)
+
+
+def _queue_prompt_ids(items: Any) -> list[str]:
+    """Prompt ids of a `/queue` list: each item is [number, prompt_id, prompt, extra, outputs]."""
+    if not isinstance(items, list):
+        return []
+    return [str(item[1]) for item in items if isinstance(item, list) and len(item) > 1]
 
 
 def _rejection_message(body: Any, fallback: str) -> str:

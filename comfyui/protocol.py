@@ -124,16 +124,20 @@ def parse_history_entry(prompt_id: str, body: Any) -> HistoryEntry | None:
     raw = body.get(prompt_id) if isinstance(body, dict) else None
     if not isinstance(raw, dict):
         return None
-    status = raw.get("status") or {}
+    # Any shape may come back from a GPU machine: what is not the documented one counts as absent.
+    found = raw.get("status")
+    status: dict[str, Any] = found if isinstance(found, dict) else {}
+    listed = status.get("messages")
     messages = [
         (str(m[0]), m[1] if isinstance(m[1], dict) else {})
-        for m in status.get("messages", [])
+        for m in (listed if isinstance(listed, list) else [])
         if isinstance(m, list) and len(m) == 2
     ]
+    outputs = raw.get("outputs")
     return HistoryEntry(
         prompt_id=prompt_id,
         status_str=str(status.get("status_str") or ""),
-        outputs=raw.get("outputs") or {},
+        outputs={str(k): v for k, v in outputs.items() if isinstance(v, dict)} if isinstance(outputs, dict) else {},
         messages=messages,
     )
 
@@ -150,7 +154,7 @@ def history_outputs(entry: HistoryEntry) -> list[OutputFile]:
                     files.append(
                         OutputFile(
                             node_id=str(node_id),
-                            kind=kind,
+                            kind=str(kind),
                             filename=item["filename"],
                             subfolder=str(item.get("subfolder") or ""),
                             type=str(item.get("type") or "output"),

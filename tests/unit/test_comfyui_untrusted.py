@@ -14,7 +14,7 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from comfyui import ComfyUIClient, ComfyUIError, OutputFile, parse_binary_frame, parse_text_frame
+from comfyui import ComfyUIClient, ComfyUIError, OutputFile, history_outputs, parse_binary_frame, parse_text_frame
 from comfyui.errors import OutputTooLarge
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -144,3 +144,25 @@ def test_a_rejection_with_malformed_node_errors_still_explains() -> None:
     with pytest.raises(ComfyUIError, match="Prompt outputs failed validation") as raised:
         client.submit({"3": {}}, prompt_id="p1", client_id="c1")
     assert not raised.value.retryable
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"p1": {"status": "done", "outputs": ["x"]}},
+        {"p1": {"status": {"messages": "nope", "status_str": 7}, "outputs": {"9": "not a dict", "10": {"images": 3}}}},
+        {"p1": {"status": [], "outputs": None}},
+    ],
+)
+def test_a_history_of_an_unexpected_shape_reads_as_empty(body: object) -> None:
+    client, _ = client_answering(lambda r: json_answer(body))
+    entry = client.history("p1")
+    assert entry is not None
+    assert history_outputs(entry) == []
+    assert entry.message("execution_error") is None
+
+
+def test_a_queue_of_an_unexpected_shape_lists_nothing() -> None:
+    client, _ = client_answering(lambda r: json_answer({"queue_running": "x", "queue_pending": [1, [2, "p9"], None]}))
+    snapshot = client.queue()
+    assert (snapshot.running, snapshot.pending) == ([], ["p9"])
