@@ -71,6 +71,14 @@ def failure_from_execution_error(data: dict[str, Any]) -> Failure:
         "executed": data.get("executed") or [],
     }
     text = f"{exception_type} {message}".lower()
+    if not (exception_type or message or data.get("node_id")):
+        # The prompt ended without success and ComfyUI's history says nothing of why (an empty or
+        # unreadable record): say exactly that, never "node #None".
+        return Failure(
+            category=FailureCategory.NODE_ERROR,
+            message="ComfyUI ended the prompt without success and without saying why (no execution_error)",
+            details=details,
+        )
     if any(marker in text for marker in OOM_MARKERS):
         category = FailureCategory.OUT_OF_MEMORY
     elif exception_type.endswith("FileNotFoundError") and "model" in text:
