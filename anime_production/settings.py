@@ -257,6 +257,10 @@ WORKFLOW_MAX_STEPS = int(os.environ.get("WORKFLOW_MAX_STEPS", "200"))
 WORKFLOW_MAX_PIXELS = int(os.environ.get("WORKFLOW_MAX_PIXELS", str(4096 * 4096)))
 WORKFLOW_MAX_FRAMES = int(os.environ.get("WORKFLOW_MAX_FRAMES", "2000"))
 WORKFLOW_MAX_BATCH = int(os.environ.get("WORKFLOW_MAX_BATCH", "64"))
+# Node classes, comma-separated: a non-empty allow-list admits only its classes; the deny-list refuses
+# its classes whatever else is allowed (e.g. custom nodes that run code or write outside ComfyUI).
+WORKFLOW_NODE_CLASSES_ALLOWED = env_list("WORKFLOW_NODE_CLASSES_ALLOWED")
+WORKFLOW_NODE_CLASSES_DENIED = env_list("WORKFLOW_NODE_CLASSES_DENIED")
 
 JOB_TYPES = env_list("JOB_TYPES", "image,video,upscale,other")
 

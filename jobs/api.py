@@ -3,16 +3,25 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from rest_framework import status, viewsets
+from django.utils.dateparse import parse_datetime
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from jobs import selectors, services
 from jobs.downloads import output_response, preview_response
 from jobs.models import FINAL_STATUSES, Job, JobStatus
-from jobs.serializers import JobAttemptSerializer, JobCreateSerializer, JobEventSerializer, JobSerializer
+from jobs.serializers import (
+    JobAttemptSerializer,
+    JobCreateSerializer,
+    JobEventSerializer,
+    JobSerializer,
+    PageQuerySerializer,
+    TimelineQuerySerializer,
+)
 
 EVENTS_PAGE_LIMIT = 1000
 
@@ -22,7 +31,29 @@ class JobCursorPagination(CursorPagination):
     ordering = "-created_at"
     page_size = 50
     page_size_query_param = "page_size"
-    max_page_size = 500
+    max_page_size = 200
+
+    def get_page_size(self, request: Request) -> int:
+        """`?page_size=`, capped at `max_page_size`; one that is not a positive integer is a 400."""
+        query = PageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return min(query.validated_data.get("page_size", self.page_size), self.max_page_size)
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """A cursor is opaque but comes from the client: one not made here is a 400, never a 500
+        (a forged position reached the database as a malformed date)."""
+        try:
+            cursor = super().decode_cursor(request)
+        except NotFound as exc:
+            raise serializers.ValidationError({"cursor": "invalid cursor; use the next/previous links"}) from exc
+        if cursor is not None and cursor.position is not None:
+            try:
+                valid = parse_datetime(str(cursor.position)) is not None
+            except ValueError:
+                valid = False
+            if not valid:
+                raise serializers.ValidationError({"cursor": "invalid cursor; use the next/previous links"})
+        return cursor
 
 
 class JobViewSet(viewsets.GenericViewSet):
@@ -32,6 +63,20 @@ class JobViewSet(viewsets.GenericViewSet):
 
     def get_queryset(self) -> QuerySet[Job]:
         return selectors.visible_jobs(self.request.user)
+
+    @property
+    def throttle_scope(self) -> str | None:
+        """Submitting work has its own rate ("submit"), on top of the per-user one: a job costs
+        GPU time, a read costs almost nothing."""
+        return "submit" if getattr(self, "action", None) in ("create", "retry") else None
+
+    def _refuse_unless_may_change(self, job: Job) -> Response | None:
+        if selectors.may_change_job(self.request.user, job):
+            return None
+        return Response(
+            {"detail": "only its owner, or staff with the permission to change jobs, may do this"},
+            status=status.HTTP_403_FORBIDDEN,
+        )
 
     def list(self, request: Request) -> Response:
         jobs = self.filter_queryset(self.get_queryset()).prefetch_related("outputs")
@@ -52,6 +97,9 @@ class JobViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         job = self.get_object()
+        refused = self._refuse_unless_may_change(job)
+        if refused is not None:
+            return refused
         if job.status in FINAL_STATUSES:
             return Response(
                 {"detail": f"job is already {job.status}; nothing to cancel"}, status=status.HTTP_409_CONFLICT
@@ -67,23 +115,27 @@ class JobViewSet(viewsets.GenericViewSet):
 
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
+        """201 with the new job; 200 with the same one when the job was already retried."""
         job = self.get_object()
+        refused = self._refuse_unless_may_change(job)
+        if refused is not None:
+            return refused
         if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             return Response(
                 {"detail": f"only failed or cancelled jobs can be retried; this one is {job.status}"},
                 status=status.HTTP_409_CONFLICT,
             )
-        new_job = services.job_retry(job)
-        return Response(selectors.job_state(new_job), status=status.HTTP_201_CREATED)
+        new_job, created = services.job_retry_get_or_create(job)
+        return Response(selectors.job_state(new_job), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
     @action(detail=True, methods=["get"])
     def events(self, request: Request, pk: str | None = None) -> Response:
         """The timeline after `?after=<seq>` (default: from the start), oldest first."""
         job = self.get_object()
-        after = request.query_params.get("after", "0")
-        if not after.isdigit():
-            return Response({"detail": "after must be a non-negative integer"}, status=status.HTTP_400_BAD_REQUEST)
-        events = list(job.events.filter(seq__gt=int(after)).order_by("seq")[: EVENTS_PAGE_LIMIT + 1])
+        query = TimelineQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        after = query.validated_data.get("after") or 0
+        events = list(job.events.filter(seq__gt=after).order_by("seq")[: EVENTS_PAGE_LIMIT + 1])
         return Response(
             {
                 "job": str(job.id),

@@ -150,6 +150,10 @@ class Job(models.Model):
             # Roll-up refreshes read only the jobs finished since the last one; "finished on" filters.
             models.Index(fields=["finished_at"], name="job_finished_idx"),
         ]
+        constraints = [
+            # A job is retried by hand once: a second (or concurrent) retry gets the same new job.
+            models.UniqueConstraint(fields=["retry_of"], name="job_one_manual_retry"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.job_type} job {self.id} ({self.status})"

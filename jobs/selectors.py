@@ -25,10 +25,42 @@ from jobs.serializers import JobSerializer
 QueueKey = tuple[int, datetime]
 
 
+# The admin's model permissions, applied to REST and websockets alike. As in the admin, a user who
+# may change jobs may also see them.
+VIEW_JOBS = "jobs.view_job"
+CHANGE_JOBS = "jobs.change_job"
+
+
+def may_see_others_jobs(user: Any) -> bool:
+    """Staff who hold the permission to view (or change) jobs, as the admin decides."""
+    return _staff(user) and (user.has_perm(VIEW_JOBS) or user.has_perm(CHANGE_JOBS))
+
+
+def may_change_others_jobs(user: Any) -> bool:
+    """Staff who hold the permission to change jobs: cancel and retry other users' jobs."""
+    return _staff(user) and user.has_perm(CHANGE_JOBS)
+
+
+def may_change_job(user: Any, job: Job) -> bool:
+    """Everyone acts on their own jobs; other users' jobs need the permission to change jobs."""
+    return (job.user_id is not None and job.user_id == user.pk) or may_change_others_jobs(user)
+
+
+def _staff(user: Any) -> bool:
+    return bool(user.is_authenticated and user.is_active and user.is_staff)
+
+
 def visible_jobs(user: Any) -> QuerySet[Job]:
-    """Every job for staff, a user's own jobs otherwise."""
+    """A user's own jobs; every job for staff who may see them."""
     jobs = Job.objects.select_related("user")
-    return jobs if user.is_staff else jobs.filter(user=user)
+    if not user.is_authenticated:
+        return jobs.none()
+    return jobs if may_see_others_jobs(user) else jobs.filter(user=user)
+
+
+def job_manual_retry(job: Job) -> Job | None:
+    """The job made by retrying `job` by hand, if there is one (there is at most one)."""
+    return Job.objects.filter(retry_of=job).first()
 
 
 def waiting_jobs(backend: str) -> QuerySet[Job]:

@@ -13,17 +13,22 @@ from jobs.queue_eta import QueuePlace
 from jobs.workflow_validation import workflow_problems
 
 
+class WorkflowField(serializers.JSONField):
+    """A ComfyUI API-format workflow, checked before anything else looks at it: DRF's own check
+    would answer NaN or infinity with a bare "Value must be valid JSON." instead of naming the node."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        problems = workflow_problems(data)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return super().to_internal_value(data)
+
+
 class JobCreateSerializer(serializers.Serializer):
-    workflow = serializers.JSONField()
+    workflow = WorkflowField()
     job_type = serializers.CharField(max_length=32)
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
     backend = serializers.CharField(max_length=64, required=False, allow_blank=True)
-
-    def validate_workflow(self, value: Any) -> Any:
-        problems = workflow_problems(value)
-        if problems:
-            raise serializers.ValidationError(problems)
-        return value
 
     def validate_job_type(self, value: str) -> str:
         if value not in settings.JOB_TYPES:
@@ -38,6 +43,26 @@ class JobCreateSerializer(serializers.Serializer):
                 f"unknown backend {value!r}; configured: {sorted(settings.COMFYUI_BACKENDS)}"
             )
         return value
+
+
+# Timeline sequence numbers are PositiveBigIntegerField values.
+MAX_SEQ = 2**63 - 1
+
+
+class TimelineQuerySerializer(serializers.Serializer):
+    """`?after=<seq>` on REST and websockets: the timeline after a sequence number. A number that
+    `int()` would refuse (`²`) or that no sequence number reaches (5,000 digits) is a 400."""
+
+    after = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, required=False)
+
+
+class PageQuerySerializer(serializers.Serializer):
+    page_size = serializers.IntegerField(min_value=1, required=False)
+
+
+def query_problem(errors: Mapping[str, Any]) -> str:
+    """A serializer's errors on query parameters as one line, e.g. "after: A valid integer is required."."""
+    return "; ".join(f"{name}: {' '.join(map(str, messages))}" for name, messages in errors.items())
 
 
 class JobOutputSerializer(serializers.ModelSerializer):
@@ -82,6 +107,9 @@ class JobSerializer(serializers.ModelSerializer):
     """
 
     progress_percent = serializers.SerializerMethodField()
+    # A string, not the related job's UUID: states go through json.dumps (websockets) and msgpack
+    # (the Redis channel layer), which know no UUID.
+    retry_of = serializers.UUIDField(source="retry_of_id", read_only=True, allow_null=True)
     message = serializers.CharField(source="progress_message", read_only=True)
     current_node = serializers.SerializerMethodField()
     step = serializers.SerializerMethodField()

@@ -317,15 +317,30 @@ def job_requeue(job: Job, category: str, message: str) -> bool:
 
 
 def job_retry(job: Job) -> Job:
-    """A person retries a finished job by hand: a new job linked to the original."""
-    return job_create(
-        user=job.user,
-        workflow=job.workflow,
-        job_type=job.job_type,
-        priority=job.priority,
-        backend=job.backend if job.backend in settings.COMFYUI_BACKENDS else None,
-        retry_of=job,
-    )
+    """A person retries a finished job by hand: a new job linked to the original, made once."""
+    return job_retry_get_or_create(job)[0]
+
+
+def job_retry_get_or_create(job: Job) -> tuple[Job, bool]:
+    """The job's manual retry, and whether this call made it. A second retry, or one racing this
+    one from another request, gets the same job: the database allows one row per `retry_of`."""
+    existing = selectors.job_manual_retry(job)
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            created = job_create(
+                user=job.user,
+                workflow=job.workflow,
+                job_type=job.job_type,
+                priority=job.priority,
+                backend=job.backend if job.backend in settings.COMFYUI_BACKENDS else None,
+                retry_of=job,
+            )
+    except IntegrityError:
+        # Another request made it between our read and our insert; its enqueue is the only one.
+        return Job.objects.get(retry_of=job), False
+    return created, True
 
 
 # --- attempts ------------------------------------------------------------------------------------
