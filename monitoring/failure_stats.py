@@ -87,6 +87,15 @@ def failure_stats(*, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = Non
     }
 
 
+def failure_category_counts(*, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Failed jobs per category in the window, most frequent first (what /api/stats/ adds to the
+    generation statistics)."""
+    since = window_start(days, now or timezone.now())
+    counts = {row["failure_category"]: row["n"] for row in _rollup_sums(since, "failure_category", failed_only=True)}
+    ordered = sorted(counts, key=lambda category: (-counts[category], category))
+    return [{"category": c, "label": _category_label(c), "count": counts[c]} for c in ordered]
+
+
 def top_error_messages(since: datetime, limit: int = TOP_MESSAGES) -> list[dict[str, Any]]:
     rows = (
         ErrorMessageRollup.objects.filter(day__gte=since)

@@ -1,0 +1,3 @@
+from anime_client.cli import main
+
+main()

@@ -1,0 +1,209 @@
+"""The Python client: everything the anime-jobs command does, for pipeline scripts.
+
+    from pathlib import Path
+    from anime_client import Client
+
+    client = Client("http://127.0.0.1:8000", api_key)
+    job = client.submit(Path("shot_012.json"), inputs={"12": Path("keyframe.png")}, priority=7)
+    for state in client.watch(job.id):
+        print(state.status, state.progress_percent, state.node_name, state.step)
+    final = client.wait(job.id)           # the final state, whatever it is
+    if final.status == "completed":
+        client.download(job.id, Path("renders/shot_012"))
+
+It speaks the public REST and websocket API only (README, "API"), so it runs on any machine that
+can reach the server, with nothing of the server installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from anime_client.api_session import DEFAULT_TIMEOUT, ApiSession
+from anime_client.downloads import save_response
+from anime_client.errors import NotFound, ServerError
+from anime_client.states import Asset, JobState, Output
+from anime_client.watching import POLL_SECONDS, JobWatch, SocketOpener, open_websocket
+from anime_client.workflow import InputBinding, checked_api_format, input_bindings, load_workflow, with_references
+
+MAX_PAGE_SIZE = 200  # the server's cap on ?page_size=
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+        open_socket: SocketOpener = open_websocket,
+        poll_seconds: float = POLL_SECONDS,
+        on_notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.api = ApiSession(base_url, api_key, session=session, timeout=timeout)
+        self.open_socket = open_socket
+        self.poll_seconds = poll_seconds
+        self.on_notice = on_notice
+
+    # --- submitting ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        workflow: Mapping[str, Any] | Path | str,
+        inputs: Mapping[str, Path | str] | None = None,
+        *,
+        job_type: str = "image",
+        priority: int = 5,
+        backend: str | None = None,
+        on_upload: Callable[[InputBinding, Asset], None] | None = None,
+    ) -> JobState:
+        """Submit an API-format workflow (a mapping, or the path of its JSON file).
+
+        `inputs` maps a loader node ("12") or one of its inputs ("12.image") to a local file: each
+        file is uploaded as an asset and the input set to "asset:<id>". Every target is checked
+        before the first upload.
+        """
+        graph = checked_api_format(workflow) if isinstance(workflow, Mapping) else load_workflow(Path(workflow))
+        bindings = input_bindings(graph, inputs or {})
+        uploaded: dict[Path, Asset] = {}
+        references = []
+        for binding in bindings:
+            key = binding.path.resolve()
+            if key not in uploaded:
+                uploaded[key] = self.upload_asset(binding.path)
+                if on_upload is not None:
+                    on_upload(binding, uploaded[key])
+            references.append((binding, uploaded[key].reference))
+        body: dict[str, Any] = {
+            "workflow": with_references(graph, references),
+            "job_type": job_type,
+            "priority": priority,
+        }
+        if backend:
+            body["backend"] = backend
+        return JobState.from_api(self.api.json("POST", "api/jobs/", json=body, what="submit"))
+
+    def upload_asset(self, path: Path | str) -> Asset:
+        """Upload a file as an asset; the same bytes uploaded before give the same asset back."""
+        path = Path(path)
+        what = f"upload {path.name}"
+        try:
+            with open(path, "rb") as handle:
+                response = self.api.request("POST", "api/assets/", files={"file": (path.name, handle)}, what=what)
+        except NotFound as exc:
+            raise NotFound(
+                f"{what}: this server takes no asset uploads (POST /api/assets/ is a 404)",
+                status=exc.status,
+                reason=exc.reason,
+            ) from exc
+        try:
+            data = response.json()
+            return Asset(
+                id=str(data["id"]),
+                media_type=str(data.get("media_type") or ""),
+                created=response.status_code == 201,
+                raw=data,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ServerError(f"{what}: the answer names no asset id", status=response.status_code, reason="") from exc
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobState:
+        return JobState.from_api(self.api.json("GET", f"api/jobs/{job_id}/", what=f"job {job_id}"))
+
+    def jobs(
+        self,
+        *,
+        status: str | None = None,
+        job_type: str | None = None,
+        backend: str | None = None,
+        failure_category: str | None = None,
+        limit: int = 50,
+    ) -> list[JobState]:
+        """Your jobs (staff: everyone's), newest first, at most `limit`, following the cursor pages."""
+        filters = {"status": status, "job_type": job_type, "backend": backend, "failure_category": failure_category}
+        params: dict[str, Any] = {name: value for name, value in filters.items() if value}
+        params["page_size"] = min(max(limit, 1), MAX_PAGE_SIZE)
+        found: list[JobState] = []
+        while len(found) < limit:
+            page = self.api.json("GET", "api/jobs/", params=params, what="list jobs")
+            found += [JobState.from_api(item) for item in page.get("results") or ()]
+            cursor = _cursor(page.get("next"))
+            if cursor is None:
+                break
+            params["cursor"] = cursor
+        return found[:limit]
+
+    def outputs(self, job_id: str) -> list[Output]:
+        """A completed job's outputs (none before it completes)."""
+        return list(self.job(job_id).outputs)
+
+    def stats(self, days: int) -> dict[str, Any]:
+        """GET /api/stats/?days=N (staff with the permission to view jobs)."""
+        body: dict[str, Any] = self.api.json("GET", "api/stats/", params={"days": days}, what="statistics")
+        return body
+
+    # --- following -------------------------------------------------------------------------------
+
+    def watch(self, job_id: str, *, timeout: float | None = None) -> Iterator[JobState]:
+        """The job's states as they change, ending with its final one (completed, failed, cancelled).
+
+        Live over the websocket; by polling when the websocket cannot be opened."""
+        return self.job_watch(job_id, timeout=timeout).states()
+
+    def job_watch(self, job_id: str, *, timeout: float | None = None) -> JobWatch:
+        return JobWatch(
+            self.api,
+            job_id,
+            open_socket=self.open_socket,
+            poll_seconds=self.poll_seconds,
+            timeout=timeout,
+            on_notice=self.on_notice,
+        )
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> JobState:
+        """The job's final state; WaitTimeout when it has none after `timeout` seconds."""
+        final = None
+        for state in self.watch(job_id, timeout=timeout):
+            final = state
+        assert final is not None and final.finished  # a watch ends only at a final state, or raises
+        return final
+
+    # --- changing --------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> JobState:
+        """Cancelled at once when still waiting; otherwise the cancel is under way (`status` tells)."""
+        return JobState.from_api(self.api.json("POST", f"api/jobs/{job_id}/cancel/", what=f"cancel job {job_id}"))
+
+    def retry(self, job_id: str) -> JobState:
+        """A failed or cancelled job, again: the new job (the same one when it was retried already)."""
+        return JobState.from_api(self.api.json("POST", f"api/jobs/{job_id}/retry/", what=f"retry job {job_id}"))
+
+    # --- downloading -----------------------------------------------------------------------------
+
+    def download(self, job_id: str, directory: Path | str, *, overwrite: bool = False) -> list[Path]:
+        """Every output of a completed job into `directory`, under the server's file names."""
+        return [self.download_output(output, directory, overwrite=overwrite) for output in self.outputs(job_id)]
+
+    def download_output(self, output: Output, directory: Path | str, *, overwrite: bool = False) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        response = self.api.request("GET", output.download_url, stream=True, what=f"download output {output.id}")
+        with response:
+            return save_response(response, output, directory, overwrite=overwrite)
+
+
+def _cursor(next_url: Any) -> str | None:
+    """The cursor of DRF's `next` link: the next page is asked of our base URL, whatever host the
+    server put in the link."""
+    if not next_url:
+        return None
+    values = parse_qs(urlsplit(str(next_url)).query).get("cursor")
+    return values[0] if values else None
