@@ -1,6 +1,6 @@
 """A ComfyUI that answers whatever a test tells it to: the hostile GPU machine of issue 11.
 
-An aiohttp application on a thread of the test process (like tests/simulator_process.py's
+An aiohttp application on a thread of the test process (like devtools/simulator_process.py's
 InProcessSimulator), reachable over loopback by the tracker in this process or by a Celery worker
 process. It speaks just enough of ComfyUI's protocol for a tracker to find a prompt and end it:
 

@@ -17,8 +17,8 @@ from typing import Any, cast
 import pytest
 from django.db import connection
 
-from tests.processes import REPO, Process, free_port, running_processes
-from tests.simulator_process import SimulatorProcess
+from devtools.processes import REPO, Process, free_port, running_processes
+from devtools.simulator_process import SimulatorProcess
 
 # Screenshots and tables the tests write for people to look at. Process logs go to pytest's temporary
 # directories (one per run: concurrent runs never read each other's "ready" lines).

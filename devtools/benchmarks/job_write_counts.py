@@ -34,9 +34,9 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from devtools.simulator_process import SimulatorProcess  # noqa: E402
 from jobs import broadcast, services, tracking  # noqa: E402
 from jobs.models import Job  # noqa: E402
-from tests.simulator_process import SimulatorProcess  # noqa: E402
 
 WRITE_VERBS = ("INSERT", "UPDATE", "DELETE")
 

@@ -65,7 +65,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from tests.simulator_process import REPO_ROOT, SimulatorProcess, free_port
+from devtools.simulator_process import REPO_ROOT, SimulatorProcess, free_port
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/anime_bench_latency"
 LAYERS = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.simulator_process import SimulatorProcess
+from devtools.simulator_process import SimulatorProcess
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@
   restarted (everything in it is then gone), so the machine's shared Redis is never touched.
 - `BeatProcess`: a real `celery beat` with its own environment (workers are `tests.system.CeleryWorker`,
   which can be SIGKILLed as a whole process group, or only their prefork pool child). All of them
-  are started and stopped by `tests.processes.Process`.
+  are started and stopped by `devtools.processes.Process`.
 - `FaultMatrix`: the per-scenario table (runs, jobs, completed, failed, lost, duplicated prompts)
   written to test-artifacts/fault-matrix.txt.
 """
@@ -31,7 +31,7 @@ import aiohttp
 import requests
 from aiohttp import WSMsgType, web
 
-from tests.processes import Process, free_port
+from devtools.processes import Process, free_port
 
 PROMPT_PATHS = ("/prompt", "/api/prompt")
 INTERRUPT_PATHS = ("/interrupt", "/api/interrupt")

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import requests
 
+from devtools.processes import Process, free_port
 from jobs.models import Job, JobStatus
 from tests.factories import api_key_for
 from tests.integration.test_progress_live import sampler_workflow
-from tests.processes import Process, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -18,12 +18,12 @@ import pytest
 import requests
 from django.db import connection
 
+from devtools.processes import running_processes
 from jobs.models import Job, JobStatus
 from monitoring.rollups import stats_rollup_refresh
 from tests.conftest import wait_for
 from tests.factories import api_key_for
 from tests.integration.test_job_lifecycle import sleep_workflow
-from tests.processes import running_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 

@@ -35,6 +35,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from kombu import pools as kombu_pools
 
+from devtools.simulator_process import SimulatorProcess
 from jobs import sweeps
 from jobs.models import FINAL_STATUSES, Job, JobAttempt, JobEvent
 from jobs.tasks import job_run
@@ -53,7 +54,6 @@ from tests.integration.fault_tools import (
     history_messages,
     sim_submissions,
 )
-from tests.simulator_process import SimulatorProcess
 from tests.system import ARTIFACTS, CeleryWorker, database_url_for_subprocess
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

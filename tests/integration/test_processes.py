@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Process, ProcessFailed, free_port
+from devtools.processes import Process, ProcessFailed, free_port
 
 
 def python(code: str, tmp_path: Path, name: str = "child") -> Process:

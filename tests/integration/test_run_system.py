@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Process, ProcessFailed, free_ports, port_open, url_status
+from devtools.processes import Process, ProcessFailed, free_ports, port_open, url_status
 
 STARTUP_SECONDS = 120.0
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.simulator_process import REPO_ROOT, PortTakenError, SimulatorProcess
+from devtools.simulator_process import REPO_ROOT, PortTakenError, SimulatorProcess
 
 
 def test_simulator_package_imports_no_django() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.simulator_process import InProcessSimulator
+from devtools.simulator_process import InProcessSimulator
 
 
 def _refuse_redis(*args: Any, **kwargs: Any) -> None:

@@ -21,10 +21,10 @@ from rest_framework.throttling import SimpleRateThrottle
 from anime_client import Client
 from anime_client import client as client_module
 from anime_client.cli import ExitCode, cli
+from devtools.processes import free_port
 from jobs.models import FailureCategory, Job, JobOutput, JobStatus
 from monitoring.rollups import stats_rollup_refresh
 from tests.factories import SLEEP_WORKFLOW, JobFactory, UserFactory, api_key_for
-from tests.processes import free_port
 from tests.unit.django_transport import BASE_URL, django_session
 from tests.unit.test_stats import finished_job
 

@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.simulator_process import (
+from devtools.simulator_process import (
     EventLog,
     RecordingSocket,
     SimulatorClient,

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from tests.simulator_process import InProcessSimulator, SimulatorClient, SimulatorProcess
+from devtools.simulator_process import InProcessSimulator, SimulatorClient, SimulatorProcess
 from tests.unit.test_simulator_protocol import sleep_prompt
 
 

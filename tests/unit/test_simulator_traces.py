@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
+from devtools.simulator_process import SimulatorClient, SimulatorProcess
 from tests.conftest import TRACES_DIR
-from tests.simulator_process import SimulatorClient, SimulatorProcess
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # Maps keyed by node ids ("3", "4.0.0.1") or prompt ids are compared by their values' shape only.

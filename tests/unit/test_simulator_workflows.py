@@ -10,7 +10,7 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.simulator_process import SimulatorClient, SimulatorProcess
+from devtools.simulator_process import SimulatorClient, SimulatorProcess
 
 STEP_SECONDS = 0.01
 

@@ -35,7 +35,7 @@ from typing import Any, Self
 import requests
 import websocket
 
-from tests.processes import REPO, Process, ProcessFailed, free_port
+from devtools.processes import REPO, Process, ProcessFailed, free_port
 
 REPO_ROOT = REPO
 STARTUP_TIMEOUT = 20.0
