@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "channels",
     "access",
     "fleet",
+    "assets",
     "jobs",
     "monitoring",
 ]
@@ -264,6 +265,17 @@ WORKFLOW_NODE_CLASSES_DENIED = env_list("WORKFLOW_NODE_CLASSES_DENIED")
 
 JOB_TYPES = env_list("JOB_TYPES", "image,video,upscale,other")
 
+# --- Input assets: files users upload for their workflows (keyframes, poses, masks, clips, audio) ---
+# ComfyUI refuses uploads past its --max-upload-size (100 MB by default): keep ASSET_MAX_BYTES within it.
+ASSET_MAX_BYTES = int(os.environ.get("ASSET_MAX_BYTES", str(100 * 1024 * 1024)))
+# Per image or video frame; frames of an animation or video; seconds of a video or audio file.
+ASSET_MAX_PIXELS = int(os.environ.get("ASSET_MAX_PIXELS", str(4096 * 4096)))
+ASSET_MAX_FRAMES = int(os.environ.get("ASSET_MAX_FRAMES", "2000"))
+ASSET_MAX_SECONDS = float(os.environ.get("ASSET_MAX_SECONDS", "600"))
+# Per user: how many assets and how many bytes in all.
+ASSET_MAX_PER_USER = int(os.environ.get("ASSET_MAX_PER_USER", "1000"))
+ASSET_MAX_BYTES_PER_USER = int(os.environ.get("ASSET_MAX_BYTES_PER_USER", str(10 * 1024**3)))
+
 # --- API keys: hashed at rest, expiring, several named keys per user --------------------------------
 API_KEY_DAYS = int(os.environ.get("API_KEY_DAYS", "90"))
 API_KEY_MAX_DAYS = int(os.environ.get("API_KEY_MAX_DAYS", "365"))
@@ -292,6 +304,7 @@ REST_FRAMEWORK = {
         "anon": os.environ.get("THROTTLE_ANON", "60/min"),
         "user": os.environ.get("THROTTLE_USER", "1200/min"),
         "submit": os.environ.get("THROTTLE_SUBMIT", "120/min"),
+        "upload": os.environ.get("THROTTLE_UPLOAD", "60/min"),
     },
 }
 # A workflow is a few levels deep; nothing a client sends legitimately nests deeper than this.

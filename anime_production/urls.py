@@ -11,5 +11,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/stats/", StatsView.as_view(), name="api-stats"),
     path("api/", include("access.urls")),
+    path("api/", include("assets.urls")),
     path("api/", include("jobs.urls")),
 ]

@@ -17,6 +17,7 @@ from comfyui.protocol import (
     parse_binary_frame,
     parse_text_frame,
 )
+from comfyui.uploads import UploadedInput
 from comfyui.ws import ComfySocket
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "PreviewFrame",
     "QueueSnapshot",
     "SubmitResult",
+    "UploadedInput",
     "WsMessage",
     "history_outputs",
     "parse_binary_frame",

@@ -7,8 +7,8 @@ error type, `ComfyUIError`, whose `retryable` says whether trying again can help
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
@@ -17,6 +17,7 @@ import websocket
 from comfyui.errors import ComfyUIError, OutputTooLarge
 from comfyui.protocol import HistoryEntry, OutputFile, QueueSnapshot, SubmitResult, parse_history_entry
 from comfyui.untrusted import UnreadableJSON, clean_text, loads_untrusted
+from comfyui.uploads import MultipartFileBody, UploadedInput, check_outgoing_name, uploaded_input
 from comfyui.ws import ComfySocket
 
 # A JSON answer larger than this is refused: /object_info of an installation with many custom
@@ -194,6 +195,48 @@ class ComfyUIClient:
             raise ComfyUIError(f"GET /view {output.filename}: download broke off", retryable=True) from exc
         finally:
             response.close()
+
+    def upload_image(
+        self,
+        file: BinaryIO,
+        *,
+        filename: str,
+        size: int,
+        subfolder: str = "",
+        overwrite: bool = False,
+        upload_type: str = "input",
+        on_chunk: Callable[[], None] | None = None,
+    ) -> UploadedInput:
+        """Put a file into ComfyUI's input folder with `POST /upload/image` (images, and the videos
+        and audio its loaders read from the same folder). Streams `size` bytes from `file`.
+
+        `filename` and `subfolder` are ours (plain ASCII names, ValueError otherwise). Without
+        `overwrite`, ComfyUI keeps a file of the same name and bytes and answers its name, or renames
+        ours on a collision: use the answered name (`UploadedInput.loader_value`). `on_chunk` is
+        called after each chunk sent (a heartbeat during a long upload). Any answer but 200 is a
+        ComfyUIError, retryable only when ComfyUI was unreachable or answered 5xx.
+        """
+        check_outgoing_name(filename, subfolder)
+        fields = {"type": upload_type, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
+        body = MultipartFileBody(
+            fields=fields, file_field="image", filename=filename, file=file, size=size, on_chunk=on_chunk
+        )
+        path = "/upload/image"
+        response = self._request("POST", path, data=body, headers={"Content-Type": body.content_type})
+        if response.status_code != 200:
+            text = self._text_excerpt(response, 500)
+            raise ComfyUIError(
+                f"POST {path} {filename}: ComfyUI answered {response.status_code}: {text[:300]}",
+                retryable=False,
+                status=response.status_code,
+                body=text,
+            )
+        raw = self._body("POST", path, response)
+        try:
+            answer = loads_untrusted(raw)
+        except UnreadableJSON as exc:
+            raise ComfyUIError(f"POST {path}: answer is not JSON", retryable=True) from exc
+        return uploaded_input(answer, subfolder=subfolder, upload_type=upload_type)
 
     def interrupt(self, prompt_id: str) -> None:
         """Stop the prompt if it is the running one (ComfyUI ignores it otherwise)."""

@@ -87,7 +87,7 @@ class JobViewSet(viewsets.GenericViewSet):
         return Response(selectors.job_state(self.get_object()))
 
     def create(self, request: Request) -> Response:
-        incoming = JobCreateSerializer(data=request.data)
+        incoming = JobCreateSerializer(data=request.data, context={"user": request.user})
         incoming.is_valid(raise_exception=True)
         job = services.job_create(user=request.user, **incoming.validated_data)
         body = selectors.job_state(job)

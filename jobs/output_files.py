@@ -2,20 +2,20 @@
 
 Everything ComfyUI says about a file (its name, subfolder, type) is untrusted: it is kept only to
 show and to fetch again, cut to the database's column widths, and the stored file gets a name the
-project generates with the extension of what its bytes turned out to be (jobs.media_types).
+project generates with the extension of what its bytes turned out to be (assets.media_types).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from pathlib import PurePosixPath
 from typing import Any
 
 from django.core.files.base import File
 
+from assets.media_types import SNIFF_BYTES, MediaType, sniff
+from assets.serving import safe_stem
 from comfyui import OutputFile
-from jobs.media_types import SNIFF_BYTES, MediaType, sniff
 from jobs.models import Job, JobOutput, column_width
 
 
@@ -99,9 +99,7 @@ def output_label(output: OutputFile) -> str:
 def download_name(comfy_filename: str, media_type: MediaType) -> str:
     """The name a browser saves an output as: ComfyUI's stem, tamed, with the extension of what the
     file really is (x.html that is not media downloads as x.bin)."""
-    stem = PurePosixPath(comfy_filename.replace("\\", "/")).stem
-    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in stem).strip(".")
-    return f"{safe[:100] or 'output'}.{media_type.extension}"
+    return f"{safe_stem(comfy_filename, 'output')}.{media_type.extension}"
 
 
 def fitted(text: str, width: int) -> str:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from assets.selectors import asset_reference_problems
 from jobs.models import Job, JobAttempt, JobEvent, JobOutput, JobStatus
 from jobs.queue_eta import QueuePlace
 from jobs.workflow_validation import workflow_problems
@@ -29,6 +30,14 @@ class JobCreateSerializer(serializers.Serializer):
     job_type = serializers.CharField(max_length=32)
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
     backend = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Asset references ("asset:<id>") name the submitter's own assets, of a kind their loader
+        reads (the view passes the submitter as the context's "user")."""
+        problems = asset_reference_problems(attrs["workflow"], self.context.get("user"))
+        if problems:
+            raise serializers.ValidationError({"workflow": problems})
+        return attrs
 
     def validate_job_type(self, value: str) -> str:
         if value not in settings.JOB_TYPES:

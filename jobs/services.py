@@ -20,15 +20,18 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from assets.media_types import RASTER_IMAGE_EXTENSIONS, SNIFF_BYTES, sniff
+from assets.references import asset_references
+from assets.services import asset_uses_record, asset_uses_release
 from comfyui import ComfyUIClient, OutputFile
 from fleet.backends import draining_backends, gpu_queue
 from jobs import selectors
 from jobs.broadcast import job_broadcast
 from jobs.eta import workflow_fingerprint
 from jobs.failures import failure_from_internal_error, stored_details, stored_message
-from jobs.media_types import RASTER_IMAGE_EXTENSIONS, SNIFF_BYTES, sniff
 from jobs.models import (
     ACTIVE_STATUSES,
+    FINAL_STATUSES,
     TRANSITION_TIMESTAMPS,
     EventKind,
     FailureCategory,
@@ -154,6 +157,8 @@ def job_create(
             retry_of=retry_of,
             fingerprint=workflow_fingerprint(workflow),
         )
+        # Which of the user's assets it names (locked against their deletion until the job ends).
+        asset_uses_record(job_id=job.id, owner=job.user, references=asset_references(workflow)[0])
         job_event(job, EventKind.STATUS, data={"to": JobStatus.QUEUED, "backend": job.backend})
         job_enqueue(job)
         queue_moved(job.backend)
@@ -234,6 +239,8 @@ def job_transition(
         job_publish(job, [event])
         if JobStatus.QUEUED in (current, new_status):
             queue_moved(job.backend)
+        if new_status in FINAL_STATUSES:
+            asset_uses_release(job.id)  # its input assets may be deleted again
     logger.info("job %s: %s -> %s", job.id, current, new_status)
     return True
 

@@ -29,8 +29,10 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
+from assets.admin import asset_thumbnail
+from assets.media_types import RASTER_IMAGE_TYPES
+from assets.selectors import workflow_input_assets
 from jobs import services
-from jobs.media_types import RASTER_IMAGE_TYPES
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from monitoring.charts import hbar_chart
 from monitoring.stats import known_values
@@ -339,7 +341,7 @@ class JobAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra)
 
     def _job_story(self, job: Job) -> dict[str, Any]:
-        """What the job page shows below the fields: outputs, timeline, node timings, attempts."""
+        """What the job page shows below the fields: input assets, outputs, timeline, node timings, attempts."""
         timings = list(job.node_timings.order_by("attempt", "started_at"))
         outputs = [
             {
@@ -361,6 +363,10 @@ class JobAdmin(admin.ModelAdmin):
                 width=760,
             )
         return {
+            "job_inputs": [
+                {"reference": reference, "asset": asset, "thumbnail": asset_thumbnail(asset) if asset else "-"}
+                for reference, asset in workflow_input_assets(job.workflow)
+            ],
             "job_outputs": outputs,
             "job_events": list(job.events.order_by("seq")[:TIMELINE_LIMIT]),
             "timeline_limit": TIMELINE_LIMIT,

@@ -83,6 +83,9 @@ class _NodeContext:
     def progress_bar(self, total: float) -> ProgressBar:
         return ProgressBar(total, self.unique_id, self.executor.progress_hook(self.run))
 
+    def input_read(self, entry: dict[str, Any]) -> None:
+        self.executor.input_reads.append({"prompt_id": self.run.prompt_id, "node_id": self.unique_id, **entry})
+
 
 @dataclass
 class _Returned:
@@ -114,6 +117,8 @@ class PromptExecutor:
         self.success = False
         self.status_messages: list[tuple[str, dict[str, Any]]] = []
         self.history_result: dict[str, Any] = {"outputs": {}, "meta": {}}
+        # What loaders read from the input folder, for tests (GET /sim/input_reads).
+        self.input_reads: list[dict[str, Any]] = []
 
     def interrupt(self) -> None:
         self.interrupt_requested = True

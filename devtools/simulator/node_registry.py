@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .loader_nodes import LoadImage, LoadImageMask, MaskToImage
 from .nodes import (
     CheckpointLoaderSimple,
     CLIPTextEncode,
@@ -86,6 +87,9 @@ ALL_NODES: tuple[type[Node], ...] = (
     PreviewImage,
     EmptyImage,
     SaveAnimatedWEBP,
+    LoadImage,
+    LoadImageMask,
+    MaskToImage,
     TestSleep,
     TestParallelSleep,
     TestVariadicAverage,

@@ -60,6 +60,9 @@ class NodeContext(Protocol):
 
     def progress_bar(self, total: float) -> ProgressBar: ...
 
+    def input_read(self, entry: dict[str, Any]) -> None:
+        """Keep what a loader read from the input folder (GET /sim/input_reads)."""
+
 
 class Node:
     """Base of all simulated nodes; class attributes mirror ComfyUI's node API."""
@@ -75,10 +78,18 @@ class Node:
     DESCRIPTION: ClassVar[str] = ""
     DISPLAY_NAME: ClassVar[str | None] = None
     PYTHON_MODULE: ClassVar[str] = "nodes"
+    # The inputs ComfyUI passes to the class's VALIDATE_INPUTS (its argument names): validation
+    # skips their min/max and list checks and asks validate_inputs instead.
+    VALIDATED_INPUTS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def input_types(cls, options: SimulatorOptions) -> dict[str, dict[str, Any]]:
         raise NotImplementedError
+
+    @classmethod
+    def validate_inputs(cls, options: SimulatorOptions, **inputs: Any) -> bool | str:
+        """ComfyUI's VALIDATE_INPUTS: True, or why not (only for classes with VALIDATED_INPUTS)."""
+        return True
 
     # Called with the node's inputs as keywords; each node declares the ones it uses, as ComfyUI's
     # FUNCTION methods do (`*args` lets mypy accept the narrower signatures of the subclasses).

@@ -6,7 +6,9 @@ publisher run as tasks of the same loop; nothing here blocks it.
 
 `/sim/...` routes are the simulator's own, for tests (real ComfyUI answers them with 404, so
 product code must never call them): `GET /sim/submissions` lists every `POST /prompt` received;
-`GET /sim/sent[?prompt_id=]` lists when each `progress` message went out (with --record-sends).
+`GET /sim/sent[?prompt_id=]` lists when each `progress` message went out (with --record-sends);
+`GET /sim/uploads` lists every `POST /upload/image|mask` (asked and answered names, duplicate or not);
+`GET /sim/input_reads[?prompt_id=]` lists every file a loader (LoadImage, LoadImageMask) read.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from .options import SimulatorOptions
 from .output_files import annotated_filepath, directory_for_type
 from .prompt_queue import PromptQueue
 from .sockets import SERVER_FEATURE_FLAGS, SocketHub
+from .uploads import image_upload, mask_saver
 from .validation import validate_prompt
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,8 @@ class PromptServer:
         # Every POST /prompt with a prompt, accepted or not: lets tests count submissions, which
         # ComfyUI itself cannot tell (it accepts a resubmitted prompt_id as a new prompt).
         self.submissions: list[dict[str, Any]] = []
+        # Every upload to the input (or another) folder, and every file a loader read from it.
+        self.uploads: list[dict[str, Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
 
     def queue_info(self) -> dict[str, Any]:
@@ -79,6 +84,8 @@ class PromptServer:
             ("GET", "/object_info", self.get_object_info),
             ("GET", "/object_info/{node_class}", self.get_object_info_node),
             ("GET", "/view", self.view),
+            ("POST", "/upload/image", self.upload_image),
+            ("POST", "/upload/mask", self.upload_mask),
             ("GET", "/system_stats", self.get_system_stats),
             ("GET", "/features", self.get_features),
             ("GET", "/embeddings", self.get_embeddings),
@@ -89,7 +96,12 @@ class PromptServer:
         ]
 
     def simulator_routes(self) -> list[tuple[str, str, Handler]]:
-        return [("GET", "/sim/submissions", self.get_submissions), ("GET", "/sim/sent", self.get_sent)]
+        return [
+            ("GET", "/sim/submissions", self.get_submissions),
+            ("GET", "/sim/sent", self.get_sent),
+            ("GET", "/sim/uploads", self.get_uploads),
+            ("GET", "/sim/input_reads", self.get_input_reads),
+        ]
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -205,6 +217,14 @@ class PromptServer:
     async def get_submissions(self, request: web.Request) -> web.Response:
         return web.json_response(self.submissions)
 
+    async def get_uploads(self, request: web.Request) -> web.Response:
+        return web.json_response(self.uploads)
+
+    async def get_input_reads(self, request: web.Request) -> web.Response:
+        prompt_id = request.rel_url.query.get("prompt_id")
+        reads = self.executor.input_reads
+        return web.json_response([entry for entry in reads if prompt_id in (None, entry["prompt_id"])])
+
     async def get_sent(self, request: web.Request) -> web.Response:
         sent = self.hub.sent_progress
         if sent is None:
@@ -298,6 +318,14 @@ class PromptServer:
         if "preview" in query or query.get("channel", "rgba") != "rgba":
             return await asyncio.to_thread(_converted_image, file, filename, query)
         return web.FileResponse(file, headers={"Content-Disposition": f'filename="{filename}"'})
+
+    async def upload_image(self, request: web.Request) -> web.Response:
+        post = await request.post()
+        return await asyncio.to_thread(image_upload, self.options, post, self.uploads)
+
+    async def upload_mask(self, request: web.Request) -> web.Response:
+        post = await request.post()
+        return await asyncio.to_thread(image_upload, self.options, post, self.uploads, mask_saver(self.options))
 
     async def get_system_stats(self, request: web.Request) -> web.Response:
         return web.json_response(system_stats(self.device))
@@ -424,6 +452,7 @@ def run(options: SimulatorOptions) -> None:
     """Serve until interrupted (SIGINT/SIGTERM)."""
     logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options.output_dir.mkdir(parents=True, exist_ok=True)
+    options.input_dir.mkdir(parents=True, exist_ok=True)  # ComfyUI makes its input folder at start
     logger.info("ComfyUI simulator, output directory %s", options.output_dir)
     logger.info("To see the GUI go to: http://%s:%d", options.host, options.port)
     web.run_app(

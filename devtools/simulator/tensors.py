@@ -44,6 +44,19 @@ class ImageBatch:
 
 
 @dataclass(frozen=True)
+class Mask:
+    """ComfyUI's MASK: a [batch, height, width] float tensor in 0..1, here one value per frame."""
+
+    width: int
+    height: int
+    values: tuple[float, ...]
+
+    def __str__(self) -> str:
+        shape = (len(self.values), self.height, self.width)
+        return format_tensor(shape, lambda index: self.values[index[0]])
+
+
+@dataclass(frozen=True)
 class Latent:
     """ComfyUI's LATENT: `{"samples": tensor[batch, 4, height/8, width/8]}`; sizes here are in pixels."""
 

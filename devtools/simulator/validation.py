@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .node_registry import NodeRegistry
-from .nodes import ANY
+from .nodes import ANY, Node
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ def _validate_inputs(
     if node_id in validated:
         return validated[node_id]
     inputs = prompt[node_id]["inputs"]
+    cls = registry[prompt[node_id]["class_type"]]
     class_inputs = registry.input_types(prompt[node_id]["class_type"])
     declared = {**class_inputs.get("required", {}), **class_inputs.get("optional", {})}
     required = class_inputs.get("required", {})
@@ -157,13 +158,35 @@ def _validate_inputs(
                 errors.append(link_error)
             valid = valid and upstream_valid
             continue
-        literal_error = _validate_literal(inputs, name, value, input_type, extra_info, info)
+        custom = name in cls.VALIDATED_INPUTS
+        literal_error = _validate_literal(inputs, name, value, input_type, extra_info, info, convert_only=custom)
         if literal_error is not None:
             errors.append(literal_error)
+    if cls.VALIDATED_INPUTS:
+        errors += _custom_validation_errors(registry, cls, inputs)
 
     result = (not errors and valid, errors)
     validated[node_id] = result
     return result
+
+
+def _custom_validation_errors(registry: NodeRegistry, cls: type[Node], inputs: dict[str, Any]) -> list[Error]:
+    """ComfyUI calls the class's VALIDATE_INPUTS with the inputs it names and reports a refusal once
+    per such input: "<input> - <reason>" (just "<input>" when it returned False)."""
+    given = {name: inputs.get(name) for name in cls.VALIDATED_INPUTS if name in inputs}
+    verdict = cls.validate_inputs(registry.options, **given)
+    if verdict is True:
+        return []
+    reason = "" if verdict is False else f" - {verdict}"
+    return [
+        {
+            "type": "custom_validation_failed",
+            "message": "Custom validation failed for node",
+            "details": f"{name}{reason}",
+            "extra_info": {"input_name": name},
+        }
+        for name in given
+    ]
 
 
 def _validate_link(
@@ -229,8 +252,17 @@ _CONVERTERS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 
 
 def _validate_literal(
-    inputs: dict[str, Any], name: str, value: Any, input_type: Any, extra_info: dict[str, Any], info: list[Any]
+    inputs: dict[str, Any],
+    name: str,
+    value: Any,
+    input_type: Any,
+    extra_info: dict[str, Any],
+    info: list[Any],
+    *,
+    convert_only: bool = False,
 ) -> Error | None:
+    """Convert a literal input to its type, then check its bounds and list (unless the class's
+    VALIDATE_INPUTS takes it: `convert_only`)."""
     if isinstance(value, dict) and "__value__" in value:
         value = inputs[name] = value["__value__"]
     converter = _CONVERTERS.get(input_type) if isinstance(input_type, str) else None
@@ -249,6 +281,8 @@ def _validate_literal(
                     "exception_message": str(error),
                 },
             }
+    if convert_only:
+        return None
     if "min" in extra_info and value < extra_info["min"]:
         return {
             "type": "value_smaller_than_min",

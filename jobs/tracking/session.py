@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from django.conf import settings
 
@@ -65,11 +66,12 @@ class ComfySession:
                 self.coalescer.beat_if_due()
                 time.sleep(1.0)
 
-    def submit(self) -> None:
+    def submit(self, prompt: dict[str, Any]) -> None:
+        """Submit `prompt` (the job's workflow, with its input files' names in ComfyUI: tracking.inputs)."""
         deadline = time.monotonic() + settings.TRACKER_RECONNECT_SECONDS
         while True:
             try:
-                self.client.submit(self.job.workflow, prompt_id=self.prompt_id, client_id=self.client_id)
+                self.client.submit(prompt, prompt_id=self.prompt_id, client_id=self.client_id)
                 break
             except ComfyUIError as exc:
                 if not exc.retryable:

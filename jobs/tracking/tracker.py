@@ -18,6 +18,7 @@ from jobs.node_catalog import NodeCatalog
 from jobs.progress import JobProgress
 from jobs.tracking.coalescer import Coalescer
 from jobs.tracking.ending import JobEnding, TrackingEnded
+from jobs.tracking.inputs import InputPlacement
 from jobs.tracking.session import ComfySession
 from jobs.tracking.timeline import Timeline
 from jobs.tracking.watchdog import Watchdog
@@ -42,6 +43,7 @@ class JobTracker:
         self.session = ComfySession(
             job, client, client_id=client_id, prompt_id=prompt_id, coalescer=self.coalescer, ending=self.ending
         )
+        self.inputs = InputPlacement(job, client, timeline=self.timeline, coalescer=self.coalescer, ending=self.ending)
         self.watchdog = Watchdog(
             job,
             client,
@@ -73,7 +75,7 @@ class JobTracker:
             if not fresh:
                 # A previous tracker submitted it; ComfyUI no longer has it.
                 self.ending.fail(lost_failure(self.job))
-            self.session.submit()
+            self.session.submit(self.inputs.prompt())
         services.job_attempt_open(self.job, worker=socket.gethostname())
         if where == "history":
             self.ending.finish()

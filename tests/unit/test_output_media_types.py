@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.media_types import INLINE_MEDIA_TYPES, RASTER_IMAGE_TYPES, sniff
+from assets.media_types import INLINE_MEDIA_TYPES, RASTER_IMAGE_TYPES, sniff
 from jobs.output_files import download_name, fitted
 from tests.hostile_comfyui import HTML_WITH_SCRIPT, PNG_1PX, SVG_WITH_SCRIPT
 

@@ -1,9 +1,10 @@
-"""What an output file is, judged by its first bytes, never by the name ComfyUI gave it.
+"""What a file is, judged by its first bytes, never by its name: ComfyUI's outputs and users' input assets.
 
 A ComfyUI output named x.html or x.svg, served with the type its name suggests, ran its script on
-the project's origin with the session of whoever opened it (docs/HAZARDS.md). So the type comes from
-the content, and only inert media (raster images, video, audio) are ever shown inline; everything
-else is a download of `application/octet-stream`.
+the project's origin with the session of whoever opened it (docs/HAZARDS.md); an upload named
+x.png can be an HTML page just the same. So the type comes from the content, and only inert media
+(raster images, video, audio) are ever shown inline; everything else is a download of
+`application/octet-stream`. No Django here: jobs (outputs) and assets (inputs) both use it.
 """
 
 from __future__ import annotations
