@@ -29,12 +29,9 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
-from assets.admin import asset_thumbnail
-from assets.media_types import RASTER_IMAGE_TYPES
-from assets.selectors import workflow_input_assets
 from jobs import services
 from jobs.models import FINAL_STATUSES, Job, JobStatus
-from monitoring.charts import hbar_chart
+from monitoring.job_page import RETRYABLE_STATUSES, job_story
 from monitoring.stats import known_values
 
 logger = logging.getLogger(__name__)
@@ -48,8 +45,6 @@ STATUS_COLOURS = {
     "cancelled": "#adb5bd",
 }
 COUNT_CAP = 5_000
-TIMELINE_LIMIT = 2_000
-RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 HEX_PREFIX = re.compile(r"[0-9a-f]{6,32}")
 
 
@@ -336,46 +331,9 @@ class JobAdmin(admin.ModelAdmin):
         job = self.get_object(request, object_id)
         extra = dict(extra_context or {})
         if job is not None:
-            extra.update(self._job_story(job))
+            extra.update(job_story(job))
             extra.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
         return super().change_view(request, object_id, form_url, extra)
-
-    def _job_story(self, job: Job) -> dict[str, Any]:
-        """What the job page shows below the fields: input assets, outputs, timeline, node timings, attempts."""
-        timings = list(job.node_timings.order_by("attempt", "started_at"))
-        outputs = [
-            {
-                "output": output,
-                "url": reverse("job-output-download", kwargs={"pk": job.pk, "output_id": output.pk}),
-                # A thumbnail only for what its bytes showed to be a raster image: an SVG "image"
-                # is a document that runs script (the download is sandboxed and never inline anyway).
-                "is_image": output.media_type in RASTER_IMAGE_TYPES,
-            }
-            for output in job.outputs.all()
-        ]
-        chart = None
-        if timings:
-            chart = hbar_chart(
-                [f"#{t.node_id} {t.class_type}" for t in timings],
-                [round(t.duration, 2) for t in timings],
-                title="Node timings (seconds)",
-                unit=" s",
-                width=760,
-            )
-        return {
-            "job_inputs": [
-                {"reference": reference, "asset": asset, "thumbnail": asset_thumbnail(asset) if asset else "-"}
-                for reference, asset in workflow_input_assets(job.workflow)
-            ],
-            "job_outputs": outputs,
-            "job_events": list(job.events.order_by("seq")[:TIMELINE_LIMIT]),
-            "timeline_limit": TIMELINE_LIMIT,
-            "job_timings": timings,
-            "job_timings_chart": chart,
-            "job_attempts": list(job.attempts.order_by("number")),
-            "can_cancel": job.status not in FINAL_STATUSES and job.cancel_requested_at is None,
-            "can_retry": job.status in RETRYABLE_STATUSES,
-        }
 
     # --- actions ------------------------------------------------------------------------------
 
