@@ -3,14 +3,12 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from django.utils.dateparse import parse_datetime
-from rest_framework import serializers, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
-from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from access.pagination import NewestFirstPagination
 from jobs import selectors, services
 from jobs.downloads import output_response, preview_response
 from jobs.models import FINAL_STATUSES, Job, JobStatus
@@ -19,41 +17,14 @@ from jobs.serializers import (
     JobCreateSerializer,
     JobEventSerializer,
     JobSerializer,
-    PageQuerySerializer,
     TimelineQuerySerializer,
 )
 
 EVENTS_PAGE_LIMIT = 1000
 
 
-class JobCursorPagination(CursorPagination):
-    # Keyset pagination: constant time at any depth, where OFFSET 500000 took 1.8 s (docs/HAZARDS.md).
-    ordering = "-created_at"
-    page_size = 50
-    page_size_query_param = "page_size"
-    max_page_size = 200
-
-    def get_page_size(self, request: Request) -> int:
-        """`?page_size=`, capped at `max_page_size`; one that is not a positive integer is a 400."""
-        query = PageQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        return min(query.validated_data.get("page_size", self.page_size), self.max_page_size)
-
-    def decode_cursor(self, request: Request) -> Cursor | None:
-        """A cursor is opaque but comes from the client: one not made here is a 400, never a 500
-        (a forged position reached the database as a malformed date)."""
-        try:
-            cursor = super().decode_cursor(request)
-        except NotFound as exc:
-            raise serializers.ValidationError({"cursor": "invalid cursor; use the next/previous links"}) from exc
-        if cursor is not None and cursor.position is not None:
-            try:
-                valid = parse_datetime(str(cursor.position)) is not None
-            except ValueError:
-                valid = False
-            if not valid:
-                raise serializers.ValidationError({"cursor": "invalid cursor; use the next/previous links"})
-        return cursor
+class JobCursorPagination(NewestFirstPagination):
+    """Keyset pagination of jobs, newest first (access.pagination checks the client's cursor and size)."""
 
 
 class JobViewSet(viewsets.GenericViewSet):

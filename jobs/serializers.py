@@ -65,10 +65,6 @@ class TimelineQuerySerializer(serializers.Serializer):
     after = serializers.IntegerField(min_value=0, max_value=MAX_SEQ, required=False)
 
 
-class PageQuerySerializer(serializers.Serializer):
-    page_size = serializers.IntegerField(min_value=1, required=False)
-
-
 def query_problem(errors: Mapping[str, Any]) -> str:
     """A serializer's errors on query parameters as one line, e.g. "after: A valid integer is required."."""
     return "; ".join(f"{name}: {' '.join(map(str, messages))}" for name, messages in errors.items())
