@@ -34,7 +34,11 @@ class JobTracker:
         # unexpected error is this tracker's to end the job with.
         self.owns_job = False
         prompt_id = str(job.prompt_id)
-        self.progress, estimates = _job_progress(job, prompt_id, catalog)
+        self.progress = _job_progress(job, prompt_id, catalog)
+        # Filled once the prompt is in ComfyUI (see _learn_estimates): the coalescer and the
+        # watchdog hold this same dict, and until then simply know no ETA.
+        self.estimates: dict[str, NodeEstimate] = {}
+        estimates = self.estimates
         self.timeline = Timeline(job, self.progress, prompt_id=prompt_id)
         self.coalescer = Coalescer(job, self.progress, estimates, self.timeline)
         self.ending = JobEnding(
@@ -77,6 +81,7 @@ class JobTracker:
                 self.ending.fail(lost_failure(self.job))
             self.session.submit(self.inputs.prompt())
         services.job_attempt_open(self.job, worker=socket.gethostname())
+        self._learn_estimates()
         if where == "history":
             self.ending.finish()
         self._follow()
@@ -127,6 +132,18 @@ class JobTracker:
             self.ending.finish()
         return True
 
+    def _learn_estimates(self) -> None:
+        """What history knows of this job's nodes: the ETA and the progress weights.
+
+        Learned after the prompt reached ComfyUI, never before: the query over node timings took
+        seconds on a large history, and a GPU must not idle while we read it. ComfyUI's messages
+        wait in the socket meanwhile; none is lost.
+        """
+        self.estimates.update(eta.node_estimates(self.job.backend, self.job.workflow, self.progress.to_run))
+        # Nodes nothing is known about weigh as much as the average known node (JobProgress.weight).
+        learned = eta.node_weights(self.estimates)
+        self.progress.weights = {n: w for n, w in learned.items() if not self.estimates[n].is_default}
+
     def _status_change(self, status: str, *, expected: str, **fields: Any) -> bool:
         moved = self.coalescer.status_change(status, expected=expected, **fields)
         if not moved and (self.job.is_final or self.job.status == JobStatus.QUEUED):
@@ -134,8 +151,8 @@ class JobTracker:
         return moved
 
 
-def _job_progress(job: Job, prompt_id: str, catalog: NodeCatalog) -> tuple[JobProgress, dict[str, NodeEstimate]]:
-    """The job's progress model, weighted by what history knows of its nodes."""
+def _job_progress(job: Job, prompt_id: str, catalog: NodeCatalog) -> JobProgress:
+    """The job's progress model (weighted by history once the prompt is submitted)."""
     progress = JobProgress(
         prompt_id=prompt_id,
         workflow=job.workflow,
@@ -143,13 +160,9 @@ def _job_progress(job: Job, prompt_id: str, catalog: NodeCatalog) -> tuple[JobPr
         output_classes=catalog.output_classes,
         categories=catalog.categories,
     )
-    estimates = eta.node_estimates(job.backend, job.workflow, progress.to_run)
-    # Nodes nothing is known about weigh as much as the average known node (JobProgress.weight).
-    learned = eta.node_weights(estimates)
-    progress.weights = {n: w for n, w in learned.items() if not estimates[n].is_default}
     if job.status != JobStatus.QUEUED:
         _restore_progress(job, progress)
-    return progress, estimates
+    return progress
 
 
 def _restore_progress(job: Job, progress: JobProgress) -> None:
