@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "fleet",
     "assets",
     "jobs",
+    "workflow_templates",
     "monitoring",
 ]
 # The development tools (the ComfyUI simulator, the history generator, benchmarks) are not in the
@@ -264,6 +265,12 @@ WORKFLOW_NODE_CLASSES_ALLOWED = env_list("WORKFLOW_NODE_CLASSES_ALLOWED")
 WORKFLOW_NODE_CLASSES_DENIED = env_list("WORKFLOW_NODE_CLASSES_DENIED")
 
 JOB_TYPES = env_list("JOB_TYPES", "image,video,upscale,other")
+# Free tags on a job or a group of jobs (each at most 64 characters): how many.
+JOB_MAX_TAGS = int(os.environ.get("JOB_MAX_TAGS", "20"))
+
+# --- Workflow templates: published workflows with typed inputs, run one job at a time or as a batch ---
+# Jobs in one batch (`{"batch": [...]}`): one request makes them all, in one transaction.
+TEMPLATE_BATCH_MAX = int(os.environ.get("TEMPLATE_BATCH_MAX", "100"))
 
 # --- Input assets: files users upload for their workflows (keyframes, poses, masks, clips, audio) ---
 # ComfyUI refuses uploads past its --max-upload-size (100 MB by default): keep ASSET_MAX_BYTES within it.

@@ -13,4 +13,5 @@ urlpatterns = [
     path("api/", include("access.urls")),
     path("api/", include("assets.urls")),
     path("api/", include("jobs.urls")),
+    path("api/", include("workflow_templates.urls")),
 ]

@@ -4,6 +4,7 @@ their loaders, and the assets a job uses."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.db.models import Count, QuerySet
@@ -46,10 +47,7 @@ def asset_reference_problems(workflow: Any, owner: Any) -> list[str]:
     references, problems = asset_references(workflow)
     if not references:
         return problems
-    owned: dict[uuid.UUID, str] = {}
-    if getattr(owner, "is_authenticated", False):
-        ids = {reference.asset_id for reference in references}
-        owned = dict(Asset.objects.filter(owner=owner, pk__in=ids).values_list("pk", "kind"))
+    owned = owned_asset_kinds(owner, {reference.asset_id for reference in references})
     for reference in references:
         kind = owned.get(reference.asset_id)
         accepted = reference.accepted_kinds
@@ -61,6 +59,13 @@ def asset_reference_problems(workflow: Any, owner: Any) -> list[str]:
                 f"{reference.class_type} reads {' or '.join(sorted(accepted))} there"
             )
     return problems
+
+
+def owned_asset_kinds(owner: Any, asset_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The kind of each asset among `asset_ids` that `owner` owns; the others are absent."""
+    if not getattr(owner, "is_authenticated", False):
+        return {}
+    return dict(Asset.objects.filter(owner=owner, pk__in=set(asset_ids)).values_list("pk", "kind"))
 
 
 def _article(word: str) -> str:

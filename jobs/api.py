@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from access.pagination import NewestFirstPagination
 from jobs import selectors, services
 from jobs.downloads import output_response, preview_response
+from jobs.filters import JobFilter
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.serializers import (
     JobAttemptSerializer,
@@ -18,6 +19,7 @@ from jobs.serializers import (
     JobEventSerializer,
     JobSerializer,
     TimelineQuerySerializer,
+    labels_from,
 )
 
 EVENTS_PAGE_LIMIT = 1000
@@ -30,7 +32,7 @@ class JobCursorPagination(NewestFirstPagination):
 class JobViewSet(viewsets.GenericViewSet):
     serializer_class = JobSerializer
     pagination_class = JobCursorPagination
-    filterset_fields = ["status", "job_type", "backend", "failure_category"]
+    filterset_class = JobFilter
 
     def get_queryset(self) -> QuerySet[Job]:
         return selectors.visible_jobs(self.request.user)
@@ -60,7 +62,15 @@ class JobViewSet(viewsets.GenericViewSet):
     def create(self, request: Request) -> Response:
         incoming = JobCreateSerializer(data=request.data, context={"user": request.user})
         incoming.is_valid(raise_exception=True)
-        job = services.job_create(user=request.user, **incoming.validated_data)
+        data = incoming.validated_data
+        job = services.job_create(
+            user=request.user,
+            workflow=data["workflow"],
+            job_type=data["job_type"],
+            priority=data["priority"],
+            backend=data.get("backend"),
+            labels=labels_from(data),
+        )
         body = selectors.job_state(job)
         body["websocket_url"] = self._websocket_url(request, job)
         return Response(body, status=status.HTTP_201_CREATED)

@@ -54,3 +54,10 @@ def untrusted_limits_check(app_configs, **kwargs) -> list[Error]:
         for name in UNTRUSTED_LIMITS
         if not isinstance(getattr(settings, name), int) or getattr(settings, name) < 1
     ]
+
+
+@register()
+def job_labels_check(app_configs, **kwargs) -> list[Error]:
+    if isinstance(settings.JOB_MAX_TAGS, int) and settings.JOB_MAX_TAGS >= 0:
+        return []
+    return [Error(f"JOB_MAX_TAGS must be a whole number, 0 or more, not {settings.JOB_MAX_TAGS!r}", id="jobs.E006")]

@@ -17,9 +17,10 @@ from typing import Any
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from jobs.group_summary import MemberState, group_summary
+from jobs.models import ACTIVE_STATUSES, Job, JobGroup, JobStatus
 from jobs.queue_eta import JOBS_AHEAD_LIMIT, QueuePlace, queue_finish_times
-from jobs.serializers import JobSerializer
+from jobs.serializers import JobGroupDetailSerializer, JobGroupSerializer, JobSerializer
 
 # Orders a backend's waiting jobs: the smaller key goes first (priority first, then age).
 QueueKey = tuple[int, datetime]
@@ -134,3 +135,61 @@ def job_states(jobs: Sequence[Job], places: Mapping[uuid.UUID, QueuePlace] | Non
 
 def job_state(job: Job) -> dict[str, Any]:
     return job_states([job])[0]
+
+
+# --- groups of jobs ----------------------------------------------------------------------------
+
+# What a group's summary and its list of jobs read of each job.
+MEMBER_FIELDS = (
+    "id",
+    "group_id",
+    "name",
+    "shot",
+    "tags",
+    "status",
+    "progress",
+    "failure_category",
+    "retry_of_id",
+    "template_name",
+    "template_version",
+    "created_at",
+)
+
+
+def visible_groups(user: Any) -> QuerySet[JobGroup]:
+    """A user's own groups; every group for staff who may see other users' jobs."""
+    groups = JobGroup.objects.select_related("user")
+    if not user.is_authenticated:
+        return groups.none()
+    return groups if may_see_others_jobs(user) else groups.filter(user=user)
+
+
+def may_change_group(user: Any, group: JobGroup) -> bool:
+    """Cancel a group: its owner, or staff who may change other users' jobs."""
+    return (group.user_id is not None and group.user_id == user.pk) or may_change_others_jobs(user)
+
+
+def group_states(groups: Sequence[JobGroup], *, with_jobs: bool = False) -> list[dict[str, Any]]:
+    """Groups as REST shows them: their jobs read in one query for all of them, summed up here."""
+    members: dict[uuid.UUID, list[Job]] = defaultdict(list)
+    jobs = Job.objects.filter(group__in=[group.pk for group in groups]).only(*MEMBER_FIELDS)
+    for job in jobs.order_by("created_at", "id"):
+        members[job.group_id].append(job)  # type: ignore[index]  # filtered on a group
+    summaries = {
+        group.pk: group_summary(
+            [MemberState(job.pk, job.status, job.progress, job.retry_of_id) for job in members[group.pk]]
+        )
+        for group in groups
+    }
+    templates = {
+        pk: {"name": rows[0].template_name, "version": rows[0].template_version}
+        for pk, rows in members.items()
+        if rows and rows[0].template_name
+    }
+    context = {"summaries": summaries, "templates": templates, "members": members}
+    serializer = JobGroupDetailSerializer if with_jobs else JobGroupSerializer
+    return list(serializer(groups, many=True, context=context).data)
+
+
+def group_state(group: JobGroup) -> dict[str, Any]:
+    return group_states([group], with_jobs=True)[0]

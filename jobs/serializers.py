@@ -9,7 +9,9 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from assets.selectors import asset_reference_problems
-from jobs.models import Job, JobAttempt, JobEvent, JobOutput, JobStatus
+from jobs.group_summary import GroupSummary
+from jobs.labels import NAME_MAX_CHARS, PROJECT_MAX_CHARS, SHOT_MAX_CHARS, TAG_MAX_CHARS, JobLabels, label_problem
+from jobs.models import Job, JobAttempt, JobEvent, JobGroup, JobOutput, JobStatus
 from jobs.queue_eta import QueuePlace
 from jobs.workflow_validation import workflow_problems
 
@@ -25,7 +27,48 @@ class WorkflowField(serializers.JSONField):
         return super().to_internal_value(data)
 
 
-class JobCreateSerializer(serializers.Serializer):
+def _no_control_characters(value: str) -> None:
+    problem = label_problem(value)
+    if problem:
+        raise serializers.ValidationError(problem)
+
+
+class LabelField(serializers.CharField):
+    """A name, project, shot or tag: trimmed, bounded by its column, no control characters."""
+
+    def __init__(self, *, max_length: int, **kwargs: Any) -> None:
+        kwargs.setdefault("validators", []).append(_no_control_characters)
+        super().__init__(max_length=max_length, **kwargs)
+
+
+class JobLabelsSerializer(serializers.Serializer):
+    """What people call the work (jobs.labels): `name`, `project`, `shot`, free `tags`."""
+
+    name = LabelField(max_length=NAME_MAX_CHARS, required=False, allow_blank=True, default="")
+    project = LabelField(max_length=PROJECT_MAX_CHARS, required=False, allow_blank=True, default="")
+    shot = LabelField(max_length=SHOT_MAX_CHARS, required=False, allow_blank=True, default="")
+    tags = serializers.ListField(
+        child=LabelField(max_length=TAG_MAX_CHARS), required=False, default=list, help_text="free tags, each once"
+    )
+
+    def validate_tags(self, value: list[str]) -> list[str]:
+        unique = list(dict.fromkeys(value))
+        if len(unique) > settings.JOB_MAX_TAGS:
+            raise serializers.ValidationError(f"at most {settings.JOB_MAX_TAGS} tags, not {len(unique)}")
+        return unique
+
+
+def labels_from(data: Mapping[str, Any]) -> JobLabels:
+    """The labels among a JobLabelsSerializer's validated data."""
+    return JobLabels(
+        name=data.get("name", ""),
+        project=data.get("project", ""),
+        shot=data.get("shot", ""),
+        tags=tuple(data.get("tags", ())),
+    )
+
+
+class JobCreateSerializer(JobLabelsSerializer):
     workflow = WorkflowField()
     job_type = serializers.CharField(max_length=32)
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
@@ -128,6 +171,8 @@ class JobSerializer(serializers.ModelSerializer):
     queue_position = serializers.SerializerMethodField()
     eta = serializers.SerializerMethodField()
     preview_url = serializers.SerializerMethodField()
+    group = serializers.UUIDField(source="group_id", read_only=True, allow_null=True)
+    template = serializers.SerializerMethodField()
 
     class Meta:
         model = Job
@@ -137,6 +182,12 @@ class JobSerializer(serializers.ModelSerializer):
             "attempt",
             "retry_of",
             "user",
+            "name",
+            "project",
+            "shot",
+            "tags",
+            "group",
+            "template",
             "status",
             "job_type",
             "backend",
@@ -169,6 +220,12 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_progress_percent(self, job: Job) -> float:
         return round(job.progress * 100, 1)
+
+    def get_template(self, job: Job) -> dict[str, Any] | None:
+        """The workflow template and version the job was filled from."""
+        if not job.template_name:
+            return None
+        return {"name": job.template_name, "version": job.template_version}
 
     def get_current_node(self, job: Job) -> dict[str, str] | None:
         if not job.current_node_id:
@@ -227,3 +284,94 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_cancel_requested(self, job: Job) -> bool:
         return job.cancel_requested_at is not None
+
+
+class JobGroupSerializer(serializers.ModelSerializer):
+    """A group of jobs summed up: status, progress and counts per status (jobs.group_summary).
+
+    Shapes what is already read: the context's `summaries` (jobs.selectors.group_states) gives each
+    group's summary, `members` (detail only) its jobs' rows.
+    """
+
+    user = serializers.CharField(source="user.username", default=None, read_only=True)
+    template = serializers.SerializerMethodField()
+    status = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    progress_percent = serializers.SerializerMethodField()
+    jobs_total = serializers.SerializerMethodField()
+    counts = serializers.SerializerMethodField(help_text="jobs per status (a retried job counts through its retry)")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = JobGroup
+        fields = [
+            "id",
+            "user",
+            "name",
+            "project",
+            "shot",
+            "tags",
+            "template",
+            "created_at",
+            "status",
+            "progress",
+            "progress_percent",
+            "jobs_total",
+            "counts",
+            "url",
+        ]
+
+    def _summary(self, group: JobGroup) -> GroupSummary:
+        summaries: Mapping[uuid.UUID, GroupSummary] = self.context["summaries"]
+        return summaries[group.pk]
+
+    def get_template(self, group: JobGroup) -> dict[str, Any] | None:
+        templates: Mapping[uuid.UUID, dict[str, Any]] = self.context.get("templates", {})
+        return templates.get(group.pk)
+
+    def get_status(self, group: JobGroup) -> str:
+        return self._summary(group).status
+
+    def get_progress(self, group: JobGroup) -> float:
+        return round(self._summary(group).progress, 4)
+
+    def get_progress_percent(self, group: JobGroup) -> float:
+        return round(self._summary(group).progress * 100, 1)
+
+    def get_jobs_total(self, group: JobGroup) -> int:
+        return self._summary(group).total
+
+    def get_counts(self, group: JobGroup) -> dict[str, int]:
+        return self._summary(group).counts
+
+    def get_url(self, group: JobGroup) -> str:
+        return reverse("job-group-detail", kwargs={"pk": group.pk})
+
+
+class GroupMemberSerializer(serializers.ModelSerializer):
+    """One job of a group, in brief: its full state is at `url`."""
+
+    progress_percent = serializers.SerializerMethodField()
+    retry_of = serializers.UUIDField(source="retry_of_id", read_only=True, allow_null=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = ["id", "name", "shot", "tags", "status", "progress_percent", "failure_category", "retry_of", "url"]
+
+    def get_progress_percent(self, job: Job) -> float:
+        return round(job.progress * 100, 1)
+
+    def get_url(self, job: Job) -> str:
+        return reverse("job-detail", kwargs={"pk": job.pk})
+
+
+class JobGroupDetailSerializer(JobGroupSerializer):
+    jobs = serializers.SerializerMethodField()
+
+    class Meta(JobGroupSerializer.Meta):
+        fields = [*JobGroupSerializer.Meta.fields, "jobs"]
+
+    def get_jobs(self, group: JobGroup) -> list[dict[str, Any]]:
+        members: Mapping[uuid.UUID, list[Job]] = self.context["members"]
+        return list(GroupMemberSerializer(members.get(group.pk, []), many=True).data)

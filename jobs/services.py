@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -29,6 +31,7 @@ from jobs import selectors
 from jobs.broadcast import job_broadcast
 from jobs.eta import workflow_fingerprint
 from jobs.failures import failure_from_internal_error, stored_details, stored_message
+from jobs.labels import NO_LABELS, JobLabels
 from jobs.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -38,8 +41,10 @@ from jobs.models import (
     Job,
     JobAttempt,
     JobEvent,
+    JobGroup,
     JobOutput,
     JobStatus,
+    JobTag,
     NodeTiming,
     output_upload_path,
     transition_allowed,
@@ -107,8 +112,32 @@ def job_publish(job: Job, events: Sequence[JobEvent] = ()) -> None:
     transaction.on_commit(lambda: job_broadcast_now(job, events))
 
 
+# Backends whose queue moved inside `queue_moves_held`, announced once when it ends.
+_held_queue_moves: ContextVar[set[str] | None] = ContextVar("held_queue_moves", default=None)
+
+
+@contextmanager
+def queue_moves_held() -> Iterator[None]:
+    """Inside: each backend's waiting jobs hear of their new places once, when the block ends,
+    instead of once per job created or cancelled: a group of 100 jobs would otherwise send each of
+    up to QUEUE_BROADCAST_LIMIT waiting jobs 100 times (3-5 ms a send, docs/HAZARDS.md). Use it
+    inside the transaction, so the announcements still wait for the commit."""
+    held: set[str] = set()
+    token = _held_queue_moves.set(held)
+    try:
+        yield
+    finally:
+        _held_queue_moves.reset(token)
+    for backend in sorted(held):
+        queue_moved(backend)
+
+
 def queue_moved(backend: str) -> None:
     """Tell every waiting job of a backend its new place (after one left or jumped the queue)."""
+    held = _held_queue_moves.get()
+    if held is not None:
+        held.add(backend)
+        return
 
     def send() -> None:
         waiting, places = selectors.queue_front(backend, settings.QUEUE_BROADCAST_LIMIT)
@@ -146,7 +175,12 @@ def job_create(
     priority: int = 5,
     backend: str | None = None,
     retry_of: Job | None = None,
+    labels: JobLabels = NO_LABELS,
+    group: JobGroup | None = None,
+    template_name: str = "",
+    template_version: int | None = None,
 ) -> Job:
+    """The one way a job comes to be: from the API, a workflow template, a group, a retry."""
     with transaction.atomic():
         job = Job.objects.create(
             user=user if getattr(user, "is_authenticated", False) else None,
@@ -156,7 +190,15 @@ def job_create(
             backend=backend_choose(backend),
             retry_of=retry_of,
             fingerprint=workflow_fingerprint(workflow),
+            name=labels.name,
+            project=labels.project,
+            shot=labels.shot,
+            tags=list(labels.tags),
+            group=group,
+            template_name=template_name,
+            template_version=template_version,
         )
+        JobTag.objects.bulk_create([JobTag(job=job, tag=tag) for tag in labels.tags])
         # Which of the user's assets it names (locked against their deletion until the job ends).
         asset_uses_record(job_id=job.id, owner=job.user, references=asset_references(workflow)[0])
         job_event(job, EventKind.STATUS, data={"to": JobStatus.QUEUED, "backend": job.backend})
@@ -343,11 +385,21 @@ def job_retry_get_or_create(job: Job) -> tuple[Job, bool]:
                 priority=job.priority,
                 backend=job.backend if job.backend in settings.COMFYUI_BACKENDS else None,
                 retry_of=job,
+                # The same work under the same names, in the same group (whose summary counts the
+                # retry in place of the job it retries: jobs.group_summary).
+                labels=job_labels(job),
+                group=job.group,
+                template_name=job.template_name,
+                template_version=job.template_version,
             )
     except IntegrityError:
         # Another request made it between our read and our insert; its enqueue is the only one.
         return Job.objects.get(retry_of=job), False
     return created, True
+
+
+def job_labels(job: Job) -> JobLabels:
+    return JobLabels(name=job.name, project=job.project, shot=job.shot, tags=tuple(job.tags))
 
 
 # --- attempts ------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 from django.contrib import admin
 
-from monitoring import job_admin  # noqa: F401  (registers the job history pages)
+from monitoring import (
+    group_admin,  # noqa: F401  (registers the groups of jobs)
+    job_admin,  # noqa: F401  (registers the job history pages)
+)
 from monitoring.models import BackendHealthSample
 
 # The admin's front page leads to the dashboard pages (monitoring.urls).

@@ -30,7 +30,9 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from jobs import services
+from jobs.filters import search_q
 from jobs.models import FINAL_STATUSES, Job, JobStatus
+from monitoring.job_labels_admin import LABEL_COLUMNS, LABEL_FIELDS, LABEL_FILTERS, JobLabelsColumns
 from monitoring.job_page import RETRYABLE_STATUSES, job_story
 from monitoring.stats import known_values
 
@@ -104,7 +106,8 @@ class ErrorMessageFilter(admin.SimpleListFilter):
 
 
 def job_search_q(term: str) -> Q:
-    """Ids (full, or a prefix of at least 6 hex digits as the list shows them) and exact usernames.
+    """Ids (full, or a prefix of at least 6 hex digits as the list shows them), exact usernames, and
+    the labels as the API searches them (jobs.filters.search_q: a name prefix, a project, shot or tag).
 
     A UUID prefix becomes a range on the primary key (or the unique prompt_id): an index range
     scan, where `id::text LIKE 'abc%'` would read every row.
@@ -117,7 +120,7 @@ def job_search_q(term: str) -> Q:
     user_ids = list(get_user_model().objects.filter(username=term).values_list("pk", flat=True))
     if user_ids:
         query |= Q(user_id__in=user_ids)
-    return query
+    return query | search_q(term)
 
 
 def _duration(seconds: float | None) -> str:
@@ -149,9 +152,10 @@ def job_retry_or_explain(job: Job) -> tuple[Job | None, str]:
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(JobLabelsColumns, admin.ModelAdmin):
     list_display = [
         "short_id",
+        *LABEL_COLUMNS,
         "status_badge",
         "job_type",
         "backend",
@@ -170,10 +174,14 @@ class JobAdmin(admin.ModelAdmin):
         "failure_category",
         ("created_at", admin.DateFieldListFilter),
         "finished_at",
+        *LABEL_FILTERS,
         ErrorMessageFilter,
     ]
     search_fields = ["=id"]  # shows the search box; `get_search_results` does the searching
-    search_help_text = "A job or prompt id (whole, or its first 6+ characters), or an exact username."
+    search_help_text = (
+        "A job or prompt id (whole, or its first 6+ characters), an exact username, project, shot or tag, "
+        "or the start of a job's name."
+    )
     list_select_related = ["user"]
     list_per_page = 50
     paginator = CappedCountPaginator
@@ -215,6 +223,7 @@ class JobAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Labels", {"fields": [*LABEL_FIELDS]}),
         ("Error", {"fields": ["failure_category", "error_message", "error_summary", "error_traceback"]}),
         (
             "Tracking",
