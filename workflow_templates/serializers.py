@@ -90,7 +90,10 @@ class TemplateRunSerializer(JobLabelsSerializer):
 
     inputs = serializers.JSONField(required=False, default=dict)
     batch = BatchField(child=TemplateRunItemSerializer(), required=False)
-    version = serializers.IntegerField(min_value=1, required=False, help_text="default: the latest")
+    # Bounded like the column it is looked up in: a number past it is a 400, not a database error.
+    version = serializers.IntegerField(
+        min_value=1, max_value=2**31 - 1, required=False, help_text="default: the latest"
+    )
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
     backend = serializers.CharField(max_length=64, required=False, allow_blank=True)
 

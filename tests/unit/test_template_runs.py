@@ -142,6 +142,8 @@ def test_a_version_is_run_by_number_and_a_new_version_changes_no_submitted_job(
     assert Job.objects.get(pk=pinned["id"]).workflow["5"]["inputs"]["scheduler"] == "normal"
     unknown = run(api, {"inputs": {"keyframe": keyframe}, "version": 3})
     assert (unknown.status_code, unknown.json()) == (400, {"version": ["keyframe has versions 1 to 2"]})
+    too_big = run(api, {"inputs": {"keyframe": keyframe}, "version": 10**30})
+    assert too_big.status_code == 400 and "version" in too_big.json()
     listed = api.get("/api/jobs/?template=keyframe&template_version=1").json()["results"]
     assert {job["id"] for job in listed} == {first["id"], pinned["id"]}
 
