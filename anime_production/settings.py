@@ -43,9 +43,11 @@ INSTALLED_APPS = [
     "access",
     "fleet",
     "assets",
+    "webhooks",
     "jobs",
     "workflow_templates",
     "monitoring",
+    "alerts",
 ]
 # The development tools (the ComfyUI simulator, the history generator, benchmarks) are not in the
 # product's wheel: their management commands appear only where the dev install has them.
@@ -196,6 +198,13 @@ CELERY_BEAT_SCHEDULE = {
     # The statistics pages read roll-ups, not a million jobs: recompute the hours touched since last time.
     "stats-rollup-refresh": {"task": "monitoring.tasks.stats_rollup_refresh_task", "schedule": 60.0},
     "sweep-jobs": {"task": "jobs.tasks.sweep_jobs", "schedule": float(os.environ.get("SWEEP_SECONDS", "15"))},
+    # Webhook messages whose retry is due and no countdown carries (long backoffs, lost tasks); old records.
+    "webhook-sweep": {
+        "task": "webhooks.tasks.webhook_sweep",
+        "schedule": float(os.environ.get("WEBHOOK_SWEEP_SECONDS", "30")),
+        "options": {"queue": "webhooks"},
+    },
+    "alerts-evaluate": {"task": "alerts.tasks.alerts_evaluate_task", "schedule": 60.0},
 }
 
 # --- ComfyUI backends ----------------------------------------------------------------------------
@@ -282,6 +291,37 @@ ASSET_MAX_SECONDS = float(os.environ.get("ASSET_MAX_SECONDS", "600"))
 # Per user: how many assets and how many bytes in all.
 ASSET_MAX_PER_USER = int(os.environ.get("ASSET_MAX_PER_USER", "1000"))
 ASSET_MAX_BYTES_PER_USER = int(os.environ.get("ASSET_MAX_BYTES_PER_USER", str(10 * 1024**3)))
+
+# --- Webhooks: signed callbacks of job events and alerts, sent from their own Celery queue ------------
+# Hosts (names or addresses) that webhooks may reach although they are loopback or private; no others.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS")
+WEBHOOK_MAX_PER_USER = int(os.environ.get("WEBHOOK_MAX_PER_USER", "20"))
+# job.progress: at most one per job per this many seconds.
+WEBHOOK_PROGRESS_SECONDS = float(os.environ.get("WEBHOOK_PROGRESS_SECONDS", "10"))
+WEBHOOK_CONNECT_TIMEOUT = float(os.environ.get("WEBHOOK_CONNECT_TIMEOUT", "5"))
+WEBHOOK_READ_TIMEOUT = float(os.environ.get("WEBHOOK_READ_TIMEOUT", "10"))
+WEBHOOK_RESPONSE_MAX_BYTES = int(os.environ.get("WEBHOOK_RESPONSE_MAX_BYTES", "2048"))
+# A failed delivery is retried after 30 s, 1 min, 2 min, ... at most an hour apart, for a day at most.
+WEBHOOK_RETRY_BASE_SECONDS = float(os.environ.get("WEBHOOK_RETRY_BASE_SECONDS", "30"))
+WEBHOOK_RETRY_MAX_DELAY_SECONDS = float(os.environ.get("WEBHOOK_RETRY_MAX_DELAY_SECONDS", "3600"))
+WEBHOOK_RETRY_FOR_SECONDS = float(os.environ.get("WEBHOOK_RETRY_FOR_SECONDS", str(24 * 3600)))
+# After a rotation the old secret signs alongside the new one this long.
+WEBHOOK_SECRET_GRACE_SECONDS = float(os.environ.get("WEBHOOK_SECRET_GRACE_SECONDS", str(24 * 3600)))
+WEBHOOK_RETENTION_DAYS = int(os.environ.get("WEBHOOK_RETENTION_DAYS", "30"))
+# Where receivers reach this server: the base of the links in payloads.
+WEBHOOK_PUBLIC_URL = os.environ.get("WEBHOOK_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+WEBHOOK_WORKER_CONCURRENCY = int(os.environ.get("WEBHOOK_WORKER_CONCURRENCY", "4"))
+
+# --- Alerts (alert.* webhook events), checked every minute; 0 turns a rule off ------------------------
+# A backend's failure rate: at least PERCENT % of the jobs it finished in the last MINUTES failed,
+# out of at least MIN_JOBS.
+ALERT_FAILURE_RATE_PERCENT = float(os.environ.get("ALERT_FAILURE_RATE_PERCENT", "50"))
+ALERT_FAILURE_RATE_MINUTES = float(os.environ.get("ALERT_FAILURE_RATE_MINUTES", "15"))
+ALERT_FAILURE_RATE_MIN_JOBS = int(os.environ.get("ALERT_FAILURE_RATE_MIN_JOBS", "5"))
+# A backend none of whose health probes succeeded in this many minutes.
+ALERT_UNREACHABLE_MINUTES = float(os.environ.get("ALERT_UNREACHABLE_MINUTES", "3"))
+# A backend with a job waiting longer than this many minutes.
+ALERT_JOB_WAIT_MINUTES = float(os.environ.get("ALERT_JOB_WAIT_MINUTES", "30"))
 
 # --- API keys: hashed at rest, expiring, several named keys per user --------------------------------
 API_KEY_DAYS = int(os.environ.get("API_KEY_DAYS", "90"))

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/stats/", StatsView.as_view(), name="api-stats"),
     path("api/", include("access.urls")),
     path("api/", include("assets.urls")),
+    path("api/", include("webhooks.urls")),
     path("api/", include("jobs.urls")),
     path("api/", include("workflow_templates.urls")),
 ]

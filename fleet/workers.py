@@ -5,6 +5,8 @@ from __future__ import annotations
 from fleet.backends import gpu_queue
 
 DEFAULT_QUEUE = "default"
+# Webhook deliveries wait on other people's servers: a queue of their own, never a GPU's.
+WEBHOOK_QUEUE = "webhooks"
 
 
 def gpu_worker_args(backend: str) -> list[str]:
@@ -31,3 +33,9 @@ def gpu_worker_args(backend: str) -> list[str]:
 def default_worker_args(concurrency: int = 2) -> list[str]:
     """The worker of everything that is not a GPU job (sweeps, roll-ups, health probes)."""
     return ["worker", "-Q", DEFAULT_QUEUE, "--concurrency", str(concurrency), "-n", f"{DEFAULT_QUEUE}@%h"]
+
+
+def webhook_worker_args(concurrency: int) -> list[str]:
+    """The worker of webhook deliveries: each one may wait on a receiver for its timeouts, so
+    several run at once, and a slow receiver never delays a job or a sweep."""
+    return ["worker", "-Q", WEBHOOK_QUEUE, "--concurrency", str(concurrency), "-n", f"{WEBHOOK_QUEUE}@%h"]

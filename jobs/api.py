@@ -21,6 +21,9 @@ from jobs.serializers import (
     TimelineQuerySerializer,
     labels_from,
 )
+from webhooks import selectors as webhook_selectors
+from webhooks.serializers import WebhookDeliverySerializer, job_webhook_shown
+from webhooks.services import job_webhook
 
 EVENTS_PAGE_LIMIT = 1000
 
@@ -70,9 +73,13 @@ class JobViewSet(viewsets.GenericViewSet):
             priority=data["priority"],
             backend=data.get("backend"),
             labels=labels_from(data),
+            webhook=data.get("webhook"),
         )
         body = selectors.job_state(job)
         body["websocket_url"] = self._websocket_url(request, job)
+        hook = job_webhook(job.id) if data.get("webhook") else None
+        if hook is not None:
+            body["webhook"] = job_webhook_shown(hook)  # its secret: in this answer only
         return Response(body, status=status.HTTP_201_CREATED)
 
     @action(detail=True, methods=["post"])
@@ -135,6 +142,14 @@ class JobViewSet(viewsets.GenericViewSet):
     def preview(self, request: Request, pk: str | None = None) -> FileResponse:
         """The latest live preview of a running job (what the sampler shows at its current step)."""
         return preview_response(self.get_object())
+
+    @action(detail=True, methods=["get"], url_path="webhook-deliveries", pagination_class=None, filter_backends=[])
+    def webhook_deliveries(self, request: Request, pk: str | None = None) -> Response:
+        """Every attempt at sending this job's events to your webhooks (its own callback, your
+        subscriptions), newest first, with the receiver's status code."""
+        job = self.get_object()
+        deliveries = webhook_selectors.job_deliveries(job.id, request.user)
+        return Response(WebhookDeliverySerializer(deliveries, many=True).data)
 
     def _websocket_url(self, request: Request, job: Job) -> str:
         scheme = "wss" if request.is_secure() else "ws"

@@ -14,6 +14,7 @@ from jobs.labels import NAME_MAX_CHARS, PROJECT_MAX_CHARS, SHOT_MAX_CHARS, TAG_M
 from jobs.models import Job, JobAttempt, JobEvent, JobGroup, JobOutput, JobStatus
 from jobs.queue_eta import QueuePlace
 from jobs.workflow_validation import workflow_problems
+from webhooks.serializers import JobWebhookSerializer
 
 
 class WorkflowField(serializers.JSONField):
@@ -73,6 +74,7 @@ class JobCreateSerializer(JobLabelsSerializer):
     job_type = serializers.CharField(max_length=32)
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
     backend = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    webhook = JobWebhookSerializer(required=False, help_text="this job's own callback (README, Webhooks)")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Asset references ("asset:<id>") name the submitter's own assets, of a kind their loader

@@ -51,6 +51,8 @@ from jobs.models import (
 )
 from jobs.output_files import ViewStream, output_identity, output_kind
 from jobs.serializers import JobEventSerializer
+from jobs.webhook_events import STATUS_EVENTS, job_progress_webhook, job_state_webhook
+from webhooks.services import job_webhook_copy, job_webhook_create
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +109,17 @@ def job_broadcast_now(job: Job, events: Sequence[JobEvent] = ()) -> None:
     job_broadcast(selectors.job_state(job), job.user_id, event_payloads(events))
 
 
-def job_publish(job: Job, events: Sequence[JobEvent] = ()) -> None:
-    """Broadcast the job's state (and new timeline events) after the transaction commits."""
-    transaction.on_commit(lambda: job_broadcast_now(job, events))
+def job_publish(job: Job, events: Sequence[JobEvent] = (), *, webhook_event: str | None = None) -> None:
+    """Broadcast the job's state (and new timeline events) after the transaction commits; with a
+    `webhook_event` (job.started, ...), the same state goes to the job's webhooks."""
+
+    def publish() -> None:
+        state = selectors.job_state(job)
+        job_broadcast(state, job.user_id, event_payloads(events))
+        if webhook_event:
+            job_state_webhook(job, webhook_event, state)
+
+    transaction.on_commit(publish)
 
 
 # Backends whose queue moved inside `queue_moves_held`, announced once when it ends.
@@ -179,8 +189,12 @@ def job_create(
     group: JobGroup | None = None,
     template_name: str = "",
     template_version: int | None = None,
+    webhook: dict[str, Any] | None = None,
 ) -> Job:
-    """The one way a job comes to be: from the API, a workflow template, a group, a retry."""
+    """The one way a job comes to be: from the API, a workflow template, a group, a retry.
+
+    `webhook` is the job's own callback as webhooks.serializers.JobWebhookSerializer checked it
+    (url, events, optional secret); a retry by hand inherits the original's."""
     with transaction.atomic():
         job = Job.objects.create(
             user=user if getattr(user, "is_authenticated", False) else None,
@@ -201,6 +215,11 @@ def job_create(
         JobTag.objects.bulk_create([JobTag(job=job, tag=tag) for tag in labels.tags])
         # Which of the user's assets it names (locked against their deletion until the job ends).
         asset_uses_record(job_id=job.id, owner=job.user, references=asset_references(workflow)[0])
+        # Kept by job id in the webhooks' own table, as assets keep their uses.
+        if webhook and job.user is not None:
+            job_webhook_create(job_id=job.id, owner=job.user, **webhook)
+        elif retry_of is not None:
+            job_webhook_copy(from_job_id=retry_of.id, to_job_id=job.id)
         job_event(job, EventKind.STATUS, data={"to": JobStatus.QUEUED, "backend": job.backend})
         job_enqueue(job)
         queue_moved(job.backend)
@@ -278,7 +297,7 @@ def job_transition(
             at=now,
             data={"from": current, "to": new_status, **(event_data or {})},
         )
-        job_publish(job, [event])
+        job_publish(job, [event], webhook_event=STATUS_EVENTS.get(new_status))
         if JobStatus.QUEUED in (current, new_status):
             queue_moved(job.backend)
         if new_status in FINAL_STATUSES:
@@ -457,6 +476,7 @@ def job_progress_save(job: Job, events: Sequence[JobEvent] = (), timings: Sequen
             event.seq = offset
         JobEvent.objects.bulk_create(events)
         NodeTiming.objects.bulk_create(timings)
+    job_progress_webhook(job)
     return True
 
 

@@ -1,4 +1,5 @@
-"""Run the whole system in the foreground: (simulator,) web, one worker per GPU, default worker, beat.
+"""Run the whole system in the foreground: (simulator,) web, one worker per GPU, default worker, webhooks
+worker, beat.
 
 Each child runs in its own process group, so a Ctrl-C in the terminal reaches only this command,
 which then stops the children in order and in full (a Celery worker's pool processes included).
@@ -25,7 +26,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from fleet.workers import default_worker_args, gpu_worker_args
+from fleet.workers import default_worker_args, gpu_worker_args, webhook_worker_args
 
 STARTUP_TIMEOUT = 90.0
 # Readiness probes go to this machine: never through an http_proxy from the environment.
@@ -81,6 +82,8 @@ def system_children(host: str, port: int, backends: dict[str, str], beat_schedul
         children.append(Child(f"gpu-{name}", argv, ready_line=" ready."))
     default_worker = celery(*default_worker_args())
     children.append(Child("default-worker", default_worker, ready_line=" ready."))
+    webhooks = celery(*webhook_worker_args(settings.WEBHOOK_WORKER_CONCURRENCY))
+    children.append(Child("webhooks-worker", webhooks, ready_line=" ready."))
     children.append(Child("beat", celery("beat", "-s", str(beat_schedule)), ready_line="beat: Starting"))
     return children
 
@@ -106,7 +109,7 @@ def http_answers(url: str) -> bool:
 
 
 class Command(BaseCommand):
-    help = "Run the simulator (if no ComfyUI is configured), web, GPU workers, default worker and beat."
+    help = "Run the simulator (if no ComfyUI is configured), web, GPU workers, default and webhooks workers, beat."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
