@@ -7,6 +7,8 @@ database as a malformed date); a page size that is not a positive integer is a 4
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -30,6 +32,20 @@ class NewestFirstPagination(CursorPagination):
         query = PageSizeQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         return min(query.validated_data.get("page_size", self.page_size), self.max_page_size)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        """The query parameters as they are checked: a page size of at least 1 (larger than
+        `max_page_size` is served as `max_page_size`), and a cursor taken from `next`/`previous`."""
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+                parameter["description"] = (
+                    f"results per page, {self.page_size} unless given; at most {self.max_page_size}"
+                )
+            elif parameter["name"] == self.cursor_query_param:
+                parameter["description"] = "where the page starts: copy it from `next` or `previous`, never make one"
+        return parameters
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         try:

@@ -1,4 +1,5 @@
-"""Request bodies are untrusted: JSON that Python or the database cannot take is a 400, never a 500.
+"""Request bodies are untrusted: JSON that Python or the database cannot take is a 400, never a 500;
+a form field that takes one value and is given several is a 400 too (`SingleValuedFields`).
 
 JSON nested 10,000 deep raised RecursionError; a NUL character or a lone UTF-16 surrogate in any
 string raised DataError when saved (PostgreSQL text refuses NUL; UTF-8 cannot encode a surrogate).
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
+from rest_framework import serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
@@ -62,3 +64,23 @@ class BoundedJSONParser(JSONParser):
         if problem:
             raise ParseError(f"unacceptable JSON: {problem}")
         return value
+
+
+# Fields that take several values from form data (`?tags=a&tags=b`); every other field takes one.
+MANY_VALUED_FIELDS = (serializers.ListField, serializers.ListSerializer, serializers.MultipleChoiceField)
+
+
+class SingleValuedFields(serializers.Serializer):
+    """A form or multipart body can give a field many times; DRF would keep the last value and drop
+    the rest unseen. A field that takes one value refuses that with a 400 instead."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if hasattr(data, "getlist"):
+            repeated = {
+                name: ["given more than once; give it once"]
+                for name, field in self.fields.items()
+                if not field.read_only and not isinstance(field, MANY_VALUED_FIELDS) and len(data.getlist(name)) > 1
+            }
+            if repeated:
+                raise serializers.ValidationError(repeated)
+        return super().to_internal_value(data)

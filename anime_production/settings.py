@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served as our own static files (no CDN)
     "channels",
     "access",
     "fleet",
@@ -353,7 +355,38 @@ REST_FRAMEWORK = {
         "submit": os.environ.get("THROTTLE_SUBMIT", "120/min"),
         "upload": os.environ.get("THROTTLE_UPLOAD", "60/min"),
     },
+    "DEFAULT_SCHEMA_CLASS": "access.openapi.ProjectAutoSchema",
 }
+# The OpenAPI schema (/api/schema/, access/docs.py) and its docs page (/api/docs/: Swagger UI from
+# our own static files, drf-spectacular-sidecar). The overview and the websockets: jobs/openapi.py.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "anime-production API",
+    "VERSION": "1",
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Bodies are documented as JSON (the API's contract; form encodings are there for DRF's browsable
+    # pages); an upload says multipart itself.
+    "PARSER_WHITELIST": ["access.parsers.BoundedJSONParser"],
+    # Choice sets that share a field name get names of their own (else a hash-suffixed one, and a warning).
+    "ENUM_NAME_OVERRIDES": {
+        "WebhookEventEnum": "webhooks.events.EVENTS",
+        "JobWebhookEventEnum": "webhooks.events.JOB_EVENTS",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "jobs.openapi.add_websocket_messages",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No badge fetched from the validator's own site: the page loads nothing from another origin.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+}
+# Websockets: single-use tickets (POST /api/ws-tickets/) live this long; an API key in the URL
+# (`?token=`) is refused unless allowed here (URLs end up in logs, histories and proxies).
+WS_TICKET_SECONDS = int(os.environ.get("WS_TICKET_SECONDS", "30"))
+WS_ALLOW_TOKEN_IN_URL = env_bool("WS_ALLOW_TOKEN_IN_URL", False)
 # A workflow is a few levels deep; nothing a client sends legitimately nests deeper than this.
 JSON_MAX_DEPTH = int(os.environ.get("JSON_MAX_DEPTH", "64"))
 # Websocket connections a user may open per minute (checked at the handshake).
@@ -363,6 +396,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # No ticket or API key from a URL reaches a log line (access/access_log.py).
+    "filters": {"redact_url_credentials": {"()": "access.access_log.RedactUrlCredentials"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_url_credentials"]}
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }

@@ -1,7 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from access.api import api_not_found
+from access.docs import DocsView, SchemaView
 from monitoring.api import StatsView
 
 urlpatterns = [
@@ -10,9 +12,13 @@ urlpatterns = [
     path("admin/dashboard/", include("monitoring.urls")),
     path("admin/", admin.site.urls),
     path("api/stats/", StatsView.as_view(), name="api-stats"),
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
+    path("api/docs/", DocsView.as_view(), name="api-docs"),
     path("api/", include("access.urls")),
     path("api/", include("assets.urls")),
     path("api/", include("webhooks.urls")),
     path("api/", include("jobs.urls")),
     path("api/", include("workflow_templates.urls")),
+    # Last: whatever no route above took (a malformed id, an unknown path) is a JSON 404.
+    re_path(r"^api/(?:[\s\S]*/)?$", api_not_found),  # [\s\S]: a newline (%0A) too
 ]

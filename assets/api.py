@@ -5,18 +5,24 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404
-from rest_framework import status, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from access.openapi import DetailSerializer, file_responses
 from access.pagination import NewestFirstPagination
 from assets import selectors, services
 from assets.intake import AssetRefused
 from assets.models import Asset
 from assets.serializers import AssetSerializer, AssetUploadSerializer
-from assets.serving import inert_file_response, safe_stem
+from assets.serving import SERVED_MEDIA_TYPES, inert_file_response, safe_stem
 from assets.uploads import declared_too_large, limit_uploads
+
+
+class AssetInUseSerializer(DetailSerializer):
+    jobs = serializers.ListField(child=serializers.UUIDField(), help_text="the waiting or running jobs that use it")
 
 
 class AssetViewSet(viewsets.GenericViewSet):
@@ -40,6 +46,16 @@ class AssetViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         return Response(AssetSerializer(self.get_object()).data)
 
+    @extend_schema(
+        request={"multipart/form-data": AssetUploadSerializer},
+        responses={
+            201: OpenApiResponse(AssetSerializer, description="a new asset"),
+            200: OpenApiResponse(AssetSerializer, description="you uploaded these bytes before: that asset"),
+        },
+        description="400 (on `file`) when the bytes are not a supported image, video or audio file, or the "
+        "file is empty, too big, has too many pixels, frames or seconds, a header that cannot be read, or "
+        "passes your quota.",
+    )
     def create(self, request: Request) -> Response:
         """201 with a new asset; 200 with the one the user already has with the same bytes."""
         limit = settings.ASSET_MAX_BYTES
@@ -61,6 +77,13 @@ class AssetViewSet(viewsets.GenericViewSet):
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(AssetSerializer(asset).data, status=code)
 
+    @extend_schema(
+        responses={
+            204: None,
+            403: OpenApiResponse(DetailSerializer, description="staff who may see it but not delete it"),
+            409: OpenApiResponse(AssetInUseSerializer, description="a waiting or running job uses it"),
+        }
+    )
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         """204; 409 while a waiting or running job uses the asset."""
         asset = self.get_object()
@@ -81,6 +104,7 @@ class AssetViewSet(viewsets.GenericViewSet):
             )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+    @extend_schema(responses=file_responses(SERVED_MEDIA_TYPES, "the file, served inert"))
     @action(detail=True, methods=["get"])
     def content(self, request: Request, pk: str | None = None) -> FileResponse:
         """The file, served inert (assets.serving) whatever it turns out to be."""

@@ -3,11 +3,12 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
+from access.parsers import SingleValuedFields
 from assets.models import Asset
 from assets.references import ASSET_PREFIX
 
 
-class AssetUploadSerializer(serializers.Serializer):
+class AssetUploadSerializer(SingleValuedFields):
     # An empty file is refused by the intake, with the others' reasons.
     file = serializers.FileField(allow_empty_file=True)
     name = serializers.CharField(max_length=255, required=False, allow_blank=True)

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from django.core.files import File
 from django.http import FileResponse
 
-from assets.media_types import SNIFF_BYTES, UNKNOWN, sniff
+from assets.media_types import INLINE_MEDIA_TYPES, SNIFF_BYTES, UNKNOWN, sniff
 
 # A document in a sandbox without allow-scripts cannot run script, and is its own opaque origin: no
 # cookies, no storage, no same-origin requests, whatever it was.
@@ -23,6 +23,9 @@ UNTRUSTED_CONTENT_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "sandbox; default-src 'none'",
 }
+
+# Every type a stored file is served as: inert media inline, anything else as an attachment.
+SERVED_MEDIA_TYPES = (*sorted(INLINE_MEDIA_TYPES), UNKNOWN.media_type)
 
 
 def inert_file_response(handle: BinaryIO | File, *, download_stem: str) -> FileResponse:

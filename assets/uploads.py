@@ -48,3 +48,27 @@ def declared_too_large(request: HttpRequest, limit: int) -> bool:
     except ValueError:
         return False
     return length > limit + MULTIPART_OVERHEAD
+
+
+def daphne_form_parsing_off() -> None:
+    """Stop Twisted, under daphne, from parsing multipart and form POST bodies itself.
+
+    Twisted's HTTP request reads such a body whole and parses it into `request.args` (which daphne
+    never uses) before daphne passes the body on to Django: a second copy of every upload in memory
+    (docs/HAZARDS.md), and a body it cannot parse is answered with a bare 400 that no view, log line
+    or JSON error ever sees. Django parses the body itself, once, with the limits above.
+    """
+    try:
+        from daphne.http_protocol import WebRequest  # type: ignore[import-untyped]  # daphne ships no types
+    except ImportError:  # another ASGI server: nothing to turn off
+        return
+    if getattr(WebRequest, "form_parsing_off", False):
+        return
+    twisted_init = WebRequest.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        twisted_init(self, *args, **kwargs)
+        self._parsePOSTFormSubmission = False  # twisted.web.http.Request's own switch
+
+    WebRequest.__init__ = __init__
+    WebRequest.form_parsing_off = True

@@ -3,12 +3,16 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from rest_framework import status, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from access.openapi import DetailSerializer, file_responses
 from access.pagination import NewestFirstPagination
+from assets.media_types import RASTER_IMAGE_TYPES
+from assets.serving import SERVED_MEDIA_TYPES
 from jobs import selectors, services
 from jobs.downloads import output_response, preview_response
 from jobs.filters import JobFilter
@@ -18,6 +22,7 @@ from jobs.serializers import (
     JobCreateSerializer,
     JobEventSerializer,
     JobSerializer,
+    JobTimelineSerializer,
     TimelineQuerySerializer,
     labels_from,
 )
@@ -26,6 +31,26 @@ from webhooks.serializers import WebhookDeliverySerializer, job_webhook_shown
 from webhooks.services import job_webhook
 
 EVENTS_PAGE_LIMIT = 1000
+
+
+class JobCallbackSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.CharField())
+    secret = serializers.CharField(help_text="signs its messages: shown in this answer only")
+
+
+class NewJobSerializer(JobSerializer):
+    webhook = JobCallbackSerializer(read_only=True, required=False, help_text="when the submission named one")
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "webhook"]
+
+
+# What the schema says of the answers that refuse an action on a job.
+MAY_NOT_CHANGE = OpenApiResponse(
+    DetailSerializer, description="someone else's job, without the permission to change jobs"
+)
 
 
 class JobCursorPagination(NewestFirstPagination):
@@ -62,6 +87,12 @@ class JobViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         return Response(selectors.job_state(self.get_object()))
 
+    @extend_schema(
+        request=JobCreateSerializer,
+        responses={201: NewJobSerializer},
+        description="Validates the workflow (ComfyUI API format, bounded size, nodes, steps, resolution, "
+        "frames, batch; asset references) and queues the job. `websocket_url` is absolute here.",
+    )
     def create(self, request: Request) -> Response:
         incoming = JobCreateSerializer(data=request.data, context={"user": request.user})
         incoming.is_valid(raise_exception=True)
@@ -82,6 +113,15 @@ class JobViewSet(viewsets.GenericViewSet):
             body["webhook"] = job_webhook_shown(hook)  # its secret: in this answer only
         return Response(body, status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(JobSerializer, description="it was waiting: cancelled at once"),
+            202: OpenApiResponse(JobSerializer, description="it is running: ComfyUI is told to stop it"),
+            403: MAY_NOT_CHANGE,
+            409: OpenApiResponse(DetailSerializer, description="it has ended already"),
+        },
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         job = self.get_object()
@@ -96,11 +136,24 @@ class JobViewSet(viewsets.GenericViewSet):
         code = status.HTTP_200_OK if job.status in FINAL_STATUSES else status.HTTP_202_ACCEPTED
         return Response(selectors.job_state(job), status=code)
 
+    @extend_schema(
+        parameters=[OpenApiParameter("output_id", int, OpenApiParameter.PATH, description="an output's `id`")],
+        responses=file_responses(SERVED_MEDIA_TYPES, "the file: inert media inline, anything else as an attachment"),
+    )
     @action(detail=True, methods=["get"], url_path=r"outputs/(?P<output_id>\d+)", url_name="output-download")
     def output_download(self, request: Request, pk: str | None = None, output_id: str | None = None) -> FileResponse:
         job = self.get_object()
         return output_response(get_object_or_404(job.outputs, pk=output_id))
 
+    @extend_schema(
+        request=None,
+        responses={
+            201: OpenApiResponse(JobSerializer, description="the new job"),
+            200: OpenApiResponse(JobSerializer, description="retried before: that same new job"),
+            403: MAY_NOT_CHANGE,
+            409: OpenApiResponse(DetailSerializer, description="only failed or cancelled jobs are retried"),
+        },
+    )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
         """201 with the new job; 200 with the same one when the job was already retried."""
@@ -116,6 +169,7 @@ class JobViewSet(viewsets.GenericViewSet):
         new_job, created = services.job_retry_get_or_create(job)
         return Response(selectors.job_state(new_job), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
+    @extend_schema(parameters=[TimelineQuerySerializer], responses=JobTimelineSerializer)
     @action(detail=True, methods=["get"])
     def events(self, request: Request, pk: str | None = None) -> Response:
         """The timeline after `?after=<seq>` (default: from the start), oldest first."""
@@ -133,16 +187,20 @@ class JobViewSet(viewsets.GenericViewSet):
             }
         )
 
-    @action(detail=True, methods=["get"])
+    @extend_schema(responses=JobAttemptSerializer(many=True))
+    # Every attempt at once (a handful): no page, and no list filters on the one job it reads.
+    @action(detail=True, methods=["get"], pagination_class=None, filter_backends=[])
     def attempts(self, request: Request, pk: str | None = None) -> Response:
         job = self.get_object()
         return Response(JobAttemptSerializer(job.attempts.all(), many=True).data)
 
+    @extend_schema(responses=file_responses(sorted(RASTER_IMAGE_TYPES), "the latest preview image"))
     @action(detail=True, methods=["get"])
     def preview(self, request: Request, pk: str | None = None) -> FileResponse:
         """The latest live preview of a running job (what the sampler shows at its current step)."""
         return preview_response(self.get_object())
 
+    @extend_schema(responses=WebhookDeliverySerializer(many=True))
     @action(detail=True, methods=["get"], url_path="webhook-deliveries", pagination_class=None, filter_backends=[])
     def webhook_deliveries(self, request: Request, pk: str | None = None) -> Response:
         """Every attempt at sending this job's events to your webhooks (its own callback, your

@@ -11,15 +11,20 @@ that is common, and walking newest first meets its jobs early.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from drf_spectacular.utils import extend_schema_field
 
 from jobs.models import Job, JobGroup, JobTag
 
 FEW_JOBS = 1_000
+CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
 def few_job_ids(*queries: QuerySet[Any, uuid.UUID]) -> list[uuid.UUID] | None:
@@ -48,13 +53,38 @@ def search_q(term: str) -> Q:
     return arms[0] | arms[1] | arms[2] | Q(pk__in=tagged)
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": 2**31 - 1})
+class VersionNumberFilter(django_filters.NumberFilter):
+    """A whole number the column can hold: `?template_version=1.5` or one past 2**31 - 1 is a 400
+    (a NumberFilter takes any decimal, which matches nothing, and PostgreSQL refuses a too large one)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=2**31 - 1, **kwargs)
+
+
+class CanonicalUUIDField(forms.UUIDField):
+    """Only the written form of a UUID (`8-4-4-4-12` hex digits), as the schema's `format: uuid` says;
+    Django's own also takes 32 bare digits, braces and `urn:uuid:`."""
+
+    def to_python(self, value: Any) -> Any:
+        if value not in self.empty_values and not CANONICAL_UUID.fullmatch(str(value)):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
+class CanonicalUUIDFilter(django_filters.UUIDFilter):
+    field_class = CanonicalUUIDField
+
+
 class JobFilter(django_filters.FilterSet):
     project = django_filters.CharFilter()
     shot = django_filters.CharFilter()
     tag = django_filters.CharFilter(method="filter_tag", help_text="jobs carrying this tag")
     template = django_filters.CharFilter(field_name="template_name", help_text="the workflow template's name")
-    template_version = django_filters.NumberFilter()
-    group = django_filters.UUIDFilter(field_name="group_id")
+    template_version = VersionNumberFilter()
+    group = CanonicalUUIDFilter(field_name="group_id")
     search = django_filters.CharFilter(
         method="filter_search", help_text="a name starting with it, or exactly this project, shot or tag"
     )

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from access.openapi import DetailSerializer
 from access.pagination import NewestFirstPagination
 from jobs import groups, selectors
 from jobs.filters import JobGroupFilter
 from jobs.models import FINAL_STATUSES, JobGroup
-from jobs.serializers import JobGroupDetailSerializer
+from jobs.serializers import JobGroupDetailSerializer, JobGroupSerializer
 
 
 class JobGroupViewSet(viewsets.GenericViewSet):
@@ -23,6 +25,7 @@ class JobGroupViewSet(viewsets.GenericViewSet):
     def get_queryset(self) -> QuerySet[JobGroup]:
         return selectors.visible_groups(self.request.user)
 
+    @extend_schema(responses=JobGroupSerializer(many=True))
     def list(self, request: Request) -> Response:
         """Your groups, newest first, summed up (without their jobs: each group's page lists them)."""
         found = self.filter_queryset(self.get_queryset())
@@ -32,6 +35,15 @@ class JobGroupViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         return Response(selectors.group_state(self.get_object()))
 
+    @extend_schema(
+        request=None,
+        responses={
+            200: OpenApiResponse(JobGroupDetailSerializer, description="every job of it has ended now"),
+            202: OpenApiResponse(JobGroupDetailSerializer, description="running jobs are being stopped"),
+            403: OpenApiResponse(DetailSerializer, description="someone else's group, without the permission"),
+            409: OpenApiResponse(DetailSerializer, description="every job of it had ended already"),
+        },
+    )
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel every job of the group still waiting or running: 200 when all have ended now, 202

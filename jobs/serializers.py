@@ -6,8 +6,10 @@ from typing import Any
 
 from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from access.parsers import SingleValuedFields
 from assets.selectors import asset_reference_problems
 from jobs.group_summary import GroupSummary
 from jobs.labels import NAME_MAX_CHARS, PROJECT_MAX_CHARS, SHOT_MAX_CHARS, TAG_MAX_CHARS, JobLabels, label_problem
@@ -17,6 +19,26 @@ from jobs.workflow_validation import workflow_problems
 from webhooks.serializers import JobWebhookSerializer
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "ComfyUI's API format (Workflow > Export (API)): node id -> node",
+        "minProperties": 1,
+        "additionalProperties": {
+            "type": "object",
+            "required": ["class_type", "inputs"],
+            "properties": {
+                "class_type": {"type": "string"},
+                "inputs": {"type": "object", "description": "values, or links [node id, output index]"},
+                "_meta": {"type": "object"},
+            },
+        },
+        "example": {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 512, "height": 512, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "demo"}},
+        },
+    }
+)
 class WorkflowField(serializers.JSONField):
     """A ComfyUI API-format workflow, checked before anything else looks at it: DRF's own check
     would answer NaN or infinity with a bare "Value must be valid JSON." instead of naming the node."""
@@ -69,7 +91,7 @@ def labels_from(data: Mapping[str, Any]) -> JobLabels:
     )
 
 
-class JobCreateSerializer(JobLabelsSerializer):
+class JobCreateSerializer(SingleValuedFields, JobLabelsSerializer):
     workflow = WorkflowField()
     job_type = serializers.CharField(max_length=32)
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
@@ -149,6 +171,39 @@ class JobAttemptSerializer(serializers.ModelSerializer):
         ]
 
 
+class JobTimelineSerializer(serializers.Serializer):
+    """A job's timeline after `?after=<seq>`, oldest first, at most 1000 events at a time."""
+
+    job = serializers.UUIDField()
+    seq = serializers.IntegerField(help_text="the job's latest sequence number")
+    events = JobEventSerializer(many=True)
+    more = serializers.BooleanField(help_text="more events follow: ask again with `?after=<the last seq>`")
+
+
+class CurrentNodeSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="as ComfyUI reports it (`4.0.0.3` inside a subgraph)")
+    class_type = serializers.CharField()
+    name = serializers.CharField(help_text="display name, from the backend's /object_info")
+    category = serializers.CharField()
+
+
+class StepSerializer(serializers.Serializer):
+    value = serializers.FloatField()
+    max = serializers.FloatField()
+
+
+class EtaSerializer(serializers.Serializer):
+    estimate = serializers.BooleanField(help_text="always true: learned from finished jobs, not promised")
+    finish_at = serializers.DateTimeField()
+    basis = serializers.CharField()
+
+
+class JobErrorSerializer(serializers.Serializer):
+    category = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.JSONField(help_text="what ComfyUI said besides (its node_errors), bounded")
+
+
 class JobSerializer(serializers.ModelSerializer):
     """The one shape of a job, for REST and for every websocket message.
 
@@ -166,10 +221,10 @@ class JobSerializer(serializers.ModelSerializer):
     error = serializers.SerializerMethodField()
     outputs = serializers.SerializerMethodField()
     websocket_url = serializers.SerializerMethodField()
-    run_seconds = serializers.FloatField(read_only=True)
-    wait_seconds = serializers.FloatField(read_only=True)
+    run_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    wait_seconds = serializers.FloatField(read_only=True, allow_null=True)
     cancel_requested = serializers.SerializerMethodField()
-    user = serializers.CharField(source="user.username", default=None, read_only=True)
+    user = serializers.CharField(source="user.username", default=None, read_only=True, allow_null=True)
     queue_position = serializers.SerializerMethodField()
     eta = serializers.SerializerMethodField()
     preview_url = serializers.SerializerMethodField()
@@ -229,6 +284,7 @@ class JobSerializer(serializers.ModelSerializer):
             return None
         return {"name": job.template_name, "version": job.template_version}
 
+    @extend_schema_field(CurrentNodeSerializer(allow_null=True))
     def get_current_node(self, job: Job) -> dict[str, str] | None:
         if not job.current_node_id:
             return None
@@ -243,6 +299,7 @@ class JobSerializer(serializers.ModelSerializer):
         place = self._queue_place(job)
         return place.position if place else None
 
+    @extend_schema_field(EtaSerializer(allow_null=True))
     def get_eta(self, job: Job) -> dict[str, Any] | None:
         """An estimate, and labelled as one: learned from the node timings of finished jobs."""
         if job.status == JobStatus.RUNNING and job.eta_finish_at:
@@ -266,16 +323,19 @@ class JobSerializer(serializers.ModelSerializer):
         url = reverse("job-preview", kwargs={"pk": job.pk})
         return f"{url}?v={int(job.preview_at.timestamp() * 1000)}"
 
+    @extend_schema_field(StepSerializer(allow_null=True))
     def get_step(self, job: Job) -> dict[str, float] | None:
         if job.step_max is None or job.step_value is None:
             return None
         return {"value": job.step_value, "max": job.step_max}
 
+    @extend_schema_field(JobErrorSerializer(allow_null=True))
     def get_error(self, job: Job) -> dict[str, Any] | None:
         if job.status != JobStatus.FAILED:
             return None
         return {"category": job.failure_category, "message": job.error_message, "details": job.error_details}
 
+    @extend_schema_field(JobOutputSerializer(many=True))
     def get_outputs(self, job: Job) -> list[dict[str, Any]]:
         if job.status != JobStatus.COMPLETED:
             return []
@@ -295,7 +355,7 @@ class JobGroupSerializer(serializers.ModelSerializer):
     group's summary, `members` (detail only) its jobs' rows.
     """
 
-    user = serializers.CharField(source="user.username", default=None, read_only=True)
+    user = serializers.CharField(source="user.username", default=None, read_only=True, allow_null=True)
     template = serializers.SerializerMethodField()
     status = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
@@ -374,6 +434,7 @@ class JobGroupDetailSerializer(JobGroupSerializer):
     class Meta(JobGroupSerializer.Meta):
         fields = [*JobGroupSerializer.Meta.fields, "jobs"]
 
+    @extend_schema_field(GroupMemberSerializer(many=True))
     def get_jobs(self, group: JobGroup) -> list[dict[str, Any]]:
         members: Mapping[uuid.UUID, list[Job]] = self.context["members"]
         return list(GroupMemberSerializer(members.get(group.pk, []), many=True).data)

@@ -1,5 +1,14 @@
-"""Websocket authentication: the Django session cookie, or an API key for non-browser clients
-(`X-API-Key` / `Authorization: Bearer` headers, or `?token=<key>` where a client cannot set headers)."""
+"""Websocket authentication at the handshake, first match wins:
+
+1. an API key in a header (`X-API-Key` / `Authorization: Bearer`), for non-browser clients;
+2. `?ticket=<ticket>` from `POST /api/ws-tickets/` (access.ws_tickets), spent by this handshake;
+3. `?token=<API key>` only where `WS_ALLOW_TOKEN_IN_URL` allows it (a key in a URL ends up in
+   proxies' and servers' logs and in browser histories);
+4. the Django session cookie.
+
+A credential that is given but refused makes the user anonymous (the consumer closes with 4401):
+it never falls through to a weaker one.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +17,13 @@ from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from access.keys import api_key_user, key_from_headers
+from access.ws_tickets import ws_ticket_redeem
+
+QUERY_MAX_FIELDS = 20
 
 
 @database_sync_to_async
@@ -18,26 +31,45 @@ def user_for_key(key: str) -> Any:
     return api_key_user(key) or AnonymousUser()
 
 
+@database_sync_to_async
+def user_for_ticket(ticket: str) -> Any:
+    return ws_ticket_redeem(ticket) or AnonymousUser()
+
+
+def query_value(scope: dict[str, Any], name: str) -> str | None:
+    try:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), max_num_fields=QUERY_MAX_FIELDS)
+    except ValueError:
+        return None  # too many fields: the consumer refuses the query with its reason (4400)
+    values = query.get(name)
+    return values[-1] if values else None
+
+
 def key_in_scope(scope: dict[str, Any]) -> str | None:
+    """An API key from the headers, or from `?token=` where the settings allow keys in URLs."""
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
     key = key_from_headers(headers)
     if key:
         return key
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), max_num_fields=20)
-    return query.get("token", [None])[0]
+    return query_value(scope, "token") if settings.WS_ALLOW_TOKEN_IN_URL else None
 
 
-class ApiKeyMiddleware:
+class ApiKeyOrTicketMiddleware:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         key = key_in_scope(scope)
+        ticket = None if key else query_value(scope, "ticket")
         if key:
             scope = dict(scope, user=await user_for_key(key))
+        elif ticket is not None:
+            scope = dict(scope, user=await user_for_ticket(ticket))
+        elif query_value(scope, "token") is not None:
+            scope = dict(scope, user=AnonymousUser())  # a key in the URL, not allowed here
         return await self.inner(scope, receive, send)
 
 
 def TokenOrSessionAuthMiddleware(inner: Any) -> Any:
-    # The session runs first and sets scope["user"]; a key, when given, decides instead.
-    return AuthMiddlewareStack(ApiKeyMiddleware(inner))
+    # The session runs first and sets scope["user"]; a key or a ticket, when given, decides instead.
+    return AuthMiddlewareStack(ApiKeyOrTicketMiddleware(inner))

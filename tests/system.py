@@ -17,6 +17,7 @@ from typing import Any, cast
 import pytest
 from django.db import connection
 
+from access.access_log import web_server_argv
 from devtools.processes import REPO, Process, free_port, running_processes
 from devtools.simulator_process import SimulatorProcess
 
@@ -167,10 +168,11 @@ def web_server(django_db_setup, django_db_blocker, gpu_worker, simulator_session
     worker stores are the ones it serves, and the worker's broadcasts reach its websockets.
     """
     port = free_port()
-    daphne = Path(sys.executable).parent / "daphne"
-    argv = [str(daphne), "-b", "127.0.0.1", "-p", str(port), "anime_production.asgi:application"]
     server = Process(
-        argv, env=dict(gpu_worker.env), log_path=tmp_path_factory.mktemp("logs") / "web-server.log", name="daphne"
+        web_server_argv("127.0.0.1", port),
+        env=dict(gpu_worker.env),
+        log_path=tmp_path_factory.mktemp("logs") / "web-server.log",
+        name="daphne",
     )
     url = f"http://127.0.0.1:{port}"
     server.start().wait_for_url(f"{url}/admin/login/", timeout=60)

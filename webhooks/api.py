@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from rest_framework import status, viewsets
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +13,24 @@ from access.pagination import NewestFirstPagination
 from webhooks import selectors, services
 from webhooks.models import Webhook
 from webhooks.serializers import WebhookDeliverySerializer, WebhookSerializer
+
+
+class NewWebhookSerializer(WebhookSerializer):
+    secret = serializers.CharField(read_only=True, help_text="signs every message: shown in this answer only")
+
+    class Meta(WebhookSerializer.Meta):
+        fields = [*WebhookSerializer.Meta.fields, "secret"]
+
+
+class NewSecretSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="shown in this answer only")
+    previous_secret_valid_until = serializers.DateTimeField(
+        allow_null=True, help_text="the old one signs too until then"
+    )
+
+
+class TestMessageSerializer(serializers.Serializer):
+    message_id = serializers.CharField(help_text="find its delivery by it in the deliveries")
 
 
 class WebhookViewSet(viewsets.GenericViewSet):
@@ -31,6 +50,7 @@ class WebhookViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str | None = None) -> Response:
         return Response(WebhookSerializer(self.get_object()).data)
 
+    @extend_schema(responses={201: NewWebhookSerializer})
     def create(self, request: Request) -> Response:
         """201 with the webhook and its secret: the only answer that shows it."""
         incoming = WebhookSerializer(data=request.data, context={"user": request.user})
@@ -54,6 +74,7 @@ class WebhookViewSet(viewsets.GenericViewSet):
         self.get_object().delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+    @extend_schema(request=None, responses=NewSecretSerializer)
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request: Request, pk: str | None = None) -> Response:
         """A new secret, shown in this answer only; the old one signs alongside it for a grace period."""
@@ -63,6 +84,7 @@ class WebhookViewSet(viewsets.GenericViewSet):
             status=status.HTTP_200_OK,
         )
 
+    @extend_schema(responses=WebhookDeliverySerializer(many=True))
     @action(detail=True, methods=["get"])
     def deliveries(self, request: Request, pk: str | None = None) -> Response:
         """Every attempt, newest first, with the receiver's status code, duration and error."""
@@ -71,6 +93,7 @@ class WebhookViewSet(viewsets.GenericViewSet):
         shown = deliveries if page is None else page
         return self.get_paginated_response(WebhookDeliverySerializer(shown, many=True).data)
 
+    @extend_schema(request=None, responses={202: TestMessageSerializer})
     @action(detail=True, methods=["post"])
     def test(self, request: Request, pk: str | None = None) -> Response:
         """Send a `webhook.test` message now (202); its delivery shows in the deliveries."""

@@ -180,7 +180,7 @@ class TemplateVersionSerializer(serializers.ModelSerializer):
     staff_only = serializers.BooleanField(source="template.staff_only", read_only=True)
     latest_version = serializers.IntegerField(source="template.latest_version", read_only=True)
     version = serializers.IntegerField(source="number", read_only=True)
-    published_by = serializers.CharField(source="published_by.username", default=None, read_only=True)
+    published_by = serializers.CharField(source="published_by.username", default=None, read_only=True, allow_null=True)
     input_schema = serializers.SerializerMethodField(help_text="what a run's `inputs` must be, as JSON Schema")
     run_url = serializers.SerializerMethodField()
     jobs_url = serializers.SerializerMethodField()
@@ -218,7 +218,7 @@ class TemplateVersionSerializer(serializers.ModelSerializer):
 
 class TemplateVersionBriefSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="number", read_only=True)
-    published_by = serializers.CharField(source="published_by.username", default=None, read_only=True)
+    published_by = serializers.CharField(source="published_by.username", default=None, read_only=True, allow_null=True)
     url = serializers.SerializerMethodField()
 
     class Meta:

@@ -10,7 +10,7 @@ rate (about 100 `progress` messages a second), in two phases:
   prompt: the delay from the simulator writing a `progress` message to the client reading it;
 - through ASGI: N GPU workers as production runs them (`celery worker -Q gpu.bI --concurrency 1`,
   one per backend, each tracking its job with jobs.tracking.job_track), daphne serving
-  anime_production.asgi, and one browser-like websocket client per job on ws/jobs/<id>/?token=.
+  anime_production.asgi, and one browser-like websocket client per job on ws/jobs/<id>/ (its API key in X-API-Key).
   Each update a client receives is matched, by (prompt_id, node, step value), to the simulator's
   send time of that `progress` message (GET /sim/sent): that is the delay a person watching sees.
 
@@ -65,6 +65,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 
+from access.access_log import web_server_argv
 from devtools.simulator_process import REPO_ROOT, SimulatorProcess, free_port
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/anime_bench_latency"
@@ -163,8 +164,7 @@ def gpu_worker(name: str, env: dict[str, str], log_dir: Path) -> Child:
 
 
 def daphne(port: int, env: dict[str, str], log_dir: Path) -> Child:
-    argv = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "anime_production.asgi:application"]
-    return Child("daphne", argv, env, log_dir / "daphne.log", "Listening on TCP address")
+    return Child("daphne", web_server_argv("127.0.0.1", port), env, log_dir / "daphne.log", "Listening on TCP address")
 
 
 def machine_busy_seconds() -> float:
@@ -281,9 +281,9 @@ class Subscription:
 FINAL = {"completed", "failed", "cancelled"}
 
 
-async def subscribe(session: aiohttp.ClientSession, url: str, subscription: Subscription) -> Subscription:
+async def subscribe(session: aiohttp.ClientSession, url: str, key: str, subscription: Subscription) -> Subscription:
     """A browser on ws/jobs/<id>/: every state update it receives, with when, until the job ends."""
-    async with session.ws_connect(url, headers={"Origin": ORIGIN}, max_msg_size=0) as ws:
+    async with session.ws_connect(url, headers={"Origin": ORIGIN, "X-API-Key": key}, max_msg_size=0) as ws:
         async for message in ws:
             now = time.time()
             if message.type != aiohttp.WSMsgType.TEXT:
@@ -508,9 +508,9 @@ class Bench:
             for index, (job_id, prompt_id) in enumerate(await orm_call(self.create_jobs, n, start_at)):
                 prompts[job_id] = (prompt_id, sims[index])
                 probe_groups.put_nowait(job_id)
-                url = f"{base}/{job_id}/?token={self.token}"
+                url = f"{base}/{job_id}/"
                 subscriptions.append(Subscription(job_id))
-                subscribers.append(asyncio.create_task(subscribe(session, url, subscriptions[-1])))
+                subscribers.append(asyncio.create_task(subscribe(session, url, self.token, subscriptions[-1])))
             await until_final(list(prompts), subscribers, deadline=time.monotonic() + self.args.seconds * 10 + 60)
             sent = {job_id: await sent_times(session, sim, prompt_id) for job_id, (prompt_id, sim) in prompts.items()}
         sampling.cancel()

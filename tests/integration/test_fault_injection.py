@@ -598,8 +598,9 @@ def test_redis_restart_mid_job_job_completes_and_subscriber_gets_final_state(rig
         job_id = rig.submit(sleep_workflow(8.0, prefix="redis"))
 
         async def watch() -> None:
-            path = f"/ws/jobs/{job_id}/?token={token}"
-            ws = WebsocketCommunicator(rig_application(), path, headers=ORIGIN)
+            path = f"/ws/jobs/{job_id}/"
+            headers = [*ORIGIN, (b"x-api-key", token.encode())]
+            ws = WebsocketCommunicator(rig_application(), path, headers=headers)
             connected, _ = await ws.connect(timeout=10)
             assert connected
             seen: list[dict] = []
@@ -633,7 +634,7 @@ def test_redis_restart_mid_job_job_completes_and_subscriber_gets_final_state(rig
                 await ws.disconnect()
             report["seen"] = seen
             # What a browser gets when it (re)connects: a snapshot from the database.
-            again = WebsocketCommunicator(rig_application(), path, headers=ORIGIN)
+            again = WebsocketCommunicator(rig_application(), path, headers=headers)
             connected, _ = await again.connect(timeout=10)
             assert connected
             report["snapshot"] = (await again.receive_json_from(timeout=10))["job"]["status"]

@@ -78,9 +78,8 @@ def test_websocket_subscriber_sees_snapshot_node_progress_and_final_state(live, 
     job = submit(api, sleep_workflow(1.5))
 
     async def watch():
-        ws = WebsocketCommunicator(
-            application, f"/ws/jobs/{job['id']}/?token={token}&after=0", headers=[(b"origin", b"http://localhost:8000")]
-        )
+        headers = [(b"origin", b"http://localhost:8000"), (b"x-api-key", token.encode())]
+        ws = WebsocketCommunicator(application, f"/ws/jobs/{job['id']}/?after=0", headers=headers)
         connected, _ = await ws.connect()
         assert connected
         seen: list[dict[str, Any]] = []

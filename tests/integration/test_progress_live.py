@@ -116,24 +116,25 @@ def test_events_api_returns_what_follows_a_seq(live, api):
 def test_reconnecting_subscriber_ends_with_the_same_timeline(live, api, user):
     token = api_key_for(user)
     job = submit(api, sampler_workflow(steps=60))
-    path = f"/ws/jobs/{job['id']}/?token={token}"
+    path = f"/ws/jobs/{job['id']}/?"
+    headers = [*ORIGIN, (b"x-api-key", token.encode())]
 
     async def steady() -> list[tuple]:
-        ws = WebsocketCommunicator(application, f"{path}&after=0", headers=ORIGIN)
+        ws = WebsocketCommunicator(application, f"{path}after=0", headers=headers)
         assert (await ws.connect())[0]
         timeline = await follow_to_end(ws, [])
         return [(e["seq"], e["kind"], e["node_id"]) for e in timeline]
 
     async def flaky() -> list[tuple]:
         timeline: list[dict[str, Any]] = []
-        ws = WebsocketCommunicator(application, f"{path}&after=0", headers=ORIGIN)
+        ws = WebsocketCommunicator(application, f"{path}after=0", headers=headers)
         assert (await ws.connect())[0]
         while not any(e["kind"] == "node_started" and e["node_id"] == "3" for e in timeline):
             message = await ws.receive_json_from(timeout=30)
             timeline += message["events"]
         await ws.disconnect()  # the train goes into a tunnel, mid-sampling
         await asyncio.sleep(1.0)
-        ws = WebsocketCommunicator(application, f"{path}&after={timeline[-1]['seq']}", headers=ORIGIN)
+        ws = WebsocketCommunicator(application, f"{path}after={timeline[-1]['seq']}", headers=headers)
         assert (await ws.connect())[0]
         timeline = await follow_to_end(ws, timeline)
         return [(e["seq"], e["kind"], e["node_id"]) for e in timeline]

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from jobs.models import FailureCategory, Job, JobStatus
 from tests.factories import JobFactory, api_key_for
 from tests.integration.test_job_lifecycle import sleep_workflow
-from tests.unit.test_websocket import communicator
+from tests.unit.test_websocket import communicator, with_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -52,7 +52,7 @@ def test_a_retried_job_is_followed_over_the_redis_layer_to_the_end(live: Any, ap
     token = api_key_for(user)
 
     async def follow(job_id: str) -> list[dict[str, Any]]:
-        ws = communicator(f"/ws/jobs/{job_id}/?token={token}")
+        ws = communicator(f"/ws/jobs/{job_id}/", with_key(token))
         connected, _ = await ws.connect()
         assert connected
         states = [(await ws.receive_json_from(timeout=10))["job"]]

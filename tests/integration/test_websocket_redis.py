@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from jobs import services
 from jobs.models import JobStatus
 from tests.factories import JobFactory
-from tests.unit.test_websocket import communicator, token_for
+from tests.unit.test_websocket import communicator, token_for, with_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,7 +23,7 @@ def test_idle_socket_survives_past_the_redis_read_timeout():
     token = token_for(job.user)
 
     async def scenario():
-        ws = communicator(f"/ws/jobs/{job.id}/?token={token}")
+        ws = communicator(f"/ws/jobs/{job.id}/", with_key(token))
         await ws.connect()
         await ws.receive_json_from(timeout=5)
         await asyncio.sleep(13)

@@ -89,8 +89,10 @@ def test_the_cli_prints_a_working_key(artist, capsys):
         call_command("create_api_key", "nobody")
 
 
-def test_websocket_takes_the_key_from_a_header_or_the_query():
+def test_websocket_takes_the_key_from_a_header_and_from_the_url_only_where_allowed(settings):
     assert key_in_scope({"headers": [(b"x-api-key", b"ap_abc")], "query_string": b""}) == "ap_abc"
     assert key_in_scope({"headers": [(b"authorization", b"Bearer ap_def")], "query_string": b""}) == "ap_def"
-    assert key_in_scope({"headers": [], "query_string": b"token=ap_ghi"}) == "ap_ghi"
     assert key_in_scope({"headers": [], "query_string": b""}) is None
+    assert key_in_scope({"headers": [], "query_string": b"token=ap_ghi"}) is None, "off by default"
+    settings.WS_ALLOW_TOKEN_IN_URL = True
+    assert key_in_scope({"headers": [], "query_string": b"token=ap_ghi"}) == "ap_ghi"

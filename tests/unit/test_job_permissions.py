@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from jobs import services
 from jobs.models import FailureCategory, Job, JobAttempt, JobOutput, JobStatus
 from tests.factories import JobFactory, UserFactory, api_key_for
-from tests.unit.test_websocket import communicator
+from tests.unit.test_websocket import communicator, with_key
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
@@ -123,9 +123,9 @@ def test_everyone_acts_on_their_own_jobs(who: str) -> None:
 # --- websockets: the same rule ---------------------------------------------------------------------
 
 
-def connect_to(path: str) -> tuple[bool, Any]:
+def connect_to(path: str, key: str) -> tuple[bool, Any]:
     async def scenario() -> tuple[bool, Any]:
-        ws = communicator(path)
+        ws = communicator(path, with_key(key))
         connected, code = await ws.connect()
         first = await ws.receive_json_from(timeout=5) if connected else code
         await ws.disconnect()
@@ -138,7 +138,7 @@ def connect_to(path: str) -> tuple[bool, Any]:
 @pytest.mark.parametrize("who", PEOPLE)
 def test_one_jobs_socket_follows_the_same_rule(who: str) -> None:
     job = someone_elses_job()
-    connected, first = connect_to(f"/ws/jobs/{job.id}/?token={api_key_for(person(who))}")
+    connected, first = connect_to(f"/ws/jobs/{job.id}/", api_key_for(person(who)))
     if who in SEES_OTHERS:
         assert connected and first["job"]["id"] == str(job.id)
     else:
@@ -153,7 +153,7 @@ def test_the_staff_feed_needs_the_permission(who: str) -> None:
     token = api_key_for(user)
 
     async def scenario() -> tuple[list[str], set[str]]:
-        ws = communicator(f"/ws/jobs/?token={token}")
+        ws = communicator("/ws/jobs/", with_key(token))
         assert (await ws.connect())[0]
         snapshot = await ws.receive_json_from(timeout=5)
         await database_sync_to_async(services.job_transition)(theirs, JobStatus.SUBMITTED)

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from jobs import broadcast, selectors, services
 from jobs.models import FailureCategory, Job, JobStatus
 from tests.factories import JobFactory, api_key_for
-from tests.unit.test_websocket import communicator
+from tests.unit.test_websocket import communicator, with_key
 
 
 def failed_job(user: Any) -> Job:
@@ -78,7 +78,7 @@ def test_a_retried_job_can_be_followed_and_its_broadcasts_arrive(user: Any, monk
     token = api_key_for(user)
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        ws = communicator(f"/ws/jobs/{retry.id}/?token={token}")
+        ws = communicator(f"/ws/jobs/{retry.id}/", with_key(token))
         connected, _ = await ws.connect()
         assert connected
         snapshot = await ws.receive_json_from(timeout=5)

@@ -91,7 +91,8 @@ def close_of(path: str, *, query_string: bytes | None = None, headers: list[tupl
 def test_websocket_after_a_bad_number_closes_with_4400_and_the_reason(after: str) -> None:
     user = UserFactory.create()
     job = JobFactory.create(user=user)
-    connected, message = close_of(f"/ws/jobs/{job.id}/?token={api_key_for(user)}&after={after}")
+    headers = [*ORIGIN, (b"x-api-key", api_key_for(user).encode())]
+    connected, message = close_of(f"/ws/jobs/{job.id}/?after={after}", headers=headers)
     assert connected, "accepted first, so that the browser sees the code"
     assert message["type"] == "websocket.close" and message["code"] == CLOSE_BAD_REQUEST
     assert message["reason"].startswith("after: ") and len(message["reason"].encode()) <= 123

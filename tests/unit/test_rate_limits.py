@@ -15,7 +15,7 @@ from jobs import consumers
 from jobs.consumers import CLOSE_TOO_MANY_CONNECTS
 from jobs.models import FailureCategory, Job, JobStatus
 from tests.factories import SLEEP_WORKFLOW, JobFactory, UserFactory, api_key_for
-from tests.unit.test_websocket import communicator
+from tests.unit.test_websocket import communicator, with_key
 
 
 @pytest.fixture
@@ -59,18 +59,18 @@ def test_websocket_connects_past_the_minutes_limit_close_with_4429(settings, mon
     # One minute for the whole test: the count must not start again at a minute's boundary.
     monkeypatch.setattr(consumers, "time", SimpleNamespace(time=lambda: 1_800_000_000.0))
     flooder, neighbour = UserFactory.create(), UserFactory.create()
-    flood_path = f"/ws/jobs/{JobFactory.create(user=flooder).id}/?token={api_key_for(flooder)}"
-    calm_path = f"/ws/jobs/?token={api_key_for(neighbour)}"
+    flood = (f"/ws/jobs/{JobFactory.create(user=flooder).id}/", api_key_for(flooder))
+    calm = ("/ws/jobs/", api_key_for(neighbour))
 
-    async def connect(path: str) -> tuple[str, Any]:
-        ws = communicator(path)
+    async def connect(path: str, key: str) -> tuple[str, Any]:
+        ws = communicator(path, with_key(key))
         await ws.connect()
         message = await ws.receive_output(timeout=5)
         await ws.disconnect()
         return message["type"], message.get("code")
 
     async def scenario() -> list[tuple[str, Any]]:
-        return [await connect(flood_path) for _ in range(4)] + [await connect(calm_path)]
+        return [await connect(*flood) for _ in range(4)] + [await connect(*calm)]
 
     outcomes = async_to_sync(scenario)()
     assert outcomes[:3] == [("websocket.send", None)] * 3, "the first three get their snapshot"

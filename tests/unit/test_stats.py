@@ -162,7 +162,11 @@ def test_stats_api_is_for_staff_who_may_view_jobs_and_answers_json(api, django_u
     assert body["window_days"] == 7
     assert group(body, "job_type", "image")["count"] == 1
     assert {"throughput_hourly", "throughput_daily", "slowest_nodes", "by_backend"} <= set(body)
-    assert api.get("/api/stats/?days=banana").json()["window_days"] == 30
+    assert api.get("/api/stats/").json()["window_days"] == 30
+    # A window that is not one of the choices is refused with the reason, as the schema says.
+    refused = api.get("/api/stats/?days=banana")
+    assert refused.status_code == 400 and "days" in refused.json()
+    assert api.get("/api/stats/?days=5").status_code == 400
 
 
 def test_the_beat_schedule_refreshes_the_rollups(settings):

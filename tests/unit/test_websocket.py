@@ -24,6 +24,11 @@ def communicator(path: str, headers=ORIGIN) -> WebsocketCommunicator:
     return WebsocketCommunicator(application, path, headers=headers)
 
 
+def with_key(key: str) -> list[tuple[bytes, bytes]]:
+    """A non-browser client's handshake: the API key in a header (never in the URL)."""
+    return [*ORIGIN, (b"x-api-key", key.encode())]
+
+
 def token_for(user) -> str:
     return api_key_for(user)
 
@@ -33,7 +38,7 @@ def test_subscriber_gets_snapshot_then_updates_in_order():
     token = token_for(job.user)
 
     async def scenario():
-        ws = communicator(f"/ws/jobs/{job.id}/?token={token}")
+        ws = communicator(f"/ws/jobs/{job.id}/", with_key(token))
         connected, _ = await ws.connect()
         assert connected
         snapshot = await ws.receive_json_from(timeout=5)
@@ -60,7 +65,7 @@ def test_stale_update_is_not_relayed_after_a_newer_snapshot():
     token = token_for(job.user)
 
     async def scenario():
-        ws = communicator(f"/ws/jobs/{job.id}/?token={token}")
+        ws = communicator(f"/ws/jobs/{job.id}/", with_key(token))
         await ws.connect()
         snapshot = await ws.receive_json_from(timeout=5)
         stale = dict(snapshot["job"], status="queued", version=snapshot["job"]["version"] - 1)
@@ -93,15 +98,15 @@ def test_session_cookie_authenticates_too(client):
 def test_refused_subscriptions(case):
     job = JobFactory.create()
     stranger = UserFactory.create()
-    path, headers = f"/ws/jobs/{job.id}/?token={token_for(job.user)}", ORIGIN
+    path, headers = f"/ws/jobs/{job.id}/", with_key(token_for(job.user))
     if case == "anonymous":
-        path = f"/ws/jobs/{job.id}/"
+        headers = ORIGIN
     elif case == "bad-token":
-        path = f"/ws/jobs/{job.id}/?token=nope"
+        headers = with_key("ap_nope")
     elif case == "someone-elses-job":
-        path = f"/ws/jobs/{job.id}/?token={token_for(stranger)}"
+        headers = with_key(token_for(stranger))
     elif case == "foreign-origin":
-        headers = [(b"origin", b"http://evil.example")]
+        headers = [(b"origin", b"http://evil.example"), (b"x-api-key", token_for(job.user).encode())]
 
     async def scenario():
         ws = communicator(path, headers=headers)
@@ -119,7 +124,7 @@ def test_job_list_stream_shows_only_the_users_jobs():
     token = token_for(user)
 
     async def scenario():
-        ws = communicator(f"/ws/jobs/?token={token}")
+        ws = communicator("/ws/jobs/", with_key(token))
         await ws.connect()
         snapshot = await ws.receive_json_from(timeout=5)
         await database_sync_to_async(services.job_transition)(theirs, JobStatus.SUBMITTED)

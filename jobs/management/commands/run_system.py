@@ -26,6 +26,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from access.access_log import web_server_argv
 from fleet.workers import default_worker_args, gpu_worker_args, webhook_worker_args
 
 STARTUP_TIMEOUT = 90.0
@@ -75,8 +76,7 @@ def is_loopback(host: str) -> bool:
 
 
 def system_children(host: str, port: int, backends: dict[str, str], beat_schedule: Path) -> list[Child]:
-    web = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "anime_production.asgi:application"]
-    children = [Child("web", web, ready_url=f"http://127.0.0.1:{port}/api/")]
+    children = [Child("web", web_server_argv(host, port), ready_url=f"http://127.0.0.1:{port}/api/")]
     for name in backends:
         argv = celery(*gpu_worker_args(name))
         children.append(Child(f"gpu-{name}", argv, ready_line=" ready."))
@@ -263,7 +263,7 @@ class Command(BaseCommand):
         self.say(
             "everything is up\n"
             f"  Admin:    {web}/admin/  (dashboard: {web}/admin/dashboard/)\n"
-            f"  API:      {web}/api/jobs/\n"
+            f"  API:      {web}/api/jobs/  (described at {web}/api/docs/)\n"
             f"  Live:     ws://127.0.0.1:{port}/ws/jobs/<job id>/\n"
             f"{comfyui}\n"
             "  First time? python manage.py createsuperuser, then python manage.py create_api_key <user>\n"
