@@ -12,7 +12,7 @@ from typing import Any
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import FileResponse, HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -21,7 +21,7 @@ from django.utils.safestring import SafeString
 from assets.media_types import RASTER_IMAGE_TYPES
 from assets.models import Asset
 from assets.selectors import with_use_counts
-from assets.serving import inert_file_response, safe_stem
+from assets.serving import stored_file_response
 
 
 def asset_content_url(asset: Asset) -> str:
@@ -131,8 +131,4 @@ class AssetAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         asset = get_object_or_404(Asset, pk=object_id)
-        try:
-            handle = asset.file.open("rb")
-        except FileNotFoundError as exc:
-            raise Http404("the asset's file is no longer in storage") from exc
-        return inert_file_response(handle, download_stem=safe_stem(asset.name, "asset"))
+        return stored_file_response(asset.file, name=asset.name, default_stem="asset", what="asset's file")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404
+from django.http import FileResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -17,7 +17,7 @@ from assets import selectors, services
 from assets.intake import AssetRefused
 from assets.models import Asset
 from assets.serializers import AssetSerializer, AssetUploadSerializer
-from assets.serving import SERVED_MEDIA_TYPES, inert_file_response, safe_stem
+from assets.serving import SERVED_MEDIA_TYPES, stored_file_response
 from assets.uploads import declared_too_large, limit_uploads
 
 
@@ -109,11 +109,7 @@ class AssetViewSet(viewsets.GenericViewSet):
     def content(self, request: Request, pk: str | None = None) -> FileResponse:
         """The file, served inert (assets.serving) whatever it turns out to be."""
         asset = self.get_object()
-        try:
-            handle = asset.file.open("rb")
-        except FileNotFoundError as exc:
-            raise Http404("the asset's file is no longer in storage") from exc
-        return inert_file_response(handle, download_stem=safe_stem(asset.name, "asset"))
+        return stored_file_response(asset.file, name=asset.name, default_stem="asset", what="asset's file")
 
 
 def _refused(reason: str) -> Response:

@@ -13,7 +13,8 @@ from pathlib import PurePosixPath
 from typing import BinaryIO
 
 from django.core.files import File
-from django.http import FileResponse
+from django.db.models.fields.files import FieldFile
+from django.http import FileResponse, Http404
 
 from assets.media_types import INLINE_MEDIA_TYPES, SNIFF_BYTES, UNKNOWN, sniff
 
@@ -43,6 +44,15 @@ def inert_file_response(handle: BinaryIO | File, *, download_stem: str) -> FileR
         filename=f"{download_stem}.{media.extension}",
     )
     return untrusted(response)
+
+
+def stored_file_response(stored: FieldFile, *, name: str, default_stem: str, what: str) -> FileResponse:
+    """A stored file (an asset, an output) served inert, or a 404 when storage no longer has it."""
+    try:
+        handle = stored.open("rb")
+    except FileNotFoundError as exc:
+        raise Http404(f"the {what} is no longer in storage") from exc
+    return inert_file_response(handle, download_stem=safe_stem(name, default_stem))
 
 
 def untrusted(response: FileResponse) -> FileResponse:

@@ -13,17 +13,13 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404
 
 from assets.media_types import SNIFF_BYTES, sniff
-from assets.serving import inert_file_response, safe_stem, untrusted
+from assets.serving import stored_file_response, untrusted
 from jobs import services
 from jobs.models import Job, JobOutput
 
 
 def output_response(output: JobOutput) -> FileResponse:
-    try:
-        handle = output.file.open("rb")
-    except FileNotFoundError as exc:
-        raise Http404("the output file is no longer in storage") from exc
-    return inert_file_response(handle, download_stem=safe_stem(output.comfy_filename, "output"))
+    return stored_file_response(output.file, name=output.comfy_filename, default_stem="output", what="output file")
 
 
 def preview_response(job: Job) -> FileResponse:
