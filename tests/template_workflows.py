@@ -10,29 +10,13 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
 from tests.factories import UserFactory
+from tests.workflows import text_to_image
 
 # Sampled noise from the prompt and seed (KSampler), averaged with the keyframe (LoadImage), saved.
 KEYFRAME_WORKFLOW: dict[str, Any] = {
-    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
-    "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a fox in the snow", "clip": ["1", 1]}},
-    "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-    "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
-    "5": {
-        "class_type": "KSampler",
-        "inputs": {
-            "model": ["1", 0],
-            "seed": 0,
-            "steps": 4,
-            "cfg": 7.0,
-            "sampler_name": "euler",
-            "scheduler": "normal",
-            "positive": ["2", 0],
-            "negative": ["3", 0],
-            "latent_image": ["4", 0],
-            "denoise": 1.0,
-        },
-    },
-    "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+    **text_to_image(
+        ckpt="v1-5-pruned-emaonly.safetensors", prompt="a fox in the snow", negative="", width=64, height=48, seed=0
+    ),
     "7": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
     "8": {"class_type": "TestVariadicAverage", "inputs": {"input1": ["6", 0], "input2": ["7", 0]}},
     "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "keyframe_template"}},

@@ -55,6 +55,7 @@ from tests.integration.fault_tools import (
     sim_submissions,
 )
 from tests.system import ARTIFACTS, CeleryWorker, database_url_for_subprocess
+from tests.workflows import text_to_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -874,29 +875,7 @@ def test_node_without_progress_is_detected_stuck_and_its_prompt_interrupted(rig_
 def sampler_workflow(steps: int = 1) -> dict:
     """The standard SD graph; on a simulator started with a huge --step-seconds its KSampler
     reports nothing, and (like any node that never calls its ProgressBar) cannot be interrupted."""
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox, anime", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "5": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["1", 0],
-                "seed": time.monotonic_ns() % 1_000_000,
-                "steps": steps,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "positive": ["2", 0],
-                "negative": ["3", 0],
-                "latent_image": ["4", 0],
-                "denoise": 1.0,
-            },
-        },
-        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
-        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "hung"}},
-    }
+    return text_to_image(steps=steps, width=64, height=64, seed=time.monotonic_ns() % 1_000_000, prefix="hung")
 
 
 @pytest.mark.parametrize("run", RUNS)

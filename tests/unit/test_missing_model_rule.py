@@ -10,32 +10,11 @@ import pytest
 
 from jobs.failures import failure_from_rejection
 from tests.conftest import load_trace
+from tests.workflows import text_to_image
 
 SAMPLERS = ["euler", "euler_ancestral", "dpmpp_2m", "ddim"]
 # The standard SD graph, as the simulator knows it (its checkpoint list holds sd_xl_base_1.0).
-TEXT_TO_IMAGE: dict[str, Any] = {
-    "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}},
-    "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox, anime", "clip": ["1", 1]}},
-    "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
-    "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 96, "height": 64, "batch_size": 1}},
-    "5": {
-        "class_type": "KSampler",
-        "inputs": {
-            "model": ["1", 0],
-            "seed": 7,
-            "steps": 4,
-            "cfg": 7.0,
-            "sampler_name": "euler",
-            "scheduler": "normal",
-            "positive": ["2", 0],
-            "negative": ["3", 0],
-            "latent_image": ["4", 0],
-            "denoise": 1.0,
-        },
-    },
-    "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
-    "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "t2i"}},
-}
+TEXT_TO_IMAGE: dict[str, Any] = text_to_image()
 
 
 def rejection(input_name: str, value: Any, offered: list[str] | None, class_type: str = "KSampler") -> dict:

@@ -11,6 +11,7 @@ import requests
 from PIL import Image
 
 from devtools.simulator_process import SimulatorClient, SimulatorProcess
+from tests.workflows import text_to_image
 
 STEP_SECONDS = 0.01
 
@@ -21,36 +22,6 @@ def fast_sim(comfyui_sim: SimulatorProcess) -> SimulatorProcess:
     comfyui_sim.extra_args = ["--step-seconds", str(STEP_SECONDS)]
     comfyui_sim.restart()
     return comfyui_sim
-
-
-def text_to_image(
-    steps: int = 4, batch_size: int = 1, seed: int = 7, save: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The standard SD graph: checkpoint, two prompts, empty latent, KSampler, VAE decode, save."""
-    saver = save or {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "t2i"}}
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox, anime", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 96, "height": 64, "batch_size": batch_size}},
-        "5": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": ["1", 0],
-                "seed": seed,
-                "steps": steps,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "positive": ["2", 0],
-                "negative": ["3", 0],
-                "latent_image": ["4", 0],
-                "denoise": 1.0,
-            },
-        },
-        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
-        "7": saver,
-    }
 
 
 def run(sim: SimulatorProcess, prompt: dict[str, Any], preview_metadata: bool = False) -> SimulatorClient:
