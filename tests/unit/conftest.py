@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from devtools.simulator_process import InProcessSimulator
+from tests.hostile_comfyui import HostileComfyUI
 
 
 def _refuse_redis(*args: Any, **kwargs: Any) -> None:
@@ -82,3 +83,16 @@ def comfyui_sim(tmp_path: Path) -> Iterator[InProcessSimulator]:
         yield sim
     finally:
         sim.stop()
+
+
+@pytest.fixture
+def hostile_comfyui(settings: Any, tmp_path: Path) -> Iterator[HostileComfyUI]:
+    """A fake ComfyUI, on a thread, as the default backend: each test sets the hostile answers."""
+    fake = HostileComfyUI().start()
+    settings.COMFYUI_BACKENDS = {"default": fake.url}
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.TRACKER_RECONNECT_SECONDS = 2
+    try:
+        yield fake
+    finally:
+        fake.stop()

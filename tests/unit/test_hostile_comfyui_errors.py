@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -24,27 +22,15 @@ pytestmark = pytest.mark.django_db
 FIVE_MB = 5 * 1024 * 1024
 
 
-@pytest.fixture
-def comfyui(settings, tmp_path: Path) -> Iterator[HostileComfyUI]:
-    fake = HostileComfyUI().start()
-    settings.COMFYUI_BACKENDS = {"default": fake.url}
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.TRACKER_RECONNECT_SECONDS = 2
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-def failed_in_comfyui(comfyui: HostileComfyUI, error: dict, user=None) -> Job:
-    comfyui.entry = history_entry(status="error", messages=[["execution_error", error]])
+def failed_in_comfyui(hostile_comfyui: HostileComfyUI, error: dict, user=None) -> Job:
+    hostile_comfyui.entry = history_entry(status="error", messages=[["execution_error", error]])
     job = JobFactory.create(user=user) if user is not None else JobFactory.create()
     job_track(str(job.id))
     job.refresh_from_db()
     return job
 
 
-def test_five_megabyte_message_and_huge_traceback_keep_the_job_detail_small(comfyui, settings, api, user):
+def test_five_megabyte_message_and_huge_traceback_keep_the_job_detail_small(hostile_comfyui, settings, api, user):
     traceback = [f'  File "/comfy/nodes.py", line {n}, in deep_{n}\n' for n in range(200_000)]  # ~9 MB
     traceback[0] = "Traceback (most recent call last):\n"
     traceback[-1] = "RuntimeError: the real cause\n"
@@ -57,7 +43,7 @@ def test_five_megabyte_message_and_huge_traceback_keep_the_job_detail_small(comf
         "traceback": traceback,
         "executed": [],
     }
-    job = failed_in_comfyui(comfyui, error, user=user)
+    job = failed_in_comfyui(hostile_comfyui, error, user=user)
 
     assert job.status == JobStatus.FAILED and job.failure_category == FailureCategory.NODE_ERROR
     assert job.error_message.startswith("KSampler #7: RuntimeError: boom xxx")
@@ -74,7 +60,7 @@ def test_five_megabyte_message_and_huge_traceback_keep_the_job_detail_small(comf
     assert len(api.get(f"/api/jobs/{job.id}/events/").content) < 20_000
 
 
-def test_nul_bytes_in_an_execution_error_are_stored_cleaned(comfyui):
+def test_nul_bytes_in_an_execution_error_are_stored_cleaned(hostile_comfyui):
     error = {
         "node_id": "7\x00",
         "node_type": "Bad\x00Node",
@@ -82,7 +68,7 @@ def test_nul_bytes_in_an_execution_error_are_stored_cleaned(comfyui):
         "exception_message": "broken \x00 value",
         "traceback": ["line\x00one\n"],
     }
-    job = failed_in_comfyui(comfyui, error)
+    job = failed_in_comfyui(hostile_comfyui, error)
 
     assert job.status == JobStatus.FAILED and job.failure_category == FailureCategory.NODE_ERROR
     assert "\x00" not in job.error_message and "broken  value" in job.error_message
@@ -90,7 +76,7 @@ def test_nul_bytes_in_an_execution_error_are_stored_cleaned(comfyui):
     assert job.error_details["traceback"] == ["lineone\n"]
 
 
-def test_huge_node_errors_body_with_nul_is_bounded_and_still_classified(comfyui, settings):
+def test_huge_node_errors_body_with_nul_is_bounded_and_still_classified(hostile_comfyui, settings):
     node_errors = {
         str(n): {
             "errors": [
@@ -106,7 +92,7 @@ def test_huge_node_errors_body_with_nul_is_bounded_and_still_classified(comfyui,
         }
         for n in range(3000)
     }
-    comfyui.rejection = {
+    hostile_comfyui.rejection = {
         "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
         "node_errors": node_errors,
     }
@@ -128,10 +114,10 @@ def a_bug(*args: object, **kwargs: object) -> None:
     raise RuntimeError("a bug nobody foresaw")
 
 
-def test_unexpected_error_in_the_tracker_fails_the_job_once_and_for_all(comfyui, caplog, monkeypatch):
+def test_unexpected_error_in_the_tracker_fails_the_job_once_and_for_all(hostile_comfyui, caplog, monkeypatch):
     # The client reads any shape ComfyUI sends, so a bug of our own stands in for the unforeseen.
     monkeypatch.setattr("jobs.tracking.ending.history_outputs", a_bug)
-    comfyui.entry = history_entry(image_outputs("9", ["fine.png"]))
+    hostile_comfyui.entry = history_entry(image_outputs("9", ["fine.png"]))
     job = JobFactory.create()
     with caplog.at_level(logging.ERROR, logger="jobs.tracking"):
         job_track(str(job.id))  # does not raise: the worker goes on with its next job

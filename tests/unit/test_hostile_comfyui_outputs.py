@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,22 +29,10 @@ MIB = 1024 * 1024
 SANDBOX = "sandbox; default-src 'none'"
 
 
-@pytest.fixture
-def comfyui(settings, tmp_path: Path) -> Iterator[HostileComfyUI]:
-    fake = HostileComfyUI().start()
-    settings.COMFYUI_BACKENDS = {"default": fake.url}
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.TRACKER_RECONNECT_SECONDS = 2
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-def tracked(comfyui: HostileComfyUI, outputs: dict, files: dict | None = None, user=None) -> Job:
+def tracked(hostile_comfyui: HostileComfyUI, outputs: dict, files: dict | None = None, user=None) -> Job:
     """A job followed by the real tracker to its end, ComfyUI's history saying what `outputs` says."""
-    comfyui.entry = history_entry(outputs)
-    comfyui.files.update(files or {})
+    hostile_comfyui.entry = history_entry(outputs)
+    hostile_comfyui.files.update(files or {})
     job = JobFactory.create(user=user) if user is not None else JobFactory.create()
     job_track(str(job.id))
     job.refresh_from_db()
@@ -64,7 +52,7 @@ def body(response) -> bytes:
     return b"".join(response.streaming_content)
 
 
-def test_html_svg_and_xml_outputs_download_inert_whatever_their_names_say(comfyui, settings, api, user):
+def test_html_svg_and_xml_outputs_download_inert_whatever_their_names_say(hostile_comfyui, settings, api, user):
     names = ["x.html", "x.svg", "x.xhtml", "x.xml", "really_html.png", "ok.png"]
     files = {
         "x.html": HTML_WITH_SCRIPT,
@@ -74,7 +62,7 @@ def test_html_svg_and_xml_outputs_download_inert_whatever_their_names_say(comfyu
         "really_html.png": HTML_WITH_SCRIPT,
         "ok.png": PNG_1PX,
     }
-    job = tracked(comfyui, image_outputs("9", names), files, user=user)
+    job = tracked(hostile_comfyui, image_outputs("9", names), files, user=user)
 
     assert job.status == JobStatus.COMPLETED
     outputs = {o.comfy_filename: o for o in job.outputs.all()}
@@ -100,7 +88,7 @@ def test_html_svg_and_xml_outputs_download_inert_whatever_their_names_say(comfyu
     assert body(image) == PNG_1PX
 
 
-def test_output_past_the_byte_cap_is_not_stored_and_the_timeline_says_why(comfyui, settings):
+def test_output_past_the_byte_cap_is_not_stored_and_the_timeline_says_why(hostile_comfyui, settings):
     settings.JOB_OUTPUT_MAX_BYTES = MIB
 
     async def three_mib() -> AsyncIterator[bytes]:
@@ -110,7 +98,7 @@ def test_output_past_the_byte_cap_is_not_stored_and_the_timeline_says_why(comfyu
 
     outputs = {"5": {"videos": [{"filename": "long.mp4", "subfolder": "", "type": "output"}]}}
     outputs |= image_outputs("9", ["ok.png"])
-    job = tracked(comfyui, outputs, {"long.mp4": three_mib, "ok.png": PNG_1PX})
+    job = tracked(hostile_comfyui, outputs, {"long.mp4": three_mib, "ok.png": PNG_1PX})
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     assert [o.comfy_filename for o in job.outputs.all()] == ["ok.png"]
@@ -119,9 +107,9 @@ def test_output_past_the_byte_cap_is_not_stored_and_the_timeline_says_why(comfyu
     assert [p.suffix for p in stored_files(settings)] == [".png"], "nothing partial is left in storage"
 
 
-def test_job_whose_only_output_is_too_large_fails_output_missing(comfyui, settings):
+def test_job_whose_only_output_is_too_large_fails_output_missing(hostile_comfyui, settings):
     settings.JOB_OUTPUT_MAX_BYTES = 1000
-    job = tracked(comfyui, image_outputs("9", ["huge.png"]), {"huge.png": PNG_1PX + bytes(5000)})
+    job = tracked(hostile_comfyui, image_outputs("9", ["huge.png"]), {"huge.png": PNG_1PX + bytes(5000)})
 
     assert job.status == JobStatus.FAILED
     assert job.failure_category == FailureCategory.OUTPUT_MISSING
@@ -129,10 +117,10 @@ def test_job_whose_only_output_is_too_large_fails_output_missing(comfyui, settin
     assert notes(job, "too_large") and stored_files(settings) == []
 
 
-def test_outputs_past_the_count_cap_are_named_on_the_timeline_as_skipped(comfyui, settings, api, user):
+def test_outputs_past_the_count_cap_are_named_on_the_timeline_as_skipped(hostile_comfyui, settings, api, user):
     names = [f"frame_{n:05d}_.png" for n in range(2000)]
-    comfyui.any_file = PNG_1PX
-    job = tracked(comfyui, image_outputs("9", names), user=user)
+    hostile_comfyui.any_file = PNG_1PX
+    job = tracked(hostile_comfyui, image_outputs("9", names), user=user)
 
     assert job.status == JobStatus.COMPLETED
     stored = list(job.outputs.values_list("comfy_filename", flat=True))
@@ -141,12 +129,12 @@ def test_outputs_past_the_count_cap_are_named_on_the_timeline_as_skipped(comfyui
     assert note["skipped"] == 1800 and note["unlisted"] == 0
     skipped = [label.rsplit(" ", 1)[1] for label in note["outputs_skipped"]]
     assert sorted(stored + skipped) == names, "every output is either stored or named as skipped"
-    assert len(comfyui.views) == 200, "skipped outputs are never fetched"
+    assert len(hostile_comfyui.views) == 200, "skipped outputs are never fetched"
     detail = api.get(f"/api/jobs/{job.id}/")
     assert len(detail.json()["outputs"]) == 200
 
 
-def test_output_streams_into_storage_as_it_downloads(comfyui, settings):
+def test_output_streams_into_storage_as_it_downloads(hostile_comfyui, settings):
     # No spool-and-copy: the stored file grows while ComfyUI is still sending (a 2 GiB output once
     # took 4 GiB of disk for a moment). The fake holds its second half back until storage has the first.
     seen_growing: list[int] = []
@@ -163,7 +151,7 @@ def test_output_streams_into_storage_as_it_downloads(comfyui, settings):
         yield bytes(MIB)
 
     outputs = {"5": {"videos": [{"filename": "clip.mp4", "subfolder": "", "type": "output"}]}}
-    job = tracked(comfyui, outputs, {"clip.mp4": two_mib})
+    job = tracked(hostile_comfyui, outputs, {"clip.mp4": two_mib})
 
     assert job.status == JobStatus.COMPLETED
     assert seen_growing, "the first megabyte was not in storage before the download ended"
@@ -172,25 +160,25 @@ def test_output_streams_into_storage_as_it_downloads(comfyui, settings):
     assert str(output.file).endswith(".mp4") and output.file.size == 2 * MIB
 
 
-def test_redirect_from_view_is_never_followed(comfyui, settings):
-    comfyui.redirects = {"moved.png": f"{comfyui.url}/view?filename=secret.png&type=output"}
-    comfyui.files["secret.png"] = PNG_1PX
-    job = tracked(comfyui, image_outputs("9", ["moved.png", "ok.png"]), {"ok.png": PNG_1PX})
+def test_redirect_from_view_is_never_followed(hostile_comfyui, settings):
+    hostile_comfyui.redirects = {"moved.png": f"{hostile_comfyui.url}/view?filename=secret.png&type=output"}
+    hostile_comfyui.files["secret.png"] = PNG_1PX
+    job = tracked(hostile_comfyui, image_outputs("9", ["moved.png", "ok.png"]), {"ok.png": PNG_1PX})
 
-    assert "secret.png" not in comfyui.views, "the redirect was followed"
+    assert "secret.png" not in hostile_comfyui.views, "the redirect was followed"
     assert job.status == JobStatus.FAILED and job.failure_category == FailureCategory.OUTPUT_MISSING
     assert "moved.png" in job.error_message and "redirect" in job.error_message
     assert [o.comfy_filename for o in job.outputs.all()] == ["ok.png"], "the fetchable output is kept"
     assert notes(job, "unfetchable")
 
 
-def test_nul_bytes_and_overlong_names_from_comfyui_are_stored_cleaned_and_cut(comfyui, settings):
+def test_nul_bytes_and_overlong_names_from_comfyui_are_stored_cleaned_and_cut(hostile_comfyui, settings):
     long_name = "n" * 400 + ".png"
     outputs = image_outputs("9", ["ab\x00c.png", long_name])
     outputs["9"]["images"][0]["subfolder"] = "sub\x00folder"
     outputs["x" * 100] = outputs.pop("9")  # a node id longer than its column
-    comfyui.any_file = PNG_1PX
-    job = tracked(comfyui, outputs)
+    hostile_comfyui.any_file = PNG_1PX
+    job = tracked(hostile_comfyui, outputs)
 
     assert job.status == JobStatus.COMPLETED, job.error_message
     names = sorted(job.outputs.values_list("comfy_filename", flat=True))
@@ -198,12 +186,12 @@ def test_nul_bytes_and_overlong_names_from_comfyui_are_stored_cleaned_and_cut(co
     assert set(job.outputs.values_list("comfy_subfolder", flat=True)) == {"subfolder", ""}
     assert all(len(node_id) <= 64 for node_id in job.outputs.values_list("node_id", flat=True))
     # Fetched again under the names ComfyUI listed (cleaned), not under anything cut to fit.
-    assert long_name in comfyui.views
+    assert long_name in hostile_comfyui.views
 
 
-def test_a_second_tracker_stores_nothing_twice(comfyui, settings):
-    comfyui.any_file = PNG_1PX
-    job = tracked(comfyui, image_outputs("9", ["a.png", "b.png"]))
+def test_a_second_tracker_stores_nothing_twice(hostile_comfyui, settings):
+    hostile_comfyui.any_file = PNG_1PX
+    job = tracked(hostile_comfyui, image_outputs("9", ["a.png", "b.png"]))
     Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, heartbeat_at=None, finished_at=None)
     job_track(str(job.id))
     job.refresh_from_db()
@@ -254,10 +242,12 @@ def test_outputs_stored_before_sniffing_are_served_by_their_bytes(settings, tmp_
     assert image["Content-Type"] == "image/png" and body(image) == PNG_1PX
 
 
-def test_the_admin_shows_thumbnails_only_for_sniffed_raster_images(comfyui, settings, client):
+def test_the_admin_shows_thumbnails_only_for_sniffed_raster_images(hostile_comfyui, settings, client):
     staff = UserFactory.create(is_staff=True, is_superuser=True)
     client.force_login(staff)
-    job = tracked(comfyui, image_outputs("9", ["x.svg", "ok.png"]), {"x.svg": SVG_WITH_SCRIPT, "ok.png": PNG_1PX})
+    job = tracked(
+        hostile_comfyui, image_outputs("9", ["x.svg", "ok.png"]), {"x.svg": SVG_WITH_SCRIPT, "ok.png": PNG_1PX}
+    )
     page = client.get(f"/admin/jobs/job/{job.id}/change/").content.decode()
     thumbnails = page.count('class="output-thumb"')
     assert thumbnails == 1 and 'alt="ok.png"' in page
