@@ -133,5 +133,7 @@ def test_an_input_file_goes_up_as_an_asset_and_the_job_uses_it(anime_jobs, tmp_p
     job = Job.objects.get(pk=JOB_ID.findall(output)[0])
     assert job.workflow["12"]["inputs"]["image"].startswith("asset:"), job.workflow
     assert "uploaded as asset" in output
-    code, again = anime_jobs("submit", str(workflow), "--input", f"12={keyframe}")
+    # Watched to its end too: a job still running when the test's database is flushed deadlocked
+    # the TRUNCATE on PostgreSQL (the worker was writing its last rows).
+    code, again = anime_jobs("submit", str(workflow), "--input", f"12={keyframe}", "--watch")
     assert code == 0 and "already on the server as asset" in again, again
