@@ -13,6 +13,8 @@ from jobs.labels import NAME_MAX_CHARS, PROJECT_MAX_CHARS, SHOT_MAX_CHARS, TAG_M
 
 
 class JobStatus(models.TextChoices):
+    # A pipeline job whose upstream jobs have not all completed: in no queue yet (jobs.dependencies).
+    BLOCKED = "blocked", "Waiting for upstream jobs"
     QUEUED = "queued", "Queued"
     SUBMITTED = "submitted", "Submitted to ComfyUI"
     RUNNING = "running", "Running"
@@ -26,6 +28,8 @@ ACTIVE_STATUSES = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
 WAITING_STATUSES = frozenset({JobStatus.QUEUED})
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    # Released into the queue when every upstream completed; failed (dependency_failed) when one did not.
+    JobStatus.BLOCKED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED, JobStatus.FAILED}),
     JobStatus.QUEUED: frozenset({JobStatus.SUBMITTED, JobStatus.CANCELLED, JobStatus.FAILED}),
     # A prompt served entirely from ComfyUI's cache can finish before we see it run.
     # Back to queued: the attempt failed in a way worth retrying (a new attempt, a new prompt).
@@ -73,12 +77,20 @@ class FailureCategory(models.TextChoices):
     OUTPUT_MISSING = "output_missing", "Output missing"
     # The tracker itself broke on something unforeseen: the job ends instead of being retried forever.
     INTERNAL_ERROR = "internal_error", "Internal error"
+    # An upstream job of a pipeline failed, was cancelled, or produced fewer outputs than referenced.
+    DEPENDENCY_FAILED = "dependency_failed", "Dependency failed"
+
+
+class GroupKind(models.TextChoices):
+    BATCH = "batch", "Batch"
+    PIPELINE = "pipeline", "Pipeline"
 
 
 class JobGroup(models.Model):
     """Jobs submitted together (a template run as a batch: a seed sweep, a shot list), followed,
     summed up and cancelled as one. It has no status of its own: what its jobs are is its status
-    (jobs.group_summary), so there is still one state machine."""
+    (jobs.group_summary), so there is still one state machine. A pipeline is a group whose jobs
+    reference each other's outputs (JobDependency)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
@@ -88,6 +100,7 @@ class JobGroup(models.Model):
     project = models.CharField(max_length=PROJECT_MAX_CHARS, blank=True)
     shot = models.CharField(max_length=SHOT_MAX_CHARS, blank=True)
     tags = models.JSONField(default=list, blank=True)
+    kind = models.CharField(max_length=16, choices=GroupKind.choices, default=GroupKind.BATCH)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -95,6 +108,7 @@ class JobGroup(models.Model):
         indexes = [
             models.Index(fields=["user", "-created_at"], name="jobgroup_user_created_idx"),
             models.Index(fields=["project", "shot", "-created_at"], name="jobgroup_project_idx"),
+            models.Index(fields=["kind", "user", "-created_at"], name="jobgroup_kind_user_idx"),
         ]
 
     def __str__(self) -> str:
@@ -170,6 +184,8 @@ class Job(models.Model):
     shot = models.CharField(max_length=SHOT_MAX_CHARS, blank=True)
     tags = models.JSONField(default=list, blank=True)
     group = models.ForeignKey(JobGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    # The job's key in its pipeline's request ("keyframe", "video"): what `output:<key>/<n>` named.
+    pipeline_key = models.CharField(max_length=64, blank=True)
     # The workflow template (and its version) the job was filled from; the filled workflow is the
     # job's own, so publishing a new version never changes a job already submitted.
     template_name = models.CharField(max_length=64, blank=True)
@@ -283,6 +299,21 @@ class JobOutput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.comfy_filename} ({self.media_type})"
+
+
+class JobDependency(models.Model):
+    """`job` reads an output of `upstream` (an `output:<id>/<n>` reference in its workflow), so it
+    stays blocked until `upstream` completes. Indexed both ways: a job's upstreams decide its release,
+    an upstream's downstreams are what its final transition propagates to."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="upstream_links")
+    upstream = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="downstream_links")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "upstream"], name="jobdependency_unique_edge")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} after {self.upstream_id}"
 
 
 class JobAttempt(models.Model):
