@@ -33,13 +33,15 @@ from anime_client.errors import (
     WorkflowError,
 )
 from anime_client.report import report_csv, report_data, report_json, report_text, since_days
-from anime_client.states import JobState
+from anime_client.states import Asset, JobState
+from anime_client.templates import inputs_table, run_inputs, templates_table
 from anime_client.terminal_text import one_line
-from anime_client.workflow import load_workflow, parse_input_flag
+from anime_client.workflow import InputBinding, load_workflow, parse_input_flag
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 STATUSES = ("queued", "submitted", "running", "completed", "failed", "cancelled")
 PIPED_WIDTH = 160  # tables written to a file or a pipe: wide enough for a job id and its columns
+VERSION_MAX = 2**31 - 1  # the server's bound on a template version number
 
 
 class ExitCode(IntEnum):
@@ -182,13 +184,22 @@ def submit(
         inputs[target] = path
     client = session.client()
 
-    def uploaded(binding: Any, asset: Any) -> None:
-        known = "already on the server" if not asset.created else "uploaded"
-        session.note(f"{binding.path}: {known} as asset {asset.id} ({asset.media_type or 'unknown type'})")
+    def uploaded(binding: InputBinding, asset: Asset) -> None:
+        _note_upload(session, binding.path, asset)
 
     state = client.submit(
         graph, inputs, job_type=job_type, priority=priority, backend=backend or None, on_upload=uploaded
     )
+    _submitted(session, client, state, watch)
+
+
+def _note_upload(session: Session, path: Path, asset: Asset) -> None:
+    known = "already on the server" if not asset.created else "uploaded"
+    session.note(f"{path}: {known} as asset {asset.id} ({asset.media_type or 'unknown type'})")
+
+
+def _submitted(session: Session, client: Client, state: JobState, watch: bool) -> None:
+    """The new job's id on stdout, a note on stderr, and with --watch its progress to the end."""
     click.echo(state.id)
     session.note(f"job {state.id} {state.status} (priority {state.priority}, backend {one_line(state.backend)})")
     if watch:
@@ -326,6 +337,94 @@ def report(session: Session, since: str, fmt: str) -> None:
         click.echo(report_csv(data), nl=False)
     else:
         session.out.print(report_text(data))
+
+
+@cli.group()
+def template() -> None:
+    """Workflow templates: list them, show one's inputs, run one with values instead of JSON."""
+
+
+@template.command(name="list")
+@pass_session
+def list_templates(session: Session) -> None:
+    """The templates you may run, with their latest version."""
+    found = session.client().templates()
+    if not found:
+        session.note("no templates to run")
+        return
+    session.out.print(templates_table(found))
+
+
+@template.command()
+@click.argument("name")
+@click.option("--version", "-V", type=click.IntRange(1, VERSION_MAX), help="An earlier version (default: the latest).")
+@pass_session
+def show(session: Session, name: str, version: int | None) -> None:
+    """NAME's inputs: kind, default (or required), accepted values, description."""
+    found = session.client().template(name, version)
+    if found.description:
+        session.out.print(Text(one_line(found.description)))
+    session.out.print(inputs_table(found))
+
+
+@template.command(name="run")
+@click.argument("name")
+@click.option("--version", "-V", type=click.IntRange(1, VERSION_MAX), help="An earlier version (default: the latest).")
+@click.option("--set", "-s", "set_flags", multiple=True, metavar="INPUT=VALUE", help="An input's value (repeatable).")
+@click.option(
+    "--input",
+    "-i",
+    "input_flags",
+    multiple=True,
+    metavar="INPUT=FILE",
+    help="Upload FILE as an asset for this file input (repeatable).",
+)
+@click.option("--name", "job_name", default="", help="The job's name.")
+@click.option("--project", default="", help="The project label, e.g. ep01.")
+@click.option("--shot", default="", help="The shot label, e.g. sh010.")
+@click.option("--tag", "tags", multiple=True, help="A free tag (repeatable).")
+@click.option("--priority", "-p", type=click.IntRange(0, 9), default=5, show_default=True)
+@click.option("--backend", "-b", help="A configured backend (default: the server's).")
+@click.option("--watch", "-w", is_flag=True, help="Follow the job live until it ends.")
+@pass_session
+def run_template(
+    session: Session,
+    name: str,
+    version: int | None,
+    set_flags: Sequence[str],
+    input_flags: Sequence[str],
+    job_name: str,
+    project: str,
+    shot: str,
+    tags: Sequence[str],
+    priority: int,
+    backend: str | None,
+    watch: bool,
+) -> None:
+    """Run template NAME once; prints the job's id.
+
+    \b
+    anime-jobs template run keyframe-shot --set prompt='a fox in the snow' \\
+        --set seed=42 --input keyframe=shot12.png --shot sh012 --watch
+    """
+    flags = [parse_input_flag(flag, "INPUT=FILE, e.g. keyframe=shot12.png") for flag in input_flags]
+    client = session.client()
+    found = client.template(name, version)
+    values, files = run_inputs(found, set_flags, flags)
+    state = client.run_template(
+        name,
+        values,
+        files,
+        version=version,
+        priority=priority,
+        backend=backend or None,
+        job_name=job_name,
+        project=project,
+        shot=shot,
+        tags=tags,
+        on_upload=lambda input_name, asset: _note_upload(session, files[input_name], asset),
+    )
+    _submitted(session, client, state, watch)
 
 
 def main() -> None:

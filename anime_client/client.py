@@ -10,6 +10,7 @@
     final = client.wait(job.id)           # the final state, whatever it is
     if final.status == "completed":
         client.download(job.id, Path("renders/shot_012"))
+    run = client.run_template("keyframe-shot", {"seed": 42}, files={"keyframe": Path("shot12.png")})
 
 It speaks the public REST and websocket API only (README, "API"), so it runs on any machine that
 can reach the server, with nothing of the server installed.
@@ -17,21 +18,23 @@ can reach the server, with nothing of the server installed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 
 from anime_client.api_session import DEFAULT_TIMEOUT, ApiSession
 from anime_client.downloads import save_response
-from anime_client.errors import NotFound, ServerError
+from anime_client.errors import NotFound, ServerError, WorkflowError
 from anime_client.states import Asset, JobState, Output
+from anime_client.templates import Template
 from anime_client.watching import POLL_SECONDS, JobWatch, SocketOpener, open_websocket
 from anime_client.workflow import InputBinding, checked_api_format, input_bindings, load_workflow, with_references
 
 MAX_PAGE_SIZE = 200  # the server's cap on ?page_size=
+Key = TypeVar("Key")
 
 
 class Client:
@@ -71,15 +74,8 @@ class Client:
         """
         graph = checked_api_format(workflow) if isinstance(workflow, Mapping) else load_workflow(Path(workflow))
         bindings = input_bindings(graph, inputs or {})
-        uploaded: dict[Path, Asset] = {}
-        references = []
-        for binding in bindings:
-            key = binding.path.resolve()
-            if key not in uploaded:
-                uploaded[key] = self.upload_asset(binding.path)
-                if on_upload is not None:
-                    on_upload(binding, uploaded[key])
-            references.append((binding, uploaded[key].reference))
+        assets = self._assets_for([(binding, binding.path) for binding in bindings], on_upload)
+        references = [(binding, asset.reference) for binding, asset in zip(bindings, assets, strict=True)]
         body: dict[str, Any] = {
             "workflow": with_references(graph, references),
             "job_type": job_type,
@@ -88,6 +84,57 @@ class Client:
         if backend:
             body["backend"] = backend
         return JobState.from_api(self.api.json("POST", "api/jobs/", json=body, what="submit"))
+
+    def run_template(
+        self,
+        name: str,
+        values: Mapping[str, Any] | None = None,
+        files: Mapping[str, Path | str] | None = None,
+        *,
+        version: int | None = None,
+        priority: int = 5,
+        backend: str | None = None,
+        job_name: str = "",
+        project: str = "",
+        shot: str = "",
+        tags: Sequence[str] = (),
+        on_upload: Callable[[str, Asset], None] | None = None,
+    ) -> JobState:
+        """Run a workflow template once (`POST /api/templates/<name>/jobs/`): the job.
+
+        `values` are the inputs' values as JSON (`{"seed": 42, "prompt": "a fox"}`); `files` maps a
+        file input to a local file, uploaded as an asset first (the same file for two inputs is one
+        upload). Every file is checked to exist before the first upload; the server checks the rest
+        and names the input it refuses. `version` runs an earlier version; the latest otherwise.
+        """
+        paths = [(input_name, Path(path)) for input_name, path in (files or {}).items()]
+        for input_name, path in paths:
+            if not path.is_file():
+                raise WorkflowError(f"--input {input_name}={path}: no such file")
+        assets = self._assets_for(paths, on_upload)
+        inputs = {**(values or {}), **{key: asset.reference for (key, _), asset in zip(paths, assets, strict=True)}}
+        body: dict[str, Any] = {"inputs": inputs, "priority": priority}
+        optional = {"version": version, "backend": backend, "name": job_name, "project": project, "shot": shot}
+        body.update({key: value for key, value in optional.items() if value})
+        if tags:
+            body["tags"] = list(tags)
+        url = f"api/templates/{quote(name, safe='')}/jobs/"
+        return JobState.from_api(self.api.json("POST", url, json=body, what=f"run template {name}"))
+
+    def _assets_for(
+        self, files: Sequence[tuple[Key, Path]], on_upload: Callable[[Key, Asset], None] | None
+    ) -> list[Asset]:
+        """The asset of each file, in order, each distinct file uploaded once."""
+        uploaded: dict[Path, Asset] = {}
+        assets = []
+        for key, path in files:
+            resolved = path.resolve()
+            if resolved not in uploaded:
+                uploaded[resolved] = self.upload_asset(path)
+                if on_upload is not None:
+                    on_upload(key, uploaded[resolved])
+            assets.append(uploaded[resolved])
+        return assets
 
     def upload_asset(self, path: Path | str) -> Asset:
         """Upload a file as an asset; the same bytes uploaded before give the same asset back."""
@@ -140,6 +187,19 @@ class Client:
                 break
             params["cursor"] = cursor
         return found[:limit]
+
+    def templates(self) -> list[dict[str, Any]]:
+        """The workflow templates you may run: name, description, latest_version, staff_only."""
+        body = self.api.json("GET", "api/templates/", what="list templates")
+        return [item for item in body if isinstance(item, dict)] if isinstance(body, list) else []
+
+    def template(self, name: str, version: int | None = None) -> Template:
+        """A template's latest version, or version `version`: its typed inputs and their bounds."""
+        path = f"api/templates/{quote(name, safe='')}/"
+        if version is not None:
+            path += f"versions/{version}/"
+        what = f"template {name}" + (f" v{version}" if version is not None else "")
+        return Template.from_api(self.api.json("GET", path, what=what))
 
     def outputs(self, job_id: str) -> list[Output]:
         """A completed job's outputs (none before it completes)."""

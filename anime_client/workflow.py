@@ -67,11 +67,14 @@ def checked_api_format(data: Any, name: str = "the workflow") -> dict[str, Any]:
     return dict(data)
 
 
-def parse_input_flag(flag: str) -> tuple[str, Path]:
-    """`--input NODE=FILE` or `--input NODE.INPUT=FILE` as (target, file)."""
+def parse_input_flag(
+    flag: str, expected: str = "NODE=FILE or NODE.INPUT=FILE, e.g. 12=keyframe.png"
+) -> tuple[str, Path]:
+    """`--input NODE=FILE` or `--input NODE.INPUT=FILE` as (target, file); a template's
+    `--input NAME=FILE` the same way, with its own `expected` shape."""
     target, sep, file = flag.partition("=")
     if not sep or not target.strip() or not file.strip():
-        raise WorkflowError(f"--input {flag!r}: expected NODE=FILE or NODE.INPUT=FILE, e.g. 12=keyframe.png")
+        raise WorkflowError(f"--input {flag!r}: expected {expected}")
     return target.strip(), Path(file.strip()).expanduser()
 
 

@@ -12,16 +12,19 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from rest_framework.test import APIClient
 
 from devtools.processes import Process, free_port
 from jobs.models import Job, JobStatus
 from tests.factories import api_key_for
 from tests.integration.test_progress_live import sampler_workflow
+from tests.template_workflows import publish, publisher_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -58,6 +61,12 @@ class AnimeJobs:
 @pytest.fixture
 def anime_jobs(live: Any, web_server: str, user: Any, tmp_path: Path) -> AnimeJobs:
     return AnimeJobs(web_server, api_key_for(user), tmp_path)
+
+
+def staff_client() -> APIClient:
+    client = APIClient()
+    client.force_authenticate(publisher_user())
+    return client
 
 
 def write_json(path: Path, content: Any) -> Path:
@@ -137,3 +146,22 @@ def test_an_input_file_goes_up_as_an_asset_and_the_job_uses_it(anime_jobs, tmp_p
     # the TRUNCATE on PostgreSQL (the worker was writing its last rows).
     code, again = anime_jobs("submit", str(workflow), "--input", f"12={keyframe}", "--watch")
     assert code == 0 and "already on the server as asset" in again, again
+
+
+def test_a_template_run_uploads_the_keyframe_and_watches_the_job_to_its_end(anime_jobs, tmp_path):
+    publish(staff_client())
+    from PIL import Image
+
+    keyframe = tmp_path / "shot12.png"
+    # A colour of this run's own, so ComfyUI's cache never serves this job from an earlier run's.
+    Image.new("RGB", (64, 48), (time.monotonic_ns() % 256, 90, 200)).save(keyframe)
+    code, output = anime_jobs(
+        "template", "run", "keyframe",
+        "--set", "prompt=a fox at dusk", "--set", "seed=42", "--set", "steps=3",
+        "--input", f"keyframe={keyframe}", "--shot", "sh012", "--watch",
+    )  # fmt: skip
+    assert code == 0, output
+    job = Job.objects.get(pk=JOB_ID.findall(output)[0])
+    assert job.status == JobStatus.COMPLETED and (job.template_name, job.shot) == ("keyframe", "sh012")
+    assert job.workflow["5"]["inputs"]["seed"] == 42 and job.workflow["7"]["inputs"]["image"].startswith("asset:")
+    assert "uploaded as asset" in output and f"job {job.id} completed" in output
