@@ -278,6 +278,8 @@ WORKFLOW_NODE_CLASSES_DENIED = env_list("WORKFLOW_NODE_CLASSES_DENIED")
 JOB_TYPES = env_list("JOB_TYPES", "image,video,upscale,other")
 # Free tags on a job or a group of jobs (each at most 64 characters): how many.
 JOB_MAX_TAGS = int(os.environ.get("JOB_MAX_TAGS", "20"))
+# Jobs in one shot pipeline (POST /api/pipelines/): one request makes them all, in one transaction.
+PIPELINE_MAX_JOBS = int(os.environ.get("PIPELINE_MAX_JOBS", "100"))
 
 # --- Workflow templates: published workflows with typed inputs, run one job at a time or as a batch ---
 # Jobs in one batch (`{"batch": [...]}`): one request makes them all, in one transaction.

@@ -10,8 +10,13 @@ A plain file name in a known loader's input names a file already in ComfyUI's in
 a user's string reaching ComfyUI's file system: a path (separators, "..", an absolute path) or an
 annotation pointing at another folder ("x.png [output]", where other users' outputs are) is refused.
 
-No Django here: the API checks references against the database (assets.selectors), the tracker
-reads them back from the job's stored workflow.
+Another job's output is named the same way, as "output:<job id>/<n>" (its n-th output, 0-based, in
+the order the API lists them; "output:<job id>" is its first): the job waits for that one to complete
+(jobs.dependencies), and the worker places the output like an asset. In a pipeline request the
+source may be a job's key there ("output:keyframe/0"), which becomes the new job's id at creation.
+
+No Django here: the API checks references against the database (assets.selectors,
+jobs.dependencies), the tracker reads them back from the job's stored workflow.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 ASSET_PREFIX = "asset:"
+OUTPUT_PREFIX = "output:"
+# The n of "output:<source>/<n>": a job keeps at most JOB_MAX_OUTPUTS outputs, well below this.
+OUTPUT_INDEX_MAX = 9999
+_OUTPUT_REFERENCE = re.compile(r"^output:([^/\s]{1,64})(?:/([0-9]{1,4}))?\Z")
 
 IMAGE, VIDEO, AUDIO = "image", "video", "audio"
 
@@ -59,6 +68,55 @@ class AssetReference:
         return f"node {self.node_id} ({self.class_type}): input {self.input_name!r}"
 
 
+@dataclass(frozen=True)
+class OutputReference:
+    node_id: str
+    class_type: str
+    input_name: str
+    # A job's id as text, or a job's key in a pipeline request.
+    source: str
+    index: int
+
+    @property
+    def label(self) -> str:
+        return f"node {self.node_id} ({self.class_type}): input {self.input_name!r}"
+
+    @property
+    def job_id(self) -> uuid.UUID | None:
+        """The upstream job's id, when the source is one (not a pipeline key)."""
+        try:
+            return uuid.UUID(self.source)
+        except ValueError:
+            return None
+
+    @property
+    def value(self) -> str:
+        return f"{OUTPUT_PREFIX}{self.source}/{self.index}"
+
+
+def output_references(workflow: Any) -> tuple[list[OutputReference], list[str]]:
+    """The workflow's references to other jobs' outputs, in a stable order (by node id, then input
+    name), and the problems of the values that start like one but are not."""
+    references: list[OutputReference] = []
+    problems: list[str] = []
+    for node_id, node in _nodes(workflow):
+        class_type = str(node.get("class_type", ""))
+        inputs = node.get("inputs")
+        for input_name, value in sorted(inputs.items()) if isinstance(inputs, dict) else ():
+            if not isinstance(value, str) or not value.startswith(OUTPUT_PREFIX):
+                continue
+            match = _OUTPUT_REFERENCE.match(value)
+            if match is None:
+                problems.append(
+                    f"node {node_id} ({class_type}): input {input_name!r} = {value[:80]!r} is not an output "
+                    f'reference; use "output:<job id>/<n>" (n from 0 to {OUTPUT_INDEX_MAX})'
+                )
+                continue
+            index = int(match.group(2) or 0)
+            references.append(OutputReference(node_id, class_type, str(input_name), match.group(1), index))
+    return references, problems
+
+
 def asset_references(workflow: Any) -> tuple[list[AssetReference], list[str]]:
     """The workflow's asset references, in a stable order (by node id, then input name), and the
     problems of the values that look like references but are not (each names node and input)."""
@@ -80,7 +138,7 @@ def asset_references(workflow: Any) -> tuple[list[AssetReference], list[str]]:
                     )
                     continue
                 references.append(AssetReference(node_id, class_type, str(input_name), asset_id))
-            elif (class_type, input_name) in LOADER_KINDS:
+            elif (class_type, input_name) in LOADER_KINDS and not value.startswith(OUTPUT_PREFIX):
                 problem = file_name_problem(value)
                 if problem:
                     problems.append(f"node {node_id} ({class_type}): input {input_name!r} = {value[:80]!r} {problem}")

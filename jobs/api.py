@@ -13,7 +13,7 @@ from access.openapi import DetailSerializer, file_responses
 from access.pagination import NewestFirstPagination
 from assets.media_types import RASTER_IMAGE_TYPES
 from assets.serving import SERVED_MEDIA_TYPES
-from jobs import selectors, services
+from jobs import dependencies, selectors, services
 from jobs.downloads import output_response, preview_response
 from jobs.filters import JobFilter
 from jobs.models import FINAL_STATUSES, Job, JobStatus
@@ -91,12 +91,17 @@ class JobViewSet(viewsets.GenericViewSet):
         request=JobCreateSerializer,
         responses={201: NewJobSerializer},
         description="Validates the workflow (ComfyUI API format, bounded size, nodes, steps, resolution, "
-        "frames, batch; asset references) and queues the job. `websocket_url` is absolute here.",
+        "frames, batch; asset references; references to other jobs' outputs, `output:<job id>/<n>`) and "
+        "queues the job, or holds it `blocked` until the jobs it reads from complete. `websocket_url` is "
+        "absolute here.",
     )
     def create(self, request: Request) -> Response:
         incoming = JobCreateSerializer(data=request.data, context={"user": request.user})
         incoming.is_valid(raise_exception=True)
         data = incoming.validated_data
+        problems = dependencies.output_reference_problems(data["workflow"], request.user)
+        if problems:
+            raise serializers.ValidationError({"workflow": problems})
         job = services.job_create(
             user=request.user,
             workflow=data["workflow"],

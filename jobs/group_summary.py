@@ -5,9 +5,9 @@
 - Progress is the mean of the jobs' progress as ComfyUI reported it; a job that ended without
   completing (failed, cancelled) counts as done, since nothing more of it will run. 100% when every
   job has ended, never before.
-- Status: `queued` while every job waits; `running` while some job runs or waits after others
-  started or ended; once all have ended, `completed` when every one completed, `failed` when any
-  failed, `cancelled` otherwise.
+- Status: `queued` while every job waits (in a queue, or blocked on another job); `running` while
+  some job runs or waits after others started or ended; once all have ended, `completed` when every
+  one completed, `failed` when any failed, `cancelled` otherwise.
 """
 
 from __future__ import annotations
@@ -65,6 +65,6 @@ def _group_status(counts: Counter[str], total: int) -> str:
         if counts[JobStatus.COMPLETED] == total:
             return JobStatus.COMPLETED
         return JobStatus.FAILED if counts[JobStatus.FAILED] else JobStatus.CANCELLED
-    if counts[JobStatus.QUEUED] == total:
+    if counts[JobStatus.QUEUED] + counts[JobStatus.BLOCKED] == total:
         return JobStatus.QUEUED
     return JobStatus.RUNNING

@@ -63,10 +63,12 @@ def job_group_create(
 
 def job_group_cancel(group: JobGroup) -> int:
     """Cancel every job of the group still waiting or running (jobs.services.job_cancel: a waiting
-    one at once, a running one by its tracker); returns how many were asked to stop."""
+    one at once, a running one by its tracker); returns how many were asked to stop. Newest first:
+    a pipeline's jobs are made after the jobs they read, so a blocked job ends cancelled, not failed
+    `dependency_failed` by the cancel of its upstream one."""
     asked = 0
     with transaction.atomic(), services.queue_moves_held():
-        for job in group.jobs.exclude(status__in=FINAL_STATUSES).order_by("created_at"):
+        for job in group.jobs.exclude(status__in=FINAL_STATUSES).order_by("-created_at", "-id"):
             services.job_cancel(job)
             asked += 1
     return asked

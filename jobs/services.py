@@ -27,7 +27,7 @@ from assets.references import asset_references
 from assets.services import asset_uses_record, asset_uses_release
 from comfyui import ComfyUIClient, OutputFile
 from fleet.backends import draining_backends, gpu_queue
-from jobs import selectors
+from jobs import dependencies, selectors
 from jobs.broadcast import job_broadcast
 from jobs.eta import workflow_fingerprint
 from jobs.failures import failure_from_internal_error, stored_details, stored_message
@@ -40,6 +40,7 @@ from jobs.models import (
     FailureCategory,
     Job,
     JobAttempt,
+    JobDependency,
     JobEvent,
     JobGroup,
     JobOutput,
@@ -190,13 +191,19 @@ def job_create(
     template_name: str = "",
     template_version: int | None = None,
     webhook: dict[str, Any] | None = None,
+    pipeline_key: str = "",
 ) -> Job:
-    """The one way a job comes to be: from the API, a workflow template, a group, a retry.
+    """The one way a job comes to be: from the API, a workflow template, a group, a pipeline, a retry.
 
     `webhook` is the job's own callback as webhooks.serializers.JobWebhookSerializer checked it
-    (url, events, optional secret); a retry by hand inherits the original's."""
+    (url, events, optional secret); a retry by hand inherits the original's. A workflow that reads
+    another job's output ("output:<job id>/<n>") makes a job that depends on it: `blocked`, in no
+    queue, until that job completes (jobs.dependencies)."""
     with transaction.atomic():
+        upstreams = dependencies.upstream_jobs_locked(workflow)
+        blocked = any(upstream.status != JobStatus.COMPLETED for upstream in upstreams)
         job = Job.objects.create(
+            status=JobStatus.BLOCKED if blocked else JobStatus.QUEUED,
             user=user if getattr(user, "is_authenticated", False) else None,
             workflow=workflow,
             job_type=job_type,
@@ -211,8 +218,10 @@ def job_create(
             group=group,
             template_name=template_name,
             template_version=template_version,
+            pipeline_key=pipeline_key,
         )
         JobTag.objects.bulk_create([JobTag(job=job, tag=tag) for tag in labels.tags])
+        JobDependency.objects.bulk_create([JobDependency(job=job, upstream=upstream) for upstream in upstreams])
         # Which of the user's assets it names (locked against their deletion until the job ends).
         asset_uses_record(job_id=job.id, owner=job.user, references=asset_references(workflow)[0])
         # Kept by job id in the webhooks' own table, as assets keep their uses.
@@ -220,9 +229,13 @@ def job_create(
             job_webhook_create(job_id=job.id, owner=job.user, **webhook)
         elif retry_of is not None:
             job_webhook_copy(from_job_id=retry_of.id, to_job_id=job.id)
-        job_event(job, EventKind.STATUS, data={"to": JobStatus.QUEUED, "backend": job.backend})
-        job_enqueue(job)
-        queue_moved(job.backend)
+        job_event(job, EventKind.STATUS, data={"to": job.status, "backend": job.backend})
+        if blocked:
+            if all(upstream.status in FINAL_STATUSES for upstream in upstreams):
+                blocked_job_settle(job)  # an upstream ended between the request's check and now
+        else:
+            job_enqueue(job)
+            queue_moved(job.backend)
     return job
 
 
@@ -302,8 +315,53 @@ def job_transition(
             queue_moved(job.backend)
         if new_status in FINAL_STATUSES:
             asset_uses_release(job.id)  # its input assets may be deleted again
+            downstream_settle(job)
     logger.info("job %s: %s -> %s", job.id, current, new_status)
     return True
+
+
+# Jobs that ended, whose blocked downstream jobs are still to settle, inside `downstream_settle`.
+_settling: ContextVar[list[Job] | None] = ContextVar("settling", default=None)
+
+
+def downstream_settle(upstream: Job) -> None:
+    """Release or fail the blocked jobs waiting for a job that just ended, in the same transaction,
+    and down the pipeline from each one that fails. A loop, not recursion: a chain of jobs may be
+    longer than Python's stack is deep."""
+    pending = _settling.get()
+    if pending is not None:
+        pending.append(upstream)  # a downstream job failed inside the loop below: its turn comes
+        return
+    pending = [upstream]
+    token = _settling.set(pending)
+    try:
+        while pending:
+            for job in dependencies.blocked_downstream(pending.pop()):
+                blocked_job_settle(job)
+    finally:
+        _settling.reset(token)
+
+
+def blocked_job_settle(job: Job) -> bool:
+    """A blocked job whose upstream jobs moved: queue it once all completed with the outputs it
+    reads, fail it `dependency_failed` once one did not; True when it moved."""
+    verdict = dependencies.release_verdict(job)
+    if verdict.waits:
+        return False
+    if verdict.release:
+        moved = job_transition(job, JobStatus.QUEUED, expected=JobStatus.BLOCKED)
+        if moved:
+            job_enqueue(job)
+        return moved
+    return job_transition(
+        job,
+        JobStatus.FAILED,
+        expected=JobStatus.BLOCKED,
+        failure_category=FailureCategory.DEPENDENCY_FAILED,
+        error_message=verdict.problem,
+        error_details={"upstream": verdict.upstream} if verdict.upstream else {},
+        event_data={"category": FailureCategory.DEPENDENCY_FAILED, "message": verdict.problem[:500]},
+    )
 
 
 def job_fail(job: Job, category: str, message: str, details: dict[str, Any] | None = None) -> bool:
@@ -410,6 +468,7 @@ def job_retry_get_or_create(job: Job) -> tuple[Job, bool]:
                 group=job.group,
                 template_name=job.template_name,
                 template_version=job.template_version,
+                pipeline_key=job.pipeline_key,
             )
     except IntegrityError:
         # Another request made it between our read and our insert; its enqueue is the only one.
@@ -501,8 +560,10 @@ def job_claim(job: Job, *, client_id: str, worker: str, stale_after: timedelta) 
 
 
 def job_cancel(job: Job) -> Job:
-    """A waiting job never reaches ComfyUI; an active one is removed or interrupted by its tracker."""
-    if job.status == JobStatus.QUEUED and job_close(job, JobStatus.CANCELLED, expected=JobStatus.QUEUED):
+    """A waiting (or blocked) job never reaches ComfyUI; an active one is removed or interrupted by
+    its tracker. Jobs blocked on a cancelled one fail `dependency_failed` (downstream_settle)."""
+    waiting = job.status
+    if waiting in (JobStatus.QUEUED, JobStatus.BLOCKED) and job_close(job, JobStatus.CANCELLED, expected=waiting):
         return job
     if job.status in ACTIVE_STATUSES and job.cancel_requested_at is None:
         now = timezone.now()

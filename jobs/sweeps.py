@@ -8,6 +8,9 @@
   same while it lives; the sweep is the backstop.
 - waiting: a job waiting too long is flagged; a waiting job whose broker message was lost (Redis
   restarted without persistence) is enqueued again. A second delivery is harmless.
+- blocked: a pipeline job whose upstream jobs have all ended is released or failed
+  (`dependency_failed`). Their final transitions do it at once; the sweep is the safety net, so
+  that no job waits forever for an upstream that ended while its own transaction was open.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from django.utils import timezone
 
 from comfyui import ComfyUIError
 from fleet.backends import backend_client, gpu_queue
-from jobs import eta, services
+from jobs import dependencies, eta, services
 from jobs.eta import NodeEstimate
 from jobs.failures import Failure, lost_failure, stuck_or_timed_out
 from jobs.models import ACTIVE_STATUSES, EventKind, Job, JobStatus
@@ -108,6 +111,17 @@ def _current_node_estimate(job: Job) -> NodeEstimate | None:
     if not job.current_node_id:
         return None
     return eta.node_estimates(job.backend, job.workflow, {job.current_node_id}).get(job.current_node_id)
+
+
+def sweep_blocked_jobs() -> int:
+    """Blocked jobs with no upstream job left to end: settle them (jobs.services.blocked_job_settle)."""
+    settled = 0
+    for job in dependencies.blocked_jobs_settled()[:500]:
+        with _ended_on_error(job):
+            if services.blocked_job_settle(job):
+                logger.warning("sweep: blocked job %s settled by the sweep, not by its upstream's end", job.id)
+                settled += 1
+    return settled
 
 
 def sweep_waiting_jobs() -> int:

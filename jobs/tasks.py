@@ -14,7 +14,8 @@ def job_run(job_id: str) -> None:
 
 @shared_task(ignore_result=True)
 def sweep_jobs() -> None:
-    """Orphaned, stuck, timed-out and forgotten jobs (beat, default queue)."""
+    """Orphaned, stuck, timed-out, forgotten and blocked jobs (beat, default queue)."""
     sweeps.sweep_orphaned_jobs()
     sweeps.sweep_stuck_jobs()
     sweeps.sweep_waiting_jobs()
+    sweeps.sweep_blocked_jobs()

@@ -40,8 +40,8 @@ def job_track(job_id: str) -> None:
     tracker, which would break on it again (a NUL byte from ComfyUI did that, forever).
     """
     job = Job.objects.filter(pk=job_id).first()
-    if job is None or job.is_final:
-        return
+    if job is None or job.is_final or job.status == JobStatus.BLOCKED:
+        return  # a blocked job is sent to a GPU queue when its upstream jobs release it
     client: ComfyUIClient | None = None
     tracker: JobTracker | None = None
     owned = False  # only a job this delivery won (or a waiting one) is ours to fail
