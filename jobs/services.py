@@ -27,7 +27,7 @@ from assets.references import asset_references
 from assets.services import asset_uses_record, asset_uses_release
 from comfyui import ComfyUIClient, OutputFile
 from fleet.backends import draining_backends, gpu_queue
-from jobs import dependencies, selectors
+from jobs import dependencies, live_state, selectors
 from jobs.broadcast import job_broadcast
 from jobs.eta import workflow_fingerprint
 from jobs.failures import failure_from_internal_error, stored_details, stored_message
@@ -107,7 +107,8 @@ def event_payloads(events: Sequence[JobEvent]) -> list[dict[str, Any]]:
 
 
 def job_broadcast_now(job: Job, events: Sequence[JobEvent] = ()) -> None:
-    job_broadcast(selectors.job_state(job), job.user_id, event_payloads(events))
+    """The tracker's broadcast, several a second: shaped by serializers kept for it (jobs.live_state)."""
+    job_broadcast(live_state.job_live_state(job), job.user_id, live_state.live_event_payloads(events))
 
 
 def job_publish(job: Job, events: Sequence[JobEvent] = (), *, webhook_event: str | None = None) -> None:

@@ -46,6 +46,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import statistics
@@ -726,6 +727,7 @@ def bench_environment(
         CHANNEL_LAYER_PREFIX=f"{prefix}asgi",
         MEDIA_ROOT=str(work_dir / "media"),
         DEBUG="0",  # as deployed (docker/compose.yaml); DEBUG keeps every query in memory
+        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),  # DEBUG off needs a key of its own
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
         DJANGO_SETTINGS_MODULE="anime_production.settings",
