@@ -51,7 +51,7 @@ def output_reference_problems(workflow: Any, user: Any, *, known_keys: Iterable[
     if not by_id:
         return problems
     visible = selectors.visible_jobs(user).filter(pk__in=by_id).annotate(outputs_count=Count("outputs"))
-    found = {job.pk: job for job in visible.only("id", "status")}
+    found = {job.pk: job for job in visible.select_related(None).only("id", "status")}
     for job_id, named in by_id.items():
         upstream = found.get(job_id)
         for reference in named:
