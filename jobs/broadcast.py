@@ -12,6 +12,7 @@ typical, 33 ms at p99 with 10 jobs tracked (devtools/benchmarks/progress_latency
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -73,12 +74,32 @@ class _LayerLoop:
 _layer_loop = _LayerLoop()
 
 
+def job_state_message(state: dict[str, Any], events: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """A job state as the layer carries it: serialized to JSON once, here, with what a subscriber
+    filters on beside it (the version, the events' seqs, the status), so the consumers relay the
+    text without decoding or encoding it once per socket (jobs/consumers.py)."""
+    return {
+        "type": "job.state",
+        "id": str(state["id"]),
+        "version": state["version"],
+        "status": state["status"],
+        "seqs": [event["seq"] for event in events],
+        "state_json": json.dumps(state),
+        "events_json": json.dumps(list(events)),
+    }
+
+
 def job_broadcast(state: dict[str, Any], user_id: int | None, events: Sequence[dict[str, Any]] = ()) -> None:
     """Send one job state, with the timeline events persisted since the last one, to everyone
     watching it. Never raises: the database stays the truth."""
-    message = {"type": "job.state", "job": state, "events": list(events)}
+    message = job_state_message(state, events)
+    groups_broadcast(job_groups(state["id"], user_id), message, what=f"job {state.get('id')}")
+
+
+def groups_broadcast(groups: list[str], message: dict[str, Any], *, what: str) -> None:
+    """Send one message to channel-layer groups from sync code. Never raises."""
     try:
-        sending = _send_to_groups(job_groups(state["id"], user_id), message)
+        sending = _send_to_groups(groups, message)
         asyncio.run_coroutine_threadsafe(sending, _layer_loop.get()).result(timeout=BROADCAST_TIMEOUT)
     except Exception:  # a broken layer must not fail a job that ComfyUI is running fine
         global _last_failure_logged
@@ -86,8 +107,5 @@ def job_broadcast(state: dict[str, Any], user_id: int | None, events: Sequence[d
         if now - _last_failure_logged >= FAILURE_LOG_INTERVAL:
             _last_failure_logged = now
             logger.warning(
-                "broadcast of job %s failed (repeats are not logged for %.0fs)",
-                state.get("id"),
-                FAILURE_LOG_INTERVAL,
-                exc_info=True,
+                "broadcast of %s failed (repeats are not logged for %.0fs)", what, FAILURE_LOG_INTERVAL, exc_info=True
             )

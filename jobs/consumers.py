@@ -8,6 +8,7 @@ events it missed, from the database.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -20,7 +21,8 @@ from django.core.cache import cache
 
 from jobs import selectors
 from jobs.broadcast import STAFF_GROUP, job_group, user_group
-from jobs.models import FINAL_STATUSES
+from jobs.models import FINAL_STATUSES, Job, JobStatus
+from jobs.queue_announcements import own_seconds, queue_group, state_placed, state_queue_key
 from jobs.serializers import JobEventSerializer, TimelineQuerySerializer, query_problem
 
 logger = logging.getLogger(__name__)
@@ -36,7 +38,10 @@ CLOSE_REASON_MAX_BYTES = 123  # what a websocket close frame can carry
 
 
 @database_sync_to_async
-def job_snapshot(job_id: str, user: Any, after: int | None) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+def job_snapshot(
+    job_id: str, user: Any, after: int | None
+) -> tuple[dict[str, Any], list[dict[str, Any]], float | None] | None:
+    """The job's state, the events after `after`, and its own expected run (for its ETA in the queue)."""
     job = selectors.visible_jobs(user).filter(pk=job_id).first()
     if job is None:
         return None
@@ -44,7 +49,15 @@ def job_snapshot(job_id: str, user: Any, after: int | None) -> tuple[dict[str, A
     if after is not None:
         events = job.events.filter(seq__gt=after).order_by("seq")[:BACKLOG_LIMIT]
         backlog = list(JobEventSerializer(events, many=True).data)
-    return selectors.job_state(job), backlog
+    own = own_seconds(job) if job.status == JobStatus.QUEUED else None
+    return selectors.job_state(job), backlog, own
+
+
+@database_sync_to_async
+def jobs_own_seconds(job_ids: list[str]) -> dict[str, float | None]:
+    """Each waiting job's own expected run: one query for their workflows, estimates from history."""
+    jobs = Job.objects.filter(pk__in=job_ids).only("id", "backend", "workflow")
+    return {str(job.pk): own_seconds(job) for job in jobs}
 
 
 @database_sync_to_async
@@ -87,6 +100,15 @@ async def connect_counted(user_id: int) -> bool:
     return count <= settings.WS_CONNECTS_PER_MINUTE
 
 
+def update_text(event: dict[str, Any], *, with_events: bool) -> str:
+    """The update a socket sends, made from the JSON the broadcast serialized once
+    (jobs.broadcast.job_state_message): the same text as json.dumps of {"type": "update", "job": state}
+    (and "events"), without decoding the state or encoding it again for every socket."""
+    if with_events:
+        return f'{{"type": "update", "job": {event["state_json"]}, "events": {event["events_json"]}}}'
+    return f'{{"type": "update", "job": {event["state_json"]}}}'
+
+
 class JobSocketConsumer(AsyncJsonWebsocketConsumer):
     """What both job sockets check at the handshake: who connects, and how often."""
 
@@ -100,6 +122,20 @@ class JobSocketConsumer(AsyncJsonWebsocketConsumer):
             await self.refuse(CLOSE_TOO_MANY_CONNECTS, f"more than {limit} connections a minute; reconnect later")
             return None
         return user
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Job states are relayed straight to their handler. Channels' own dispatch first closes stale
+        database connections through a thread hop, before every message of every socket: one daphne
+        process then relayed only 400-800 messages/s (docs/HAZARDS.md). The relay never touches the
+        database; every other handler (connect, queue moves) keeps that hygiene."""
+        if message["type"] == "job.state":
+            await self.job_state(message)
+        else:
+            await super().dispatch(message)
+
+    async def job_state(self, event: dict[str, Any]) -> None:
+        """Each socket relays a job state its own way (one job's timeline, or a list of jobs)."""
+        raise NotImplementedError
 
     async def refuse(self, code: int, reason: str) -> None:
         """Accept, then close with a code and reason: a handshake refused before it is accepted
@@ -129,27 +165,68 @@ class JobConsumer(JobSocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        state, backlog = found
+        state, backlog, self.own_seconds = found
         await self.accept()
+        self.state = state
         self.last_version = state["version"]
         self.last_seq = max([state["seq"], after or 0, *(e["seq"] for e in backlog)])
         await self.send_json({"type": "snapshot", "job": state, "events": backlog})
+        await self._follow_queue()
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if getattr(self, "queue_group", None):
+            await self.channel_layer.group_discard(self.queue_group, self.channel_name)
 
     async def job_state(self, event: dict[str, Any]) -> None:
-        state = event["job"]
-        events = [e for e in event.get("events", []) if e["seq"] > self.last_seq]
-        fresh_state = state["version"] >= self.last_version
-        if not events and not fresh_state:
+        """The broadcast's own text when all of it is new to this socket (nearly always); decoded and
+        filtered only when some of it was already sent (a snapshot read after it, a resent event)."""
+        fresh_state = event["version"] >= self.last_version
+        fresh_seqs = [seq for seq in event["seqs"] if seq > self.last_seq]
+        if not fresh_seqs and not fresh_state:
             return
-        if events:
-            self.last_seq = events[-1]["seq"]
+        if fresh_state and len(fresh_seqs) == len(event["seqs"]):
+            text = update_text(event, with_events=True)
+        else:
+            events = [e for e in json.loads(event["events_json"]) if e["seq"] > self.last_seq]
+            state = json.loads(event["state_json"]) if fresh_state else None
+            text = json.dumps({"type": "update", "job": state, "events": events})
+        if fresh_seqs:
+            self.last_seq = fresh_seqs[-1]
         if fresh_state:
-            self.last_version = state["version"]
-        await self.send_json({"type": "update", "job": state if fresh_state else None, "events": events})
+            self.last_version = event["version"]
+            # Queue moves read the state only while the job waits: progress is not decoded.
+            if event["status"] == JobStatus.QUEUED or event["status"] != self.state["status"]:
+                self.state = json.loads(event["state_json"])
+        await self.send(text_data=text)
+        if fresh_state:
+            await self._follow_queue()
+
+    async def queue_moved(self, event: dict[str, Any]) -> None:
+        """The backend's queue moved (jobs.queue_announcements): this job's new place and ETA."""
+        if self.state["status"] != JobStatus.QUEUED or event["backend"] != self.state["backend"]:
+            return
+        placed = state_placed(self.state, event, state_queue_key(self.state), self.own_seconds)
+        if placed is None or placed["version"] < self.last_version:
+            return
+        self.state, self.last_version = placed, placed["version"]
+        await self.send_json({"type": "update", "job": placed, "events": []})
+
+    async def _follow_queue(self) -> None:
+        """In its backend's queue group while the job waits, and only then."""
+        waiting = self.state["status"] == JobStatus.QUEUED
+        group = queue_group(self.state["backend"]) if waiting else None
+        current = getattr(self, "queue_group", None)
+        if group == current:
+            return
+        if current:
+            await self.channel_layer.group_discard(current, self.channel_name)
+        if group:
+            if self.own_seconds is None:  # back in the queue (a retry): its own run is learned now
+                self.own_seconds = (await jobs_own_seconds([str(self.state["id"])])).get(str(self.state["id"]))
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.queue_group = group
 
 
 class JobListConsumer(JobSocketConsumer):
@@ -161,22 +238,52 @@ class JobListConsumer(JobSocketConsumer):
         if user is None:
             return
         self.last_version: dict[str, int] = {}
+        # The waiting jobs it shows, with their own expected runs once learned: queue
+        # announcements move them (jobs.queue_announcements).
+        self.waiting: dict[str, dict[str, Any]] = {}
+        self.own: dict[str, float | None] = {}
         self.group = STAFF_GROUP if await may_see_others_jobs(user) else user_group(user.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.queue_groups = [queue_group(backend) for backend in settings.COMFYUI_BACKENDS]
+        for group in [self.group, *self.queue_groups]:
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         jobs = await visible_jobs_snapshot(user)
         for job in jobs:
-            self.last_version[str(job["id"])] = job["version"]
+            self._hold(job)
         await self.send_json({"type": "snapshot", "jobs": jobs})
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            for group in [self.group, *self.queue_groups]:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     async def job_state(self, event: dict[str, Any]) -> None:
-        job = event["job"]
-        key = str(job["id"])
-        if job["version"] < self.last_version.get(key, -1):
+        key = event["id"]
+        if event["version"] < self.last_version.get(key, -1):
             return
+        if event["status"] == JobStatus.QUEUED:
+            self._hold(json.loads(event["state_json"]))  # queue moves re-place a waiting job's state
+        else:
+            self._hold({"id": key, "version": event["version"], "status": event["status"]})
+        await self.send(text_data=update_text(event, with_events=False))
+
+    async def queue_moved(self, event: dict[str, Any]) -> None:
+        """A backend's queue moved: the new places and ETAs of the waiting jobs shown here."""
+        shown = {key: state for key, state in self.waiting.items() if state["backend"] == event["backend"]}
+        unknown = [key for key in shown if key not in self.own]
+        if unknown:
+            self.own.update(await jobs_own_seconds(unknown))
+        for key, state in shown.items():
+            placed = state_placed(state, event, state_queue_key(state), self.own.get(key))
+            if placed is not None and placed["version"] >= self.last_version.get(key, -1):
+                self._hold(placed)
+                await self.send_json({"type": "update", "job": placed})
+
+    def _hold(self, job: dict[str, Any]) -> None:
+        key = str(job["id"])
         self.last_version[key] = job["version"]
-        await self.send_json({"type": "update", "job": job})
+        if job["status"] == JobStatus.QUEUED:
+            self.waiting[key] = job
+        else:
+            self.waiting.pop(key, None)
+            self.own.pop(key, None)

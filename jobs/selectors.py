@@ -108,18 +108,6 @@ def queue_places(jobs: Iterable[Job]) -> dict[uuid.UUID, QueuePlace]:
     return places
 
 
-def queue_front(backend: str, limit: int) -> tuple[list[Job], dict[uuid.UUID, QueuePlace]]:
-    """The first `limit` jobs waiting for a backend, with their places: one query for the list."""
-    front = list(waiting_jobs(backend).select_related("user")[:limit])
-    if not front:
-        return front, {}
-    # The list is the front of the queue, so it holds every job ahead of any of its jobs.
-    order = sorted(queue_key(job.priority, job.created_at) for job in front)
-    placed = queue_positions(order, front)
-    workflows = [(str(job.pk), job.workflow) for job in front[:JOBS_AHEAD_LIMIT]]
-    return front, _places(backend, placed, workflows, timezone.now())
-
-
 def _places(
     backend: str, placed: list[tuple[Job, int]], front: list[tuple[str, dict[str, Any]]], now: datetime
 ) -> dict[uuid.UUID, QueuePlace]:

@@ -28,7 +28,7 @@ from assets.services import asset_uses_record, asset_uses_release
 from comfyui import ComfyUIClient, OutputFile
 from fleet.backends import draining_backends, gpu_queue
 from jobs import dependencies, live_state, selectors
-from jobs.broadcast import job_broadcast
+from jobs.broadcast import groups_broadcast, job_broadcast
 from jobs.eta import workflow_fingerprint
 from jobs.failures import failure_from_internal_error, stored_details, stored_message
 from jobs.labels import NO_LABELS, JobLabels
@@ -51,6 +51,7 @@ from jobs.models import (
     transition_allowed,
 )
 from jobs.output_files import ViewStream, output_identity, output_kind
+from jobs.queue_announcements import announcement, queue_group
 from jobs.serializers import JobEventSerializer
 from jobs.webhook_events import STATUS_EVENTS, job_progress_webhook, job_state_webhook
 from webhooks.services import job_webhook_copy, job_webhook_create
@@ -131,30 +132,31 @@ _held_queue_moves: ContextVar[set[str] | None] = ContextVar("held_queue_moves", 
 @contextmanager
 def queue_moves_held() -> Iterator[None]:
     """Inside: each backend's waiting jobs hear of their new places once, when the block ends,
-    instead of once per job created or cancelled: a group of 100 jobs would otherwise send each of
-    up to QUEUE_BROADCAST_LIMIT waiting jobs 100 times (3-5 ms a send, docs/HAZARDS.md). Use it
-    inside the transaction, so the announcements still wait for the commit."""
+    instead of once per job created or cancelled: a group of 100 jobs would otherwise announce the
+    queue 100 times (3-5 ms a send, docs/HAZARDS.md). Inside a transaction the announcements still
+    wait for the commit; the tracker holds them until its prompt is in ComfyUI. A block that raises
+    still announces what moved before (a rolled-back transaction drops it with everything else)."""
     held: set[str] = set()
     token = _held_queue_moves.set(held)
     try:
         yield
     finally:
         _held_queue_moves.reset(token)
-    for backend in sorted(held):
-        queue_moved(backend)
+        for backend in sorted(held):
+            queue_moved(backend)
 
 
 def queue_moved(backend: str) -> None:
-    """Tell every waiting job of a backend its new place (after one left or jumped the queue)."""
+    """Tell every waiting job of a backend its new place and ETA (after one left or jumped the queue)."""
     held = _held_queue_moves.get()
     if held is not None:
         held.add(backend)
         return
 
     def send() -> None:
-        waiting, places = selectors.queue_front(backend, settings.QUEUE_BROADCAST_LIMIT)
-        for job, state in zip(waiting, selectors.job_states(waiting, places), strict=True):
-            job_broadcast(state, job.user_id, [])
+        # One message for the whole queue, whatever its length: each waiting job's consumer finds
+        # its own place in it (jobs.queue_announcements).
+        groups_broadcast([queue_group(backend)], announcement(backend), what=f"the queue of {backend}")
 
     transaction.on_commit(send)
 

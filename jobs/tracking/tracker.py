@@ -61,25 +61,28 @@ class JobTracker:
     def run(self) -> NoReturn:
         """Follow the job until it ends, which raises TrackingEnded."""
         fresh = self.job.status == JobStatus.QUEUED
-        # Win the job before touching ComfyUI: a duplicate delivery that loses here never opens a
-        # socket with our client id (ComfyUI would route the prompt's events to it instead).
-        if fresh and not self._status_change(
-            JobStatus.SUBMITTED,
-            expected=JobStatus.QUEUED,
-            client_id=self.client_id,
-            worker=socket.gethostname(),
-            heartbeat_at=timezone.now(),
-            deliveries=self.job.deliveries + 1,
-        ):
-            raise TrackingEnded
-        self.owns_job = True
-        self.session.connect()
-        where = self.session.locate_until_deadline()
-        if where is None:
-            if not fresh:
-                # A previous tracker submitted it; ComfyUI no longer has it.
-                self.ending.fail(lost_failure(self.job))
-            self.session.submit(self.inputs.prompt())
+        # The jobs still waiting hear that the queue moved once the prompt is in ComfyUI: a GPU
+        # must not idle while they are told.
+        with services.queue_moves_held():
+            # Win the job before touching ComfyUI: a duplicate delivery that loses here never opens
+            # a socket with our client id (ComfyUI would route the prompt's events to it instead).
+            if fresh and not self._status_change(
+                JobStatus.SUBMITTED,
+                expected=JobStatus.QUEUED,
+                client_id=self.client_id,
+                worker=socket.gethostname(),
+                heartbeat_at=timezone.now(),
+                deliveries=self.job.deliveries + 1,
+            ):
+                raise TrackingEnded
+            self.owns_job = True
+            self.session.connect()
+            where = self.session.locate_until_deadline()
+            if where is None:
+                if not fresh:
+                    # A previous tracker submitted it; ComfyUI no longer has it.
+                    self.ending.fail(lost_failure(self.job))
+                self.session.submit(self.inputs.prompt())
         services.job_attempt_open(self.job, worker=socket.gethostname())
         self._learn_estimates()
         if where == "history":

@@ -1,0 +1,120 @@
+"""A queue move: one message for the whole queue, a constant number of queries whatever its
+length, and every waiting job's subscribers told their new place and ETA from it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from unittest import mock
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from jobs import selectors, services
+from jobs.models import Job, JobStatus
+from jobs.queue_announcements import job_queue_key, own_seconds, place_of, queue_group, state_placed
+from tests.factories import SLEEP_WORKFLOW, JobFactory, UserFactory
+from tests.unit.test_websocket import communicator, token_for, with_key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def waiting(count: int, user=None, **fields) -> list[Job]:
+    user = user or UserFactory.create()
+    start = timezone.now() - timedelta(hours=1)
+    return Job.objects.bulk_create(
+        [
+            Job(
+                user=user,
+                workflow=SLEEP_WORKFLOW,
+                job_type="image",
+                backend="default",
+                priority=(index % 3) * 4,
+                created_at=start + timedelta(milliseconds=index),
+                **fields,
+            )
+            for index in range(count)
+        ]
+    )
+
+
+def announce(backend: str = "default") -> tuple[int, list[tuple[str, dict]]]:
+    """One queue move outside a transaction (announced at once): its queries and its sends."""
+    layer = get_channel_layer()
+    sent: list[tuple[str, dict]] = []
+    original = layer.group_send
+
+    async def recording(group, message):
+        sent.append((group, message))
+        await original(group, message)
+
+    with mock.patch.object(layer, "group_send", recording), CaptureQueriesContext(connection) as queries:
+        services.queue_moved(backend)
+    return len(queries), sent
+
+
+def test_a_queue_move_costs_the_same_queries_and_one_send_at_any_length():
+    waiting(10)
+    announce()  # the first also learns the ETA from history, which the next minute's reuse
+    short_queries, short_sent = announce()
+    waiting(990)
+    long_queries, long_sent = announce()
+    assert long_queries == short_queries <= 3
+    assert [group for group, _ in short_sent] == [group for group, _ in long_sent] == [queue_group("default")]
+
+
+def test_every_waiting_job_can_read_its_true_place_from_the_announcement():
+    jobs = waiting(300)  # past the old limit of 200 jobs told
+    _, sent = announce()
+    message = sent[0][1]
+    truth = selectors.queue_places(list(Job.objects.filter(status=JobStatus.QUEUED)))
+    for job in jobs:
+        place = place_of(message, job_queue_key(job))
+        assert place is not None and place.position == truth[job.pk].position
+    started = JobFactory.create(status=JobStatus.RUNNING)
+    assert place_of(message, job_queue_key(started)) is None, "a job that is not waiting has no place"
+
+
+def test_a_subscriber_hears_its_job_move_up_when_the_job_ahead_starts():
+    user = UserFactory.create()
+    ahead = JobFactory.create(user=user, priority=9)
+    mine = JobFactory.create(user=user, priority=5)
+    token = token_for(user)
+
+    async def scenario():
+        ws = communicator(f"/ws/jobs/{mine.id}/", with_key(token))
+        await ws.connect()
+        snapshot = await ws.receive_json_from(timeout=5)
+        await database_sync_to_async(services.job_transition)(ahead, JobStatus.SUBMITTED)
+        update = await ws.receive_json_from(timeout=5)
+        await ws.disconnect()
+        return snapshot, update
+
+    snapshot, update = async_to_sync(scenario)()
+    assert snapshot["job"]["queue_position"] == 2
+    assert update["job"]["queue_position"] == 1 and update["job"]["status"] == "queued"
+    assert update["job"]["version"] > snapshot["job"]["version"], "clients keep only newer states"
+
+
+def test_the_announced_eta_is_the_wait_ahead_plus_the_jobs_own_run():
+    (job,) = waiting(1)
+    message = {"keys": _keys(job), "waits": [30.0], "at": timezone.now().timestamp()}
+    state = {"queue_position": None, "eta": None, "version": 7}
+    with mock.patch("jobs.queue_announcements.eta.expected_total_seconds", return_value=12.0):
+        own = own_seconds(job)
+    placed = state_placed(state, message, job_queue_key(job), own)
+    assert placed is not None and placed["queue_position"] == 1 and placed["version"] == 8
+    finish_at = datetime.fromisoformat(placed["eta"]["finish_at"])
+    assert abs((finish_at - timezone.now()).total_seconds() - 42.0) < 2.0
+    assert placed["eta"]["estimate"] is True
+    assert state_placed(placed, message, job_queue_key(job), own) is None, "nothing new: nothing sent"
+
+
+def _keys(job: Job) -> bytes:
+    from array import array
+
+    return array("q", [job_queue_key(job)]).tobytes()
