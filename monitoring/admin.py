@@ -3,6 +3,7 @@ from django.contrib import admin
 from monitoring import (
     group_admin,  # noqa: F401  (registers the groups of jobs)
     job_admin,  # noqa: F401  (registers the job history pages)
+    pipeline_admin,  # noqa: F401  (registers the shot pipelines)
 )
 from monitoring.models import BackendHealthSample
 

@@ -32,6 +32,7 @@ from django.views.decorators.http import require_POST
 from jobs import services
 from jobs.filters import search_q
 from jobs.models import FINAL_STATUSES, Job, JobStatus
+from monitoring.job_dependencies_admin import JobDependencyFields
 from monitoring.job_labels_admin import LABEL_COLUMNS, LABEL_FIELDS, LABEL_FILTERS, JobLabelsColumns
 from monitoring.job_page import RETRYABLE_STATUSES, job_story
 from monitoring.stats import known_values
@@ -152,7 +153,7 @@ def job_retry_or_explain(job: Job) -> tuple[Job | None, str]:
 
 
 @admin.register(Job)
-class JobAdmin(JobLabelsColumns, admin.ModelAdmin):
+class JobAdmin(JobLabelsColumns, admin.ModelAdmin, JobDependencyFields):
     list_display = [
         "short_id",
         *LABEL_COLUMNS,
@@ -224,6 +225,7 @@ class JobAdmin(JobLabelsColumns, admin.ModelAdmin):
             },
         ),
         ("Labels", {"fields": [*LABEL_FIELDS]}),
+        ("Pipeline", {"fields": ["pipeline_key", "upstream_jobs", "downstream_jobs"]}),
         ("Error", {"fields": ["failure_category", "error_message", "error_summary", "error_traceback"]}),
         (
             "Tracking",

@@ -1,5 +1,7 @@
 from django.db import models
 
+from jobs.models import JobGroup
+
 
 class BackendHealthSample(models.Model):
     """One probe of one ComfyUI backend: reachable, queue length, VRAM."""
@@ -110,3 +112,12 @@ class RollupState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.refreshed_until}"
+
+
+class Pipeline(JobGroup):
+    """A shot pipeline, as the admin lists it: a group of jobs of kind `pipeline` (jobs.pipelines).
+    A proxy: the rows are the groups' own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "pipeline"
