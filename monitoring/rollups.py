@@ -12,13 +12,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import pairwise
 from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Count, FloatField, Func, Max, Q, QuerySet, Sum
+from django.db.models import Count, FloatField, Func, IntegerField, Max, QuerySet, Sum
 from django.db.models.functions import Coalesce, Left, Trunc
 from django.db.models.sql.compiler import SQLCompiler
 from django.utils import timezone
@@ -127,22 +126,32 @@ class SecondsBetween(Func):
         )
 
 
-def _histogram_counts(alias: str, prefix: str) -> dict[str, Count]:
-    """One filtered COUNT per bucket: the database fills the histogram in the same scan."""
-    bounds: list[float | None] = [None, *DURATION_EDGES, None]
-    counts = {}
-    for index, (low, high) in enumerate(pairwise(bounds)):
-        condition = Q(**{f"{alias}__isnull": False})
-        if low is not None:
-            condition &= Q(**{f"{alias}__gte": low})
-        if high is not None:
-            condition &= Q(**{f"{alias}__lt": high})
-        counts[f"{prefix}{index}"] = Count("pk", filter=condition)
-    return counts
+def _bucket_case() -> str:
+    steps = " ".join(f"WHEN %(expressions)s < {edge!r} THEN {index}" for index, edge in enumerate(DURATION_EDGES))
+    return f"CASE WHEN %(expressions)s IS NULL THEN NULL {steps} ELSE {len(DURATION_EDGES)} END"
 
 
-def _histogram_from(row: Mapping[str, Any], prefix: str) -> list[int]:
-    return [row[f"{prefix}{index}"] for index in range(len(DURATION_EDGES) + 1)]
+class DurationBucket(Func):
+    """The histogram bucket of a duration: how many of DURATION_EDGES are at or below it (None for None).
+
+    Computed once per row, so a roll-up groups by (cell, bucket) in one scan; a filtered COUNT per
+    bucket evaluated the duration 160 times per job (13 s for 100,000 jobs, where this takes a few).
+    PostgreSQL has it built in (`width_bucket` over the edges); elsewhere it is a CASE over the edges.
+    """
+
+    output_field = IntegerField()
+    arity = 1
+    template = _bucket_case()
+    edges = ", ".join(repr(float(edge)) for edge in DURATION_EDGES)
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, tuple[str | int, ...]]:
+        template = f"width_bucket(%(expressions)s, ARRAY[{self.edges}]::double precision[])"
+        return super().as_sql(compiler, connection, template=template, **extra_context)
+
+
+BUCKETS = len(DURATION_EDGES) + 1
 
 
 def _finished_jobs(start: datetime | None, end: datetime | None) -> QuerySet[Job]:
@@ -154,47 +163,72 @@ def _finished_jobs(start: datetime | None, end: datetime | None) -> QuerySet[Job
     return jobs.order_by()
 
 
-def job_rollup_rows(period: str, start: datetime | None, end: datetime | None) -> list[JobRollup]:
-    """Aggregate the jobs that finished in [start, end) into one row per cell of `period`."""
-    wait = SecondsBetween(Coalesce("submitted_at", "started_at"), "created_at")
-    run = SecondsBetween("finished_at", "started_at")
-    rows = (
-        _finished_jobs(start, end)
-        .alias(wait=wait, run=run)
-        .annotate(bucket=Trunc("finished_at", period))
-        .values("bucket", "job_type", "backend", "status", "failure_category")
-        .annotate(
-            n=Count("pk"),
-            wait_n=Count("pk", filter=Q(wait__isnull=False)),
-            wait_total=Sum("wait"),
-            run_n=Count("pk", filter=Q(run__isnull=False)),
-            run_total=Sum("run"),
-            wait_longest=Max("wait"),
-            run_longest=Max("run"),
-            **_histogram_counts("wait", "w"),
-            **_histogram_counts("run", "r"),
-        )
+JOB_CELL = ("bucket", "job_type", "backend", "status", "failure_category")
+
+
+def _job_cell(period: str, row: Mapping[str, Any]) -> JobRollup:
+    return JobRollup(
+        period=period,
+        start=row["bucket"],
+        job_type=row["job_type"],
+        backend=row["backend"],
+        status=row["status"],
+        failure_category=row["failure_category"],
+        wait_hist=[0] * BUCKETS if period == RollupPeriod.DAY else [],
+        run_hist=[0] * BUCKETS if period == RollupPeriod.DAY else [],
     )
-    return [
-        JobRollup(
-            period=period,
-            start=row["bucket"],
-            job_type=row["job_type"],
-            backend=row["backend"],
-            status=row["status"],
-            failure_category=row["failure_category"],
-            count=row["n"],
-            wait_count=row["wait_n"],
-            wait_sum=row["wait_total"] or 0.0,
-            wait_hist=_histogram_from(row, "w"),
-            run_count=row["run_n"],
-            run_sum=row["run_total"] or 0.0,
-            run_hist=_histogram_from(row, "r"),
-            wait_max=row["wait_longest"],
-            run_max=row["run_longest"],
+
+
+def _cell_add(cell: JobRollup, row: Mapping[str, Any], kind: str) -> None:
+    """Add one grouped row's wait or run figures (count, sum, longest, its histogram bucket) to a cell."""
+    setattr(cell, f"{kind}_count", getattr(cell, f"{kind}_count") + row[f"{kind}_n"])
+    setattr(cell, f"{kind}_sum", getattr(cell, f"{kind}_sum") + (row[f"{kind}_total"] or 0.0))
+    setattr(cell, f"{kind}_max", _longest(getattr(cell, f"{kind}_max"), row[f"{kind}_longest"]))
+    if row.get("histogram_bucket") is not None:
+        getattr(cell, f"{kind}_hist")[row["histogram_bucket"]] += row[f"{kind}_n"]
+
+
+def _duration_sums(kind: str) -> dict[str, Any]:
+    return {f"{kind}_n": Count(kind), f"{kind}_total": Sum(kind), f"{kind}_longest": Max(kind)}
+
+
+def job_rollup_rows(period: str, start: datetime | None, end: datetime | None) -> list[JobRollup]:
+    """Aggregate the jobs that finished in [start, end) into one row per cell of `period`.
+
+    Day rows carry the wait and run histograms that the percentiles read: one grouped scan per
+    duration, by cell and histogram bucket. Hour rows carry counts, sums and maxima only (the
+    48-hour throughput chart reads them): one scan, which keeps the per-minute refresh cheap.
+    """
+    jobs = (
+        _finished_jobs(start, end)
+        .alias(wait=SecondsBetween(Coalesce("submitted_at", "started_at"), "created_at"))
+        .alias(run=SecondsBetween("finished_at", "started_at"))
+        .annotate(bucket=Trunc("finished_at", period))
+    )
+    cells: dict[tuple[Any, ...], JobRollup] = {}
+    if period != RollupPeriod.DAY:
+        for row in jobs.values(*JOB_CELL).annotate(n=Count("pk"), **_duration_sums("wait"), **_duration_sums("run")):
+            cell = cells[tuple(row[key] for key in JOB_CELL)] = _job_cell(period, row)
+            cell.count = row["n"]
+            _cell_add(cell, row, "wait")
+            _cell_add(cell, row, "run")
+        return list(cells.values())
+    for kind in ("wait", "run"):
+        rows = (
+            jobs.annotate(histogram_bucket=DurationBucket(kind))
+            .values(*JOB_CELL, "histogram_bucket")
+            .annotate(n=Count("pk"), **_duration_sums(kind))
         )
-        for row in rows
-    ]
+        for row in rows:
+            cell = cells.setdefault(tuple(row[key] for key in JOB_CELL), _job_cell(period, row))
+            if kind == "wait":
+                cell.count += row["n"]
+            _cell_add(cell, row, kind)
+    return list(cells.values())
+
+
+def _longest(known: float | None, seen: float | None) -> float | None:
+    return known if seen is None else seen if known is None else max(known, seen)
 
 
 def node_rollup_rows(period: str, start: datetime | None, end: datetime | None) -> list[NodeRollup]:
@@ -204,28 +238,27 @@ def node_rollup_rows(period: str, start: datetime | None, end: datetime | None) 
     if end is not None:
         timings = timings.filter(finished_at__lt=end)
     rows = (
-        timings.annotate(bucket=Trunc("finished_at", period))
-        .values("bucket", "class_type", "backend")
-        .annotate(
-            n=Count("pk"),
-            total=Sum("duration"),
-            longest=Max("duration"),
-            **_histogram_counts("duration", "d"),
-        )
+        timings.annotate(bucket=Trunc("finished_at", period), histogram_bucket=DurationBucket("duration"))
+        .values("bucket", "class_type", "backend", "histogram_bucket")
+        .annotate(n=Count("pk"), total=Sum("duration"), longest=Max("duration"))
     )
-    return [
-        NodeRollup(
-            period=period,
-            start=row["bucket"],
-            class_type=row["class_type"],
-            backend=row["backend"],
-            count=row["n"],
-            duration_sum=row["total"] or 0.0,
-            duration_max=row["longest"] or 0.0,
-            duration_hist=_histogram_from(row, "d"),
-        )
-        for row in rows
-    ]
+    cells: dict[tuple[Any, ...], NodeRollup] = {}
+    for row in rows:
+        key = (row["bucket"], row["class_type"], row["backend"])
+        cell = cells.get(key)
+        if cell is None:
+            cell = cells[key] = NodeRollup(
+                period=period,
+                start=row["bucket"],
+                class_type=row["class_type"],
+                backend=row["backend"],
+                duration_hist=[0] * BUCKETS,
+            )
+        cell.count += row["n"]
+        cell.duration_sum += row["total"] or 0.0
+        cell.duration_max = max(cell.duration_max, row["longest"] or 0.0)
+        cell.duration_hist[row["histogram_bucket"]] += row["n"]
+    return list(cells.values())
 
 
 def error_message_rows(start: datetime | None, end: datetime | None) -> list[ErrorMessageRollup]:
@@ -271,12 +304,15 @@ def stats_rollup_refresh(*, rebuild: bool = False, now: datetime | None = None) 
         # The row lock serialises concurrent refreshes (two beat schedulers, a rebuild by hand).
         state, _ = RollupState.objects.select_for_update().get_or_create(name=STATE_NAME)
         since = None if rebuild or state.refreshed_until is None else state.refreshed_until - LATE_COMMIT_SLACK
-        job_rows = node_rows = 0
+        job_rows = 0
         for period in (RollupPeriod.HOUR, RollupPeriod.DAY):
             start = None if since is None else _floor(since, period)
             job_rows += _replace(JobRollup, job_rollup_rows(period, start, None), "start", start, period=period)
-            node_rows += _replace(NodeRollup, node_rollup_rows(period, start, None), "start", start, period=period)
+        # Node classes are read per day only (the slowest nodes of a window of whole days).
         day_start = None if since is None else _floor(since, RollupPeriod.DAY)
+        node_rows = _replace(
+            NodeRollup, node_rollup_rows(RollupPeriod.DAY, day_start, None), "start", day_start, period=RollupPeriod.DAY
+        )
         message_rows = _replace(ErrorMessageRollup, error_message_rows(day_start, None), "day", day_start)
         state.refreshed_until = now
         state.save(update_fields=["refreshed_until"])

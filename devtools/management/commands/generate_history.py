@@ -3,7 +3,7 @@ import time
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from devtools.history import HistoryGenerator, history_analyze, history_users, history_write
+from devtools.history import BatchSizes, HistoryGenerator, history_analyze, history_load, history_users
 from monitoring.rollups import stats_rollup_refresh
 
 
@@ -14,7 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--jobs", type=int, default=100_000)
         parser.add_argument("--days", type=int, default=90)
         parser.add_argument("--users", type=int, default=40)
-        parser.add_argument("--batch", type=int, default=20_000, help="jobs per transaction")
+        parser.add_argument("--batch", type=int, default=20_000, help="jobs per COPY (all in one transaction)")
         parser.add_argument(
             "--seed", type=int, default=None, help="repeatable data (ids too: use it once per database)"
         )
@@ -25,21 +25,24 @@ class Command(BaseCommand):
     ) -> None:
         began = time.monotonic()
         generator = HistoryGenerator(now=timezone.now(), days=days, user_ids=history_users(users), seed=seed)
-        written = attempts = timings = 0
-        for chunk in generator.batches(jobs, batch):
-            history_write(chunk)
-            written += len(chunk.jobs)
-            attempts += len(chunk.attempts)
-            timings += len(chunk.timings)
+        totals = {"jobs": 0, "attempts": 0, "timings": 0}
+
+        def written(sizes: BatchSizes) -> None:
+            for name, size in zip(totals, sizes, strict=True):
+                totals[name] += size
             self.stdout.write(
-                f"{written:>10,} jobs  {attempts:>10,} attempts  {timings:>10,} node timings  "
-                f"{time.monotonic() - began:7.1f} s"
+                f"{totals['jobs']:>10,} jobs  {totals['attempts']:>10,} attempts  {totals['timings']:>10,} node timings"
+                f"  {time.monotonic() - began:7.1f} s"
             )
+
+        history_load(generator.batches(jobs, batch), written)
+        self.stdout.write(f"indexes and foreign keys made again, committed: {time.monotonic() - began:7.1f} s")
         history_analyze()
+        self.stdout.write(f"vacuumed and analysed: {time.monotonic() - began:7.1f} s")
         if not skip_rollup:
             result = stats_rollup_refresh(rebuild=True)
             self.stdout.write(
                 f"roll-ups rebuilt: {result.job_rows:,} job rows, {result.node_rows:,} node rows, "
-                f"{result.message_rows:,} message rows"
+                f"{result.message_rows:,} message rows  {time.monotonic() - began:7.1f} s"
             )
         self.stdout.write(self.style.SUCCESS(f"done in {time.monotonic() - began:.1f} s"))
