@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -32,6 +34,7 @@ from anime_client.errors import (
     WaitTimeout,
     WorkflowError,
 )
+from anime_client.pipelines import pipeline_table
 from anime_client.report import report_csv, report_data, report_json, report_text, since_days
 from anime_client.states import Asset, JobState
 from anime_client.templates import inputs_table, run_inputs, templates_table
@@ -425,6 +428,78 @@ def run_template(
         on_upload=lambda input_name, asset: _note_upload(session, files[input_name], asset),
     )
     _submitted(session, client, state, watch)
+
+
+@cli.group()
+def pipeline() -> None:
+    """Shot pipelines: jobs that read each other's outputs, submitted, followed and cancelled as one."""
+
+
+@pipeline.command(name="submit")
+@click.argument("pipeline_file", metavar="PIPELINE", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--input",
+    "-i",
+    "input_flags",
+    multiple=True,
+    metavar="KEY.NODE[.INPUT]=FILE",
+    help="Upload FILE as an asset for this loader node of this job (repeatable).",
+)
+@click.option("--watch", "-w", is_flag=True, help="Follow the pipeline's jobs live until it ends.")
+@pass_session
+def submit_pipeline(session: Session, pipeline_file: Path, input_flags: Sequence[str], watch: bool) -> None:
+    """Submit PIPELINE (the JSON body of POST /api/pipelines/); prints the pipeline's id.
+
+    \b
+    anime-jobs pipeline submit shot12.json --input keyframe.1=sketch.png --watch
+    """
+    inputs: dict[str, Path] = {}
+    for flag in input_flags:
+        target, path = parse_input_flag(flag, "KEY.NODE=FILE or KEY.NODE.INPUT=FILE, e.g. keyframe.1=sketch.png")
+        if target in inputs:
+            raise WorkflowError(f"--input {target} is given twice")
+        inputs[target] = path
+    client = session.client()
+    state = client.submit_pipeline(
+        pipeline_file, inputs, on_upload=lambda item, asset: _note_upload(session, item.binding.path, asset)
+    )
+    click.echo(state["id"])
+    keys = ", ".join(f"{job['key']} {job['id']}" for job in state.get("jobs") or ())
+    session.note(f"pipeline {state['id']} {state['status']}: {keys}")
+    if watch:
+        _follow_pipeline(session, client, str(state["id"]))
+
+
+@pipeline.command(name="watch")
+@click.argument("pipeline_id", metavar="PIPELINE")
+@click.option("--timeout", "give_up_after", type=click.FloatRange(min=1), help="Give up after this many seconds.")
+@pass_session
+def watch_pipeline(session: Session, pipeline_id: str, give_up_after: float | None) -> None:
+    """A live table of PIPELINE's jobs until it ends: exit 0 completed, 1 failed, 3 cancelled."""
+    _follow_pipeline(session, session.client(), pipeline_id, give_up_after)
+
+
+@pipeline.command(name="cancel")
+@click.argument("pipeline_id", metavar="PIPELINE")
+@pass_session
+def cancel_pipeline(session: Session, pipeline_id: str) -> None:
+    """Cancel every job of PIPELINE that has not ended."""
+    state = session.client().pipeline_cancel(pipeline_id)
+    click.echo(f"pipeline {state['id']}: {state['status']}")
+
+
+def _follow_pipeline(session: Session, client: Client, pipeline_id: str, give_up_after: float | None = None) -> None:
+    """The live table on stderr (its last state once more at the end, for logs); returns when the
+    pipeline completed, a Failure (exit 1 failed, 3 cancelled) otherwise."""
+    state: dict[str, Any] = {}
+    with Live(console=session.err, auto_refresh=False, transient=True) as live:
+        for state in client.pipeline_watch(pipeline_id, timeout=give_up_after):
+            live.update(pipeline_table(state, datetime.now(UTC)), refresh=True)
+    session.err.print(pipeline_table(state, datetime.now(UTC)))
+    if state.get("status") == "completed":
+        return
+    code = ExitCode.JOB_FAILED if state.get("status") == "failed" else ExitCode.JOB_CANCELLED
+    raise Failure(f"pipeline {pipeline_id} {state.get('status')}", code)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ import requests
 from anime_client.api_session import DEFAULT_TIMEOUT, ApiSession
 from anime_client.downloads import save_response
 from anime_client.errors import NotFound, ServerError, WorkflowError
+from anime_client.pipelines import JobInput, job_inputs, load_pipeline, pipeline_states, with_assets
 from anime_client.states import Asset, JobState, Output
 from anime_client.templates import Template
 from anime_client.watching import POLL_SECONDS, JobWatch, SocketOpener, open_websocket
@@ -120,6 +121,39 @@ class Client:
             body["tags"] = list(tags)
         url = f"api/templates/{quote(name, safe='')}/jobs/"
         return JobState.from_api(self.api.json("POST", url, json=body, what=f"run template {name}"))
+
+    def submit_pipeline(
+        self,
+        pipeline: Mapping[str, Any] | Path | str,
+        inputs: Mapping[str, Path | str] | None = None,
+        *,
+        on_upload: Callable[[JobInput, Asset], None] | None = None,
+    ) -> dict[str, Any]:
+        """Submit a shot pipeline (`POST /api/pipelines/`): the request as a mapping, or the path of
+        its JSON file. `inputs` maps "KEY.NODE" or "KEY.NODE.INPUT" to a local file, uploaded as an
+        asset first (every target checked before the first upload). Returns the pipeline, with each
+        job's key and id."""
+        body = dict(pipeline) if isinstance(pipeline, Mapping) else load_pipeline(Path(pipeline))
+        found = job_inputs(body, {target: Path(path) for target, path in (inputs or {}).items()})
+        assets = self._assets_for([(item, item.binding.path) for item in found], on_upload)
+        request = with_assets(body, [(item, asset.reference) for item, asset in zip(found, assets, strict=True)])
+        answer: dict[str, Any] = self.api.json("POST", "api/pipelines/", json=request, what="submit pipeline")
+        return answer
+
+    def pipeline(self, pipeline_id: str) -> dict[str, Any]:
+        """A pipeline: status, progress, ETA (an estimate) and its jobs."""
+        answer: dict[str, Any] = self.api.json("GET", f"api/pipelines/{pipeline_id}/", what=f"pipeline {pipeline_id}")
+        return answer
+
+    def pipeline_watch(self, pipeline_id: str, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """The pipeline's states, polled, ending with its final one; WaitTimeout after `timeout`."""
+        return pipeline_states(self.api, pipeline_id, poll_seconds=self.poll_seconds, timeout=timeout)
+
+    def pipeline_cancel(self, pipeline_id: str) -> dict[str, Any]:
+        """Cancel every job of the pipeline that has not ended."""
+        what = f"cancel pipeline {pipeline_id}"
+        answer: dict[str, Any] = self.api.json("POST", f"api/pipelines/{pipeline_id}/cancel/", what=what)
+        return answer
 
     def _assets_for(
         self, files: Sequence[tuple[Key, Path]], on_upload: Callable[[Key, Asset], None] | None
