@@ -9,13 +9,14 @@ that was already done, changes nothing. It starts a little before the last refre
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, FloatField, Func, IntegerField, Max, QuerySet, Sum
 from django.db.models.functions import Coalesce, Left, Trunc
@@ -152,6 +153,36 @@ class DurationBucket(Func):
 
 
 BUCKETS = len(DURATION_EDGES) + 1
+
+
+def histogram_totals(rows: QuerySet[Any], column: str, keys: Sequence[str]) -> dict[tuple[Any, ...], list[int]]:
+    """The JSON histograms in `column` of `rows`, added up bucket by bucket per `keys`, in the database.
+
+    Reading 5,000 lists of 55 numbers for 90 days at a million jobs and adding them in Python took
+    most of the statistics page (~0.3 s); here each list is expanded into (bucket, count) rows and
+    summed by the database: a few hundred rows come back. PostgreSQL expands a jsonb array with
+    `jsonb_array_elements_text ... WITH ORDINALITY`, SQLite with `json_each`.
+    """
+    quote = connection.ops.quote_name
+    ids, params = rows.order_by().values("pk").query.sql_with_params()
+    key_columns = ", ".join(f"r.{quote(key)}" for key in keys)
+    if connection.vendor == "postgresql":
+        expand = f"jsonb_array_elements_text(r.{quote(column)}) WITH ORDINALITY AS h(n, i)"
+        bucket, count = "h.i - 1", "h.n::bigint"
+    else:
+        expand, bucket, count = f"json_each(r.{quote(column)}) AS h", "h.key", "h.value"
+    sql = (
+        f"SELECT {key_columns}, {bucket}, SUM({count}) FROM {quote(rows.model._meta.db_table)} r "
+        f"CROSS JOIN {expand} WHERE r.{quote(rows.model._meta.pk.column)} IN ({ids}) "
+        f"GROUP BY {key_columns}, {bucket}"
+    )
+    totals: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * BUCKETS)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for *key, index, total in cursor.fetchall():
+            if int(index) < BUCKETS:
+                totals[tuple(key)][int(index)] = int(total)
+    return dict(totals)
 
 
 def _finished_jobs(start: datetime | None, end: datetime | None) -> QuerySet[Job]:

@@ -10,15 +10,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import zip_longest
 from typing import Any, cast
 
 from django.core.cache import cache
-from django.db.models import Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from jobs.models import JobStatus
 from monitoring.models import JobRollup, NodeRollup, RollupPeriod
-from monitoring.rollups import DURATION_EDGES, KNOWN_VALUES_KEY
+from monitoring.rollups import DURATION_EDGES, KNOWN_VALUES_KEY, histogram_totals
 
 WINDOW_CHOICES = (1, 7, 30, 90)
 DEFAULT_WINDOW_DAYS = 30
@@ -55,13 +56,6 @@ def _histogram_percentile(histogram: Sequence[int], fraction: float) -> float | 
     return float(DURATION_EDGES[-1])
 
 
-def _add(total: list[int], histogram: Sequence[int]) -> None:
-    if len(total) < len(histogram):
-        total.extend([0] * (len(histogram) - len(total)))
-    # `total` may be the longer one: only its first len(histogram) buckets change.
-    total[: len(histogram)] = [a + b for a, b in zip(total, histogram, strict=False)]
-
-
 @dataclass
 class Tally:
     """Counts and duration histograms of one group of finished jobs (a job type, a backend, ...)."""
@@ -82,11 +76,12 @@ class Tally:
         else:
             self.cancelled += count
 
-    def add_durations(self, row: Mapping[str, Any]) -> None:
-        _add(self.wait_hist, row["wait_hist"])
-        _add(self.run_hist, row["run_hist"])
-        self.wait_max = _longest(self.wait_max, row.get("wait_max"), row["wait_hist"])
-        self.run_max = _longest(self.run_max, row.get("run_max"), row["run_hist"])
+    def add_durations(self, durations: Mapping[str, Any]) -> None:
+        """Histograms and longest durations already summed over roll-up rows (`_completed_durations`)."""
+        self.wait_hist = _sum_lists(self.wait_hist, durations["wait_hist"])
+        self.run_hist = _sum_lists(self.run_hist, durations["run_hist"])
+        self.wait_max = _max_known(self.wait_max, durations["wait_max"])
+        self.run_max = _max_known(self.run_max, durations["run_max"])
 
     def summary(self, hours: float) -> dict[str, Any]:
         count = self.completed + self.failed + self.cancelled
@@ -107,14 +102,42 @@ class Tally:
         }
 
 
-def _longest(known: float | None, row_max: float | None, row_hist: Sequence[int]) -> float | None:
-    """The longest duration over the rows so far; unknown once a row with durations lacks it
-    (roll-ups made before `*_max` existed), so no clamp rests on part of the data."""
-    if not any(row_hist):
-        return known
-    if row_max is None or known == float("inf"):
-        return float("inf")
-    return row_max if known is None else max(known, row_max)
+def _sum_lists(total: Sequence[int], histogram: Sequence[int]) -> list[int]:
+    return [a + b for a, b in zip_longest(total, histogram, fillvalue=0)]
+
+
+def _max_known(known: float | None, seen: float | None) -> float | None:
+    return seen if known is None else known if seen is None else max(known, seen)
+
+
+def _longest(row: Mapping[str, Any], kind: str) -> float | None:
+    """The longest duration over a group's rows; unknown (inf, no clamp) when a row with durations
+    lacks it (roll-ups made before `*_max` existed), so no clamp rests on part of the data."""
+    return float("inf") if row[f"{kind}_unknown"] else row[f"{kind}_longest"]
+
+
+def _completed_durations(since: datetime) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (job type, backend): the wait and run histograms and longest durations of its completed
+    jobs, summed in the database (durations of failures say little about how long work takes)."""
+    rows = JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since, status=JobStatus.COMPLETED)
+    keys = ("job_type", "backend")
+    wait_hists = histogram_totals(rows, "wait_hist", keys)
+    run_hists = histogram_totals(rows, "run_hist", keys)
+    longest = rows.values(*keys).annotate(
+        wait_longest=Max("wait_max"),
+        run_longest=Max("run_max"),
+        wait_unknown=Count("pk", filter=Q(wait_max__isnull=True, wait_count__gt=0)),
+        run_unknown=Count("pk", filter=Q(run_max__isnull=True, run_count__gt=0)),
+    )
+    return {
+        (row["job_type"], row["backend"]): {
+            "wait_hist": wait_hists.get((row["job_type"], row["backend"]), []),
+            "run_hist": run_hists.get((row["job_type"], row["backend"]), []),
+            "wait_max": _longest(row, "wait"),
+            "run_max": _longest(row, "run"),
+        }
+        for row in longest.order_by()
+    }
 
 
 def _round(value: float | None) -> float | None:
@@ -135,29 +158,21 @@ def window_days(value: Any) -> int:
     return days if days in WINDOW_CHOICES else DEFAULT_WINDOW_DAYS
 
 
-def _daily_counts(since: datetime) -> Iterable[Mapping[str, Any]]:
-    # Summed in the database: the failure categories split a day into many rows the counts don't need.
-    return (
-        JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since)
-        .values("start", "job_type", "backend", "status")
-        .annotate(n=Sum("count"))
-        .order_by()
-    )
+def _daily_rows(since: datetime) -> QuerySet[JobRollup]:
+    return JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since)
 
 
-def _daily_durations(since: datetime) -> Iterable[Mapping[str, Any]]:
-    """Histograms of completed jobs only: durations of failures say little about how long work takes."""
-    return JobRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since, status=JobStatus.COMPLETED).values(
-        "job_type", "backend", "wait_hist", "run_hist", "wait_max", "run_max"
-    )
+def _counts(since: datetime, *keys: str) -> Iterable[Mapping[str, Any]]:
+    # Summed in the database: the failure categories and the days split the rows the counts don't need.
+    return _daily_rows(since).values(*keys).annotate(n=Sum("count")).order_by()
 
 
 def _hourly_throughput(now: datetime) -> list[dict[str, Any]]:
     first = timezone.localtime(now).replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURLY_CHART_HOURS - 1)
     counts: dict[datetime, dict[str, int]] = defaultdict(lambda: {"completed": 0, "failed": 0, "cancelled": 0})
-    rows = JobRollup.objects.filter(period=RollupPeriod.HOUR, start__gte=first).values("start", "status", "count")
-    for row in rows:
-        counts[row["start"]][row["status"]] += row["count"]
+    rows = JobRollup.objects.filter(period=RollupPeriod.HOUR, start__gte=first).values("start", "status")
+    for row in rows.annotate(n=Sum("count")).order_by():
+        counts[row["start"]][row["status"]] += row["n"]
     hours = [first + timedelta(hours=offset) for offset in range(HOURLY_CHART_HOURS)]
     return [{"hour": hour.isoformat(), "count": sum(counts[hour].values()), **counts[hour]} for hour in hours]
 
@@ -181,27 +196,22 @@ def _daily_throughput(day_counts: dict[datetime, dict[str, int]], since: datetim
 
 
 def slowest_nodes(since: datetime, limit: int = SLOWEST_NODES) -> list[dict[str, Any]]:
-    groups: dict[str, dict[str, Any]] = {}
-    rows = NodeRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since).values(
-        "class_type", "count", "duration_sum", "duration_max", "duration_hist"
-    )
-    for row in rows:
-        group = groups.setdefault(row["class_type"], {"count": 0, "total": 0.0, "max": 0.0, "hist": []})
-        group["count"] += row["count"]
-        group["total"] += row["duration_sum"]
-        group["max"] = max(group["max"], row["duration_max"])
-        _add(group["hist"], row["duration_hist"])
-    nodes = [
-        {
-            "class_type": class_type,
-            "count": group["count"],
-            "mean": round(group["total"] / group["count"], 2) if group["count"] else None,
-            "p50": _round(histogram_percentile(group["hist"], 0.50, group["max"])),
-            "p95": _round(histogram_percentile(group["hist"], 0.95, group["max"])),
-            "max": round(group["max"], 1),
-        }
-        for class_type, group in groups.items()
-    ]
+    rows = NodeRollup.objects.filter(period=RollupPeriod.DAY, start__gte=since)
+    hists = histogram_totals(rows, "duration_hist", ("class_type",))
+    groups = rows.values("class_type").annotate(n=Sum("count"), total=Sum("duration_sum"), longest=Max("duration_max"))
+    nodes = []
+    for group in groups.order_by():
+        hist = hists.get((group["class_type"],), [])
+        nodes.append(
+            {
+                "class_type": group["class_type"],
+                "count": group["n"],
+                "mean": round(group["total"] / group["n"], 2) if group["n"] else None,
+                "p50": _round(histogram_percentile(hist, 0.50, group["longest"])),
+                "p95": _round(histogram_percentile(hist, 0.95, group["longest"])),
+                "max": round(group["longest"] or 0.0, 1),
+            }
+        )
     nodes.sort(key=lambda node: node["mean"] or 0.0, reverse=True)
     return nodes[:limit]
 
@@ -214,14 +224,15 @@ def generation_stats(*, days: int = DEFAULT_WINDOW_DAYS, now: datetime | None = 
     by_type: dict[str, Tally] = defaultdict(Tally)
     by_backend: dict[str, Tally] = defaultdict(Tally)
     overall = Tally()
-    day_counts: dict[datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in _daily_counts(since):
+    for row in _counts(since, "job_type", "backend", "status"):
         for tally in (by_type[row["job_type"]], by_backend[row["backend"]], overall):
             tally.add_count(row["status"], row["n"])
+    day_counts: dict[datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in _counts(since, "start", "status"):
         day_counts[row["start"]][row["status"]] += row["n"]
-    for row in _daily_durations(since):
-        for tally in (by_type[row["job_type"]], by_backend[row["backend"]], overall):
-            tally.add_durations(row)
+    for (job_type, backend), durations in _completed_durations(since).items():
+        for tally in (by_type[job_type], by_backend[backend], overall):
+            tally.add_durations(durations)
     return {
         "window_days": days,
         "since": since.isoformat(),
