@@ -94,6 +94,12 @@ class OutputReference:
         return f"{OUTPUT_PREFIX}{self.source}/{self.index}"
 
 
+def output_reference(value: str) -> tuple[str, int] | None:
+    """The source and n of one "output:<source>/<n>" value, or None when it is not one."""
+    match = _OUTPUT_REFERENCE.match(value)
+    return (match.group(1), int(match.group(2) or 0)) if match else None
+
+
 def output_references(workflow: Any) -> tuple[list[OutputReference], list[str]]:
     """The workflow's references to other jobs' outputs, in a stable order (by node id, then input
     name), and the problems of the values that start like one but are not."""

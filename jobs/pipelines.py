@@ -38,6 +38,9 @@ class PipelineNode:
     priority: int = 5
     backend: str | None = None
     labels: JobLabels = NO_LABELS
+    # The workflow template (and version) the workflow was filled from, when it was.
+    template_name: str = ""
+    template_version: int | None = None
 
 
 def upstream_keys(node: PipelineNode, keys: set[str]) -> list[str]:
@@ -114,6 +117,8 @@ def pipeline_create(
                 backend=node.backend,
                 labels=node.labels.under(labels),
                 group=group,
+                template_name=node.template_name,
+                template_version=node.template_version,
                 pipeline_key=node.key,
             )
             ids[node.key] = job.pk

@@ -3,7 +3,9 @@
 Kinds:
 - `image`, `mask`, `video`, `audio`: one of the runner's own assets, by id (`"<id>"` or `"asset:<id>"`).
   It becomes `"asset:<id>"` in each node input it maps to (assets.references), which the GPU worker
-  uploads to its ComfyUI. No default: a run names its file.
+  uploads to its ComfyUI. Or another job's output, `"output:<job id>/<n>"` (in a pipeline request
+  `"output:<key>/<n>"`), kept as it is: the job then waits for that one (jobs.dependencies). No
+  default: a run names its file.
 - `text`: a string of at most `max_length` characters (a prompt).
 - `int`, `float`: a number, within `min`..`max` where they are given (a seed, frames, steps, a strength).
 - `choice`: one of `choices` (a checkpoint, a sampler, a scheduler).
@@ -24,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from assets.references import ASSET_PREFIX
+from assets.references import ASSET_PREFIX, OUTPUT_PREFIX, output_reference
 
 # Each asset kind and the kind of asset (assets.models.AssetKind) it takes: a mask is an image.
 ASSET_KINDS: dict[str, str] = {"image": "image", "mask": "image", "video": "video", "audio": "audio"}
@@ -252,7 +254,12 @@ def checked_value(spec: TemplateInput, value: Any) -> tuple[Any, str | None]:
     return value, None
 
 
-def _asset_id(spec: TemplateInput, value: Any) -> tuple[uuid.UUID | None, str | None]:
+def _asset_id(spec: TemplateInput, value: Any) -> tuple[uuid.UUID | str | None, str | None]:
+    if isinstance(value, str) and value.startswith(OUTPUT_PREFIX):
+        parsed = output_reference(value)
+        if parsed is None:
+            return None, f'must be "output:<job id>/<n>" to read another job\'s output, not {_shown(value)}'
+        return f"{OUTPUT_PREFIX}{parsed[0]}/{parsed[1]}", None
     if isinstance(value, str):
         try:
             return uuid.UUID(value.removeprefix(ASSET_PREFIX)), None
@@ -298,7 +305,7 @@ def filled_workflow(workflow: dict[str, Any], specs: list[TemplateInput], values
         if spec.name not in values:
             continue
         value = values[spec.name]
-        if spec.is_asset:
+        if spec.is_asset and not str(value).startswith(OUTPUT_PREFIX):
             value = f"{ASSET_PREFIX}{value}"
         for node_id, input_name in spec.targets:
             filled[node_id]["inputs"][input_name] = value

@@ -13,6 +13,8 @@ from workflow_templates.inputs import ASSET_KINDS, TemplateInput
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # An asset id, or the reference a workflow would hold: "<uuid>" or "asset:<uuid>".
 ASSET_ID_PATTERN = r"^(asset:)?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+# Or another job's output (assets.references): "output:<job id or pipeline key>/<n>".
+OUTPUT_REFERENCE_PATTERN = r"^output:[^/\s]{1,64}(/[0-9]{1,4})?$"
 
 
 def input_schema(title: str, specs: list[TemplateInput]) -> dict[str, Any]:
@@ -32,8 +34,12 @@ def property_schema(spec: TemplateInput) -> dict[str, Any]:
         media = ASSET_KINDS[spec.kind]
         schema.update(
             type="string",
-            pattern=ASSET_ID_PATTERN,
-            description=_joined(spec.description, f"the id of one of your {media} assets (POST /api/assets/)"),
+            pattern=f"{ASSET_ID_PATTERN}|{OUTPUT_REFERENCE_PATTERN}",
+            description=_joined(
+                spec.description,
+                f"the id of one of your {media} assets (POST /api/assets/), or another job's output "
+                '("output:<job id>/<n>")',
+            ),
         )
         return schema
     if spec.description:

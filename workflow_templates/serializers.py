@@ -6,6 +6,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from jobs.dependencies import output_reference_problems
 from jobs.labels import unique_tags
 from jobs.serializers import JobLabelsSerializer, WorkflowField, labels_from
 from jobs.workflow_validation import workflow_problems
@@ -149,9 +150,13 @@ class TemplateRunSerializer(JobLabelsSerializer):
     def _check_filled(self, version: TemplateVersion, runs: list[TemplateRun], *, batch: bool) -> None:
         """The filled workflow passes what POST /api/jobs/ checks (bounds such as pixels or frames may
         depend on several inputs together). Its asset references need no second look: each is at an
-        asset input's target, checked above, since publishing refused any other."""
+        asset input's target, checked above, since publishing refused any other; its output references
+        are checked here, against the jobs the runner may see."""
         specs = stored_inputs(version.inputs)
-        errors = [workflow_problems(filled_workflow(version.workflow, specs, run.values)) for run in runs]
+        filled = [filled_workflow(version.workflow, specs, run.values) for run in runs]
+        user = self.context["user"]
+        # An output reference ("output:<job id>/<n>") names a job the runner may see (jobs.dependencies).
+        errors = [workflow_problems(graph) or output_reference_problems(graph, user) for graph in filled]
         if not any(errors):
             return
         if not batch:

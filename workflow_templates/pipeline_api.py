@@ -1,5 +1,9 @@
 """`/api/pipelines/`: shot pipelines, jobs that read each other's outputs (jobs.pipelines): one id,
-one status and progress, one ETA along the critical path, one cancel."""
+one status and progress, one ETA along the critical path, one cancel.
+
+Here, above the templates, because a pipeline's job is a workflow or a template run (a template, its
+inputs, a version): a keyframe template feeding an image-to-video template.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ from jobs.models import FINAL_STATUSES, JobGroup
 from jobs.pipeline_states import pipeline_state, pipeline_states, visible_pipelines
 from jobs.pipelines import PipelineNode, pipeline_create, pipeline_problems
 from jobs.serializers import JobGroupSerializer, JobLabelsSerializer, WorkflowField, labels_from
+from jobs.workflow_validation import workflow_problems
+from workflow_templates.inputs import filled_workflow, run_values, stored_inputs
+from workflow_templates.models import TemplateVersion
+from workflow_templates.selectors import asset_input_problems, template_version, visible_templates
 
 KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
 
@@ -41,11 +49,16 @@ class PipelineJobsField(serializers.ListField):
 
 
 class PipelineJobCreateSerializer(JobLabelsSerializer):
-    """One job of a pipeline: its key, its workflow (which may read other jobs' outputs as
-    "output:<key>/<n>"), and what differs from the pipeline's defaults."""
+    """One job of a pipeline: its key; its workflow, or a template with its inputs (either may read
+    other jobs' outputs as "output:<key>/<n>"); and what differs from the pipeline's defaults."""
 
     key = serializers.CharField(max_length=64, help_text="a letter, then letters, digits, _ or -")
-    workflow = WorkflowField()
+    workflow = WorkflowField(required=False, help_text="or `template` and `inputs`")
+    template = serializers.CharField(max_length=64, required=False, help_text="a workflow template's name")
+    inputs = serializers.JSONField(required=False, default=dict, help_text="the template's input values")
+    version = serializers.IntegerField(
+        min_value=1, max_value=2**31 - 1, required=False, help_text="the template's version; default: the latest"
+    )
     job_type = serializers.CharField(max_length=32, required=False, help_text="default: the pipeline's")
     priority = serializers.IntegerField(min_value=0, max_value=9, required=False, help_text="default: the pipeline's")
     backend = serializers.CharField(max_length=64, required=False, allow_blank=True)
@@ -68,10 +81,41 @@ class PipelineJobCreateSerializer(JobLabelsSerializer):
         return value or None
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("workflow" in attrs) == ("template" in attrs):
+            raise serializers.ValidationError({"workflow": "give a workflow, or a template and its inputs (not both)"})
+        if "template" in attrs:
+            attrs = {**attrs, **self._template_run(attrs)}
         problems = asset_reference_problems(attrs["workflow"], self.context.get("user"))
         if problems:
             raise serializers.ValidationError({"workflow": problems})
         return attrs
+
+    def _template_run(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The template's version filled with the inputs, checked as a template run checks it."""
+        user = self.context.get("user")
+        template = visible_templates(user).filter(name=attrs["template"]).first()
+        if template is None:
+            raise serializers.ValidationError({"template": f"no template {attrs['template']!r} you may run"})
+        version = template_version(template, attrs.get("version"))
+        if version is None:
+            raise serializers.ValidationError(
+                {"version": f"{template.name} has versions 1 to {template.latest_version}"}
+            )
+        specs = stored_inputs(version.inputs)
+        values, problems = run_values(specs, attrs["inputs"])
+        problems = problems or asset_input_problems(specs, [values], user)[0]
+        if problems:
+            raise serializers.ValidationError({"inputs": problems.get("", problems)})
+        workflow = filled_workflow(version.workflow, specs, values)
+        problems_of_workflow = workflow_problems(workflow)
+        if problems_of_workflow:
+            raise serializers.ValidationError({"workflow": problems_of_workflow})
+        return {"workflow": workflow, "template_version": version, "name": attrs.get("name") or template.name}
+
+
+def _template_job_type(job: dict[str, Any]) -> str:
+    version: TemplateVersion | None = job.get("template_version")
+    return version.job_type if version is not None else ""
 
 
 def _is_job_id(key: str) -> bool:
@@ -100,17 +144,23 @@ class PipelineCreateSerializer(SingleValuedFields, JobLabelsSerializer):
         return _known_job_type(value)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        untyped = [job["key"] for job in attrs["jobs"] if not job.get("job_type") and not attrs.get("job_type")]
+        types: dict[str, str] = {
+            job["key"]: job.get("job_type") or _template_job_type(job) or attrs.get("job_type") or ""
+            for job in attrs["jobs"]
+        }
+        untyped = [key for key, job_type in types.items() if not job_type]
         if untyped:
             raise serializers.ValidationError({"job_type": f"no job_type for the jobs {', '.join(untyped)}"})
         nodes = [
             PipelineNode(
                 key=job["key"],
                 workflow=job["workflow"],
-                job_type=job.get("job_type") or attrs["job_type"],
+                job_type=types[job["key"]],
                 priority=job.get("priority", attrs["priority"]),
                 backend=job.get("backend"),
                 labels=labels_from(job),
+                template_name=job["template_version"].template.name if "template_version" in job else "",
+                template_version=job["template_version"].number if "template_version" in job else None,
             )
             for job in attrs["jobs"]
         ]
