@@ -42,7 +42,7 @@ from anime_client.terminal_text import one_line
 from anime_client.workflow import InputBinding, load_workflow, parse_input_flag
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-STATUSES = ("queued", "submitted", "running", "completed", "failed", "cancelled")
+STATUSES = ("blocked", "queued", "submitted", "running", "completed", "failed", "cancelled")
 PIPED_WIDTH = 160  # tables written to a file or a pipe: wide enough for a job id and its columns
 VERSION_MAX = 2**31 - 1  # the server's bound on a template version number
 

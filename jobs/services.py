@@ -347,7 +347,18 @@ def downstream_settle(upstream: Job) -> None:
 
 def blocked_job_settle(job: Job) -> bool:
     """A blocked job whose upstream jobs moved: queue it once all completed with the outputs it
-    reads, fail it `dependency_failed` once one did not; True when it moved."""
+    reads, fail it `dependency_failed` once one did not; True when it moved.
+
+    Its row is locked first: two upstream jobs ending at once in two workers would otherwise each
+    read the other as still running and leave it blocked (until the sweep). The second waits for
+    the first's commit, then reads both as ended."""
+    with transaction.atomic():
+        if not Job.objects.select_for_update().filter(pk=job.pk, status=JobStatus.BLOCKED).exists():
+            return False
+        return _blocked_job_settle(job)
+
+
+def _blocked_job_settle(job: Job) -> bool:
     verdict = dependencies.release_verdict(job)
     if verdict.waits:
         return False
