@@ -255,7 +255,17 @@ def job_rollup_rows(period: str, start: datetime | None, end: datetime | None) -
             if kind == "wait":
                 cell.count += row["n"]
             _cell_add(cell, row, kind)
+    for cell in cells.values():
+        _trim(cell.wait_hist)
+        _trim(cell.run_hist)
     return list(cells.values())
+
+
+def _trim(histogram: list[int]) -> None:
+    """Drop the empty buckets at the long end: most cells end far below two hours, and the
+    statistics expand every stored bucket when they add histograms up (histogram_totals)."""
+    while histogram and not histogram[-1]:
+        histogram.pop()
 
 
 def _longest(known: float | None, seen: float | None) -> float | None:
@@ -289,6 +299,8 @@ def node_rollup_rows(period: str, start: datetime | None, end: datetime | None) 
         cell.duration_sum += row["total"] or 0.0
         cell.duration_max = max(cell.duration_max, row["longest"] or 0.0)
         cell.duration_hist[row["histogram_bucket"]] += row["n"]
+    for cell in cells.values():
+        _trim(cell.duration_hist)
     return list(cells.values())
 
 

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from devtools.history import BatchSizes, HistoryGenerator, history_analyze, history_load, history_users
+from monitoring.models import ErrorMessageRollup, JobRollup, NodeRollup
 from monitoring.rollups import stats_rollup_refresh
 
 
@@ -41,6 +42,7 @@ class Command(BaseCommand):
         self.stdout.write(f"vacuumed and analysed: {time.monotonic() - began:7.1f} s")
         if not skip_rollup:
             result = stats_rollup_refresh(rebuild=True)
+            history_analyze((JobRollup, NodeRollup, ErrorMessageRollup))
             self.stdout.write(
                 f"roll-ups rebuilt: {result.job_rows:,} job rows, {result.node_rows:,} node rows, "
                 f"{result.message_rows:,} message rows  {time.monotonic() - began:7.1f} s"
