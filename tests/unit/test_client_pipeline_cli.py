@@ -5,6 +5,7 @@ loader, the live table ends with an exit code that says how the pipeline ended."
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def test_submit_uploads_the_input_for_the_named_job_and_prints_the_pipelines_id(
     sketch.write_bytes(png(12, 9))
     result = run("pipeline", "submit", str(pipeline_file(tmp_path)), "--input", "keyframe.1=" + str(sketch))
     assert result.exit_code == 0, result.stderr
-    pipeline_id = result.stdout.strip()
+    pipeline_id = uuid.UUID(result.stdout.strip())
     assert run.sent == ["POST /api/assets/", "POST /api/pipelines/"]
     keyframe = Job.objects.get(group_id=pipeline_id, pipeline_key="keyframe")
     video = Job.objects.get(group_id=pipeline_id, pipeline_key="video")
@@ -83,7 +84,7 @@ def submitted(run: Cli, tmp_path: Path) -> dict[str, Job]:
     jobs = [{"key": "keyframe", "workflow": empty_image()}, {"key": "video", "workflow": reads("output:keyframe/0")}]
     result = run("pipeline", "submit", str(pipeline_file(tmp_path, jobs=jobs)))
     assert result.exit_code == 0, result.stderr
-    return {job.pipeline_key: job for job in Job.objects.filter(group_id=result.stdout.strip())}
+    return {job.pipeline_key: job for job in Job.objects.filter(group_id=uuid.UUID(result.stdout.strip()))}
 
 
 def test_watch_a_failed_pipeline_shows_its_jobs_and_exits_1(run: Cli, tmp_path: Path) -> None:
