@@ -350,12 +350,15 @@ class JobSerializer(serializers.ModelSerializer):
 
 class JobGroupSerializer(serializers.ModelSerializer):
     """A group of jobs summed up: status, progress and counts per status (jobs.group_summary).
+    `kind`: `batch` (a template's batch), or `pipeline` (jobs reading each other's outputs).
 
     Shapes what is already read: the context's `summaries` (jobs.selectors.group_states) gives each
     group's summary, `members` (detail only) its jobs' rows.
     """
 
     user = serializers.CharField(source="user.username", default=None, read_only=True, allow_null=True)
+    # Text, not an enum: "kind" names other choice sets in the schema (assets, template inputs).
+    kind = serializers.CharField(read_only=True, help_text="batch or pipeline")
     template = serializers.SerializerMethodField()
     status = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
@@ -373,6 +376,7 @@ class JobGroupSerializer(serializers.ModelSerializer):
             "project",
             "shot",
             "tags",
+            "kind",
             "template",
             "created_at",
             "status",

@@ -6,6 +6,8 @@ A page of groups reads its groups' jobs in one query (a prefetch), never one que
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.contrib import admin, messages
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
@@ -28,16 +30,28 @@ def _summary(group: JobGroup) -> GroupSummary:
 
 @admin.register(JobGroup)
 class JobGroupAdmin(admin.ModelAdmin):
-    list_display = ["short_id", "name", "project", "shot", "user", "template_label", "jobs_total", "progress", "status"]
-    list_filter = [("created_at", admin.DateFieldListFilter)]
+    list_display = [
+        "short_id",
+        "name",
+        "kind",
+        "project",
+        "shot",
+        "user",
+        "template_label",
+        "jobs_total",
+        "progress",
+        "status",
+    ]
+    list_filter = ["kind", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["=id", "name", "=project", "=shot", "user__username"]
     list_select_related = ["user"]
     list_per_page = 50
     show_full_result_count = False
     actions = ["cancel_groups"]
-    fields = (
+    fields: ClassVar[tuple[str, ...]] = (
         "id",
         "name",
+        "kind",
         "project",
         "shot",
         "tags",

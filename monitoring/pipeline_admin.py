@@ -4,6 +4,8 @@ after the jobs it reads, with their upstream keys, and the ETA along the critica
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -22,7 +24,21 @@ VIEW_GROUPS = "jobs.view_jobgroup"
 
 @admin.register(Pipeline)
 class PipelineAdmin(JobGroupAdmin):
-    fields = ("id", "name", "project", "shot", "tags", "user", "created_at", "status", "progress", "eta", "dag")
+    list_display = ["short_id", "name", "project", "shot", "user", "jobs_total", "progress", "status"]
+    list_filter = [("created_at", admin.DateFieldListFilter)]
+    fields: ClassVar[tuple[str, ...]] = (
+        "id",
+        "name",
+        "project",
+        "shot",
+        "tags",
+        "user",
+        "created_at",
+        "status",
+        "progress",
+        "eta",
+        "dag",
+    )
     readonly_fields = fields
     actions = ["cancel_groups"]
 

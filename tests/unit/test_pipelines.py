@@ -125,6 +125,7 @@ def test_a_pipeline_is_made_with_its_keys_resolved_to_job_ids_and_its_downstream
     assert [item["id"] for item in listed] == [pipeline["id"]]
     assert api.get("/api/pipelines/?project=sun").json()["results"] == []
     assert api.get("/api/pipelines/?search=shot").json()["results"][0]["id"] == pipeline["id"]
+    assert api.get("/api/groups/").json()["results"][0]["kind"] == "pipeline", "a pipeline is a group of its kind"
     shown = api.get(f"/api/jobs/{jobs['video'].id}/").json()
     assert (shown["status"], shown["queue_position"], shown["eta"]) == ("blocked", None, None)
 
