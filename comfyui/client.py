@@ -254,14 +254,9 @@ class ComfyUIClient:
 
     def connect(self, client_id: str, *, preview_metadata: bool = True) -> ComfySocket:
         try:
-            # websocket-client checks each text frame's UTF-8 in pure Python: about 1% of a core
-            # per tracked job at ComfyUI's 200 messages a second, for nothing: parse_text_frame
-            # decodes with errors="replace" anyway.
+            # websocket-client makes the handshake and sends; ComfySocket reads the frames itself.
             conn = websocket.create_connection(
-                self.ws_url(client_id),
-                timeout=self.connect_timeout,
-                enable_multithread=False,
-                skip_utf8_validation=True,
+                self.ws_url(client_id), timeout=self.connect_timeout, enable_multithread=False
             )
         except (websocket.WebSocketException, OSError) as exc:
             raise ComfyUIError(f"cannot open ComfyUI websocket at {self.base_url}: {exc}", retryable=True) from exc

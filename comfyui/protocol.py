@@ -108,6 +108,39 @@ def parse_binary_frame(frame: bytes) -> PreviewFrame | None:
     return None
 
 
+@dataclass(frozen=True)
+class UndecodedFrame:
+    """A `progress` or `progress_state` text frame whose type is known and whose body is not decoded yet.
+
+    While a sampler runs ComfyUI sends both about 100 times a second, and each one supersedes the one
+    before of its kind (`progress_state` carries the prompt's whole node map): a reader that needs the
+    state only a few times a second decodes the latest one then, and never the others.
+    """
+
+    type: str
+    payload: bytes
+
+    def decode(self) -> WsMessage | None:
+        return parse_text_frame(self.payload.decode("utf-8", errors="replace"))
+
+
+# How ComfyUI's json.dumps begins the two frequent frames.
+_UNDECODED_PREFIXES = ((b'{"type": "progress", ', "progress"), (b'{"type": "progress_state", ', "progress_state"))
+
+
+def read_text_frame(payload: bytes) -> WsMessage | UndecodedFrame | None:
+    """A text frame: `progress` and `progress_state` left undecoded (UndecodedFrame), the rest parsed.
+
+    The type is read from the first bytes only when no other key can be "type": JSON keeps the last
+    of repeated keys, and only a `\\u` escape can spell "type" without its bytes. Any doubt means a
+    full decode, so a frame cannot pass for another type.
+    """
+    for prefix, kind in _UNDECODED_PREFIXES:
+        if payload.startswith(prefix) and payload.count(b'"type"') == 1 and b"\\u" not in payload:
+            return UndecodedFrame(kind, payload)
+    return parse_text_frame(payload.decode("utf-8", errors="replace"))
+
+
 def parse_text_frame(text: str) -> WsMessage | None:
     try:
         raw = loads_untrusted(text)

@@ -2,7 +2,7 @@
 as REST, without building them anew for every broadcast.
 
 A DRF ModelSerializer builds its fields again for each instance it is created for (deep copies
-and model introspection): 22 % of a tracker's CPU went there at 8 broadcasts a second. One
+and model introspection): 22 % of a tracker's CPU went there at 8 broadcasts a second (issue 12). One
 serializer per thread, kept, shapes every job after the first, the way DRF's `many=True` shapes
 every item of a list with one child. The output is the serializers' own, so a field added to
 JobSerializer reaches the browsers through here too (tests/unit/test_live_state.py compares).

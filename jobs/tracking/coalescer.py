@@ -52,6 +52,14 @@ class Coalescer:
         due = self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS - time.monotonic()
         return min(max(due, 0.005), settings.COMFYUI_WS_TIMEOUT)
 
+    def due_at(self) -> tuple[float, float]:
+        """When (time.monotonic) a change would be broadcast, and written, at the earliest: progress
+        held undecoded must be decoded by then (ComfySession.receive)."""
+        return (
+            self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL,
+            self.last_db_write + settings.TRACKER_DB_INTERVAL,
+        )
+
     def flush_if_due(self, *, force: bool = False, hold_broadcast: bool = False) -> None:
         now = time.monotonic()
         if force:

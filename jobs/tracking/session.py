@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from django.conf import settings
 
-from comfyui import ComfySocket, ComfyUIClient, ComfyUIError, PreviewFrame, WsMessage
+from comfyui import ComfySocket, ComfyUIClient, ComfyUIError, PreviewFrame, UndecodedFrame, WsMessage
 from jobs.failures import Failure, failure_from_rejection, failure_from_vanished_prompt
 from jobs.models import FailureCategory, Job
 from jobs.prompt_location import prompt_locate
-from jobs.tracking.coalescer import Coalescer
+from jobs.tracking.coalescer import BROADCAST_QUIET_SECONDS, Coalescer
 from jobs.tracking.ending import JobEnding
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class ComfySession:
         self.last_message = time.monotonic()
         self.message_gap = 1.0  # smoothed seconds between ComfyUI messages
         self.messages = 0
+        # Progress received and not decoded yet (see receive), and messages decoded and not handed out.
+        self.held: dict[str, UndecodedFrame] = {}  # by type, in the order the latest of each came
+        self.ready: deque[WsMessage | PreviewFrame] = deque()
 
     # --- connecting and submitting -------------------------------------------------------------
 
@@ -103,16 +107,64 @@ class ComfySession:
     # --- receiving ---------------------------------------------------------------------------
 
     def receive(self, timeout: float) -> WsMessage | PreviewFrame | None:
-        """ComfyUI's next message, or None after `timeout`; raises ComfyUIError when the socket drops."""
+        """ComfyUI's next message, or None after `timeout`; raises ComfyUIError when the socket drops.
+
+        `progress` and `progress_state` arrive about 200 times a second together, and each one
+        supersedes the one before of its kind (the latest progress_state holds every node's state).
+        They are held undecoded, only the latest of each kind, and decoded in the order they came
+        when the coalescer would write or broadcast, when any other message arrives (so node starts
+        and ends keep their order), or when ComfyUI goes quiet: what is never decoded is what
+        nobody would have seen. A progress_state alone releases them only for a write, as a
+        broadcast waits for the step's own `progress` (see JobTracker._follow).
+        """
+        if self.ready:
+            return self.ready.popleft()
+        now = time.monotonic()
+        deadline = now + timeout
+        # The coalescer changes only between calls: when it will next write or broadcast is fixed here.
+        broadcast_at, write_at = self.coalescer.due_at()
+        # Held progress goes out when ComfyUI goes quiet, as a pending broadcast would.
+        held_deadline = min(deadline, max(broadcast_at + BROADCAST_QUIET_SECONDS, now + 0.005))
+        while True:
+            frame = self._next_frame(held_deadline if self.held else deadline)
+            now = self.last_message  # when `frame` came
+            if isinstance(frame, UndecodedFrame):
+                self._hold(frame)
+                if now < write_at and (frame.type != "progress" or now < broadcast_at):
+                    continue
+                self._release()
+            else:
+                # A preview changes only the preview: held progress waits unless something is due.
+                if self.held and (not isinstance(frame, PreviewFrame) or now >= min(broadcast_at, write_at)):
+                    self._release()
+                if frame is not None:
+                    self.ready.append(frame)
+            return self.ready.popleft() if self.ready else None
+
+    def _next_frame(self, deadline: float) -> WsMessage | UndecodedFrame | PreviewFrame | None:
         if self.socket is None:
             raise ComfyUIError("websocket not connected", retryable=True)
-        message = self.socket.receive(timeout)
-        if message is not None:
+        wait = deadline - time.monotonic()
+        if wait <= 0:
+            return None
+        frame = self.socket.receive(wait)
+        if frame is not None:
             now = time.monotonic()
             self.messages += 1
             self.message_gap = 0.8 * self.message_gap + 0.2 * min(now - self.last_message, IDLE_RECONCILE_SECONDS)
             self.last_message = now
-        return message
+        return frame
+
+    def _hold(self, frame: UndecodedFrame) -> None:
+        self.held.pop(frame.type, None)
+        self.held[frame.type] = frame
+
+    def _release(self) -> None:
+        """Decode what is held, in the order it came, ahead of the frame that released it."""
+        self.ready.extend(
+            message for message in (frame.decode() for frame in self.held.values()) if message is not None
+        )
+        self.held = {}
 
     def reconnect(self) -> None:
         self.close()
