@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import timedelta
@@ -122,7 +122,34 @@ def job_publish(job: Job, events: Sequence[JobEvent] = (), *, webhook_event: str
         if webhook_event:
             job_state_webhook(job, webhook_event, state)
 
-    transaction.on_commit(publish)
+    def publish_or_hold() -> None:
+        held = _held_publications.get()
+        if held is None:
+            publish()
+        else:
+            held.append(publish)
+
+    transaction.on_commit(publish_or_hold)
+
+
+# Publications committed inside `publications_held`, sent when it ends.
+_held_publications: ContextVar[list[Callable[[], None]] | None] = ContextVar("held_publications", default=None)
+
+
+@contextmanager
+def publications_held() -> Iterator[None]:
+    """Inside: job states committed wait to be broadcast (and sent to webhooks) until the block
+    ends. The tracker publishes `submitted` once its prompt is in ComfyUI: shaping and sending
+    it took ~10 ms between a free GPU and its next prompt. What a rolled-back transaction wrote is
+    never published, held or not."""
+    held: list[Callable[[], None]] = []
+    token = _held_publications.set(held)
+    try:
+        yield
+    finally:
+        _held_publications.reset(token)
+        for publish in held:
+            publish()
 
 
 # Backends whose queue moved inside `queue_moves_held`, announced once when it ends.

@@ -61,9 +61,9 @@ class JobTracker:
     def run(self) -> NoReturn:
         """Follow the job until it ends, which raises TrackingEnded."""
         fresh = self.job.status == JobStatus.QUEUED
-        # The jobs still waiting hear that the queue moved once the prompt is in ComfyUI: a GPU
-        # must not idle while they are told.
-        with services.queue_moves_held():
+        # The job's new status and the queue's move are told once the prompt is in ComfyUI: a GPU
+        # must not idle while browsers and the jobs still waiting hear of them.
+        with services.queue_moves_held(), services.publications_held():
             # Win the job before touching ComfyUI: a duplicate delivery that loses here never opens
             # a socket with our client id (ComfyUI would route the prompt's events to it instead).
             if fresh and not self._status_change(
@@ -77,7 +77,7 @@ class JobTracker:
                 raise TrackingEnded
             self.owns_job = True
             self.session.connect()
-            where = self.session.locate_until_deadline()
+            where = self.session.locate_until_deadline() if self._may_be_in_comfyui(fresh) else None
             if where is None:
                 if not fresh:
                     # A previous tracker submitted it; ComfyUI no longer has it.
@@ -146,6 +146,13 @@ class JobTracker:
         # Nodes nothing is known about weigh as much as the average known node (JobProgress.weight).
         learned = eta.node_weights(self.estimates)
         self.progress.weights = {n: w for n, w in learned.items() if not self.estimates[n].is_default}
+
+    def _may_be_in_comfyui(self, fresh: bool) -> bool:
+        """Whether ComfyUI may already have this attempt's prompt, so /queue and /history must be
+        asked before submitting. Not for a first attempt this tracker won from `queued`: only
+        the winner of that compare-and-set submits, and a job goes back to `queued` only as a
+        new attempt (services.job_requeue), which may keep the prompt id of one that reached ComfyUI."""
+        return not fresh or self.job.attempt > 1
 
     def _status_change(self, status: str, *, expected: str, **fields: Any) -> bool:
         moved = self.coalescer.status_change(status, expected=expected, **fields)
