@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -36,8 +38,20 @@ BACKLOG_LIMIT = 5000
 QUERY_MAX_FIELDS = 20
 CLOSE_REASON_MAX_BYTES = 123  # what a websocket close frame can carry
 
+# The handshake's database and cache work (who connects, how often, the snapshot) runs on a few
+# threads of its own, each with its own database connection: not on the one thread that every
+# thread-sensitive call of the process shares (Django's sync views included), where a storm of
+# 2,000 connects queued behind each other; and never on more than this many connections.
+HANDSHAKE_THREADS = 4
+_handshake_pool = ThreadPoolExecutor(max_workers=HANDSHAKE_THREADS, thread_name_prefix="ws-handshake")
 
-@database_sync_to_async
+
+def handshake_sync_to_async(function: Callable[..., Any]) -> Callable[..., Any]:
+    """database_sync_to_async on the handshake threads (stale connections closed before and after)."""
+    return database_sync_to_async(function, thread_sensitive=False, executor=_handshake_pool)
+
+
+@handshake_sync_to_async
 def job_snapshot(
     job_id: str, user: Any, after: int | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]], float | None] | None:
@@ -60,13 +74,13 @@ def jobs_own_seconds(job_ids: list[str]) -> dict[str, float | None]:
     return {str(job.pk): own_seconds(job) for job in jobs}
 
 
-@database_sync_to_async
+@handshake_sync_to_async
 def visible_jobs_snapshot(user: Any) -> list[dict[str, Any]]:
     jobs = selectors.visible_jobs(user).exclude(status__in=FINAL_STATUSES).order_by("-created_at")[:SNAPSHOT_LIMIT]
     return selectors.job_states(list(jobs))
 
 
-@database_sync_to_async
+@handshake_sync_to_async
 def may_see_others_jobs(user: Any) -> bool:
     return selectors.may_see_others_jobs(user)
 
@@ -84,20 +98,22 @@ def timeline_after(scope: dict[str, Any]) -> tuple[int | None, str]:
     return parsed.validated_data.get("after"), ""
 
 
-async def connect_counted(user_id: int) -> bool:
+@handshake_sync_to_async
+def connect_counted(user_id: int) -> bool:
     """Count a websocket connect of the user's in the current minute (in the shared cache, so
-    across every web process); False past WS_CONNECTS_PER_MINUTE."""
+    across every web process); False past WS_CONNECTS_PER_MINUTE. Synchronous on a handshake
+    thread: the cache's async methods would take two hops to the process's shared thread."""
     key = f"ws-connects:{user_id}:{int(time.time() // 60)}"
     try:
-        await cache.aadd(key, 0, timeout=120)
-        count = await cache.aincr(key)
+        cache.add(key, 0, timeout=120)
+        count = cache.incr(key)
     except ValueError:  # the key expired between the two calls: this is the minute's first
-        await cache.aset(key, 1, timeout=120)
+        cache.set(key, 1, timeout=120)
         count = 1
     except Exception:  # a cache that is down must not take every live view with it
         logger.warning("websocket connect not counted: the cache is unavailable", exc_info=True)
         return True
-    return count <= settings.WS_CONNECTS_PER_MINUTE
+    return bool(count <= settings.WS_CONNECTS_PER_MINUTE)
 
 
 def update_text(event: dict[str, Any], *, with_events: bool) -> str:

@@ -16,22 +16,22 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from access.keys import api_key_user, key_from_headers
 from access.ws_tickets import ws_ticket_redeem
+from jobs.consumers import handshake_sync_to_async
 
 QUERY_MAX_FIELDS = 20
 
 
-@database_sync_to_async
+@handshake_sync_to_async
 def user_for_key(key: str) -> Any:
     return api_key_user(key) or AnonymousUser()
 
 
-@database_sync_to_async
+@handshake_sync_to_async
 def user_for_ticket(ticket: str) -> Any:
     return ws_ticket_redeem(ticket) or AnonymousUser()
 
@@ -54,22 +54,22 @@ def key_in_scope(scope: dict[str, Any]) -> str | None:
     return query_value(scope, "token") if settings.WS_ALLOW_TOKEN_IN_URL else None
 
 
-class ApiKeyOrTicketMiddleware:
+class TokenOrSessionAuthMiddleware:
+    """A key or a ticket, when given, decides alone; only a handshake with neither reads the session.
+    (Channels' session middleware loads the user through a thread hop of its own, which a connect
+    storm of API-key clients would pay for nothing.)"""
+
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        self.session = AuthMiddlewareStack(inner)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         key = key_in_scope(scope)
         ticket = None if key else query_value(scope, "ticket")
         if key:
-            scope = dict(scope, user=await user_for_key(key))
-        elif ticket is not None:
-            scope = dict(scope, user=await user_for_ticket(ticket))
-        elif query_value(scope, "token") is not None:
-            scope = dict(scope, user=AnonymousUser())  # a key in the URL, not allowed here
-        return await self.inner(scope, receive, send)
-
-
-def TokenOrSessionAuthMiddleware(inner: Any) -> Any:
-    # The session runs first and sets scope["user"]; a key or a ticket, when given, decides instead.
-    return AuthMiddlewareStack(ApiKeyOrTicketMiddleware(inner))
+            return await self.inner(dict(scope, user=await user_for_key(key)), receive, send)
+        if ticket is not None:
+            return await self.inner(dict(scope, user=await user_for_ticket(ticket)), receive, send)
+        if query_value(scope, "token") is not None:
+            return await self.inner(dict(scope, user=AnonymousUser()), receive, send)  # a key in a URL, refused
+        return await self.session(scope, receive, send)

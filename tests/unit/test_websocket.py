@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 
 from anime_production.asgi import application
 from jobs import services
-from jobs.broadcast import job_group
+from jobs.broadcast import job_group, job_state_message
 from jobs.models import JobStatus
 from tests.factories import JobFactory, UserFactory, api_key_for
 
@@ -70,7 +70,7 @@ def test_stale_update_is_not_relayed_after_a_newer_snapshot():
         snapshot = await ws.receive_json_from(timeout=5)
         stale = dict(snapshot["job"], status="queued", version=snapshot["job"]["version"] - 1)
         # As if a delayed broadcast arrived after the snapshot.
-        await get_channel_layer().group_send(job_group(job.id), {"type": "job.state", "job": stale})
+        await get_channel_layer().group_send(job_group(job.id), job_state_message(stale))
         nothing = await ws.receive_nothing(timeout=0.3)
         await ws.disconnect()
         return nothing
