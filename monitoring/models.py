@@ -33,8 +33,10 @@ class JobRollup(models.Model):
     """Finished jobs per hour and per day (by `finished_at`) × job type × backend × status × category.
 
     The statistics and failure pages read these few thousand rows instead of a million jobs.
-    Durations are kept as sums and as fixed-bucket histograms (`monitoring.rollups.DURATION_EDGES`),
-    so a p50 or p95 over any window is a sum of histograms, not a scan.
+    Durations are kept as sums and, in day rows, as fixed-bucket histograms
+    (`monitoring.rollups.DURATION_EDGES`, without their empty long end), so a p50 or p95 over a
+    window of days is a sum of histograms done by the database, not a scan. Hour rows (the 48-hour
+    throughput chart) have counts, sums and maxima only.
     """
 
     period = models.CharField(max_length=4, choices=RollupPeriod.choices)
@@ -67,7 +69,8 @@ class JobRollup(models.Model):
 
 
 class NodeRollup(models.Model):
-    """Node timings per hour and per day × node class × backend: the slowest-node statistics."""
+    """Node timings per day × node class × backend: the slowest-node statistics (older databases may
+    still hold hour rows, which nothing reads)."""
 
     period = models.CharField(max_length=4, choices=RollupPeriod.choices)
     start = models.DateTimeField()
