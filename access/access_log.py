@@ -28,6 +28,17 @@ def web_server_argv(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "daphne", "--verbosity", "0", "-b", host, "-p", str(port), ASGI_APPLICATION]
 
 
+def uvicorn_argv(host: str, port: int, workers: int) -> list[str]:
+    """uvicorn serving the project as `make run` and Docker run it: `workers` processes on one port
+    (each subscribed once per channel-layer group), its access log off as daphne's is, websocket
+    messages from clients bounded (they send none that matter), a listen backlog that holds a
+    connect storm (README "Serving" has the figures that chose it)."""
+    return [
+        sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--workers", str(workers),
+        "--no-access-log", "--lifespan", "off", "--ws-max-size", "65536", "--backlog", "4096", ASGI_APPLICATION,
+    ]  # fmt: skip
+
+
 def client_address(scope: dict[str, Any]) -> str:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "-"

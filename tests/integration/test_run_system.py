@@ -1,6 +1,6 @@
 """`manage.py run_system` brings the whole system up and takes every process down with it.
 
-Runs the real command as a person would: simulator, daphne, Celery workers and beat, on the real
+Runs the real command as a person would: simulator, uvicorn (two web processes), Celery workers and beat, on the real
 Redis and a throw-away SQLite database. Linux only (it reads the process tree from /proc).
 """
 
@@ -125,7 +125,7 @@ def running_system(tmp_path: Path) -> Iterator[RunningSystem]:
 def test_sigterm_stops_every_process_it_started(running_system: RunningSystem) -> None:
     system = running_system
     commands = " | ".join(command_line(pid) for pid in system.children)
-    for expected in ("devtools.simulator", "daphne", "-Q gpu.default", "-Q default", " beat "):
+    for expected in ("devtools.simulator", "uvicorn", "--workers 2", "-Q gpu.default", "-Q default", " beat "):
         assert expected in commands, f"{expected!r} not among the started processes: {commands}"
 
     system.process.send_signal(signal.SIGTERM)

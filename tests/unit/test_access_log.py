@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import HttpCommunicator
 
-from access.access_log import RedactUrlCredentials, web_server_argv
+from access.access_log import RedactUrlCredentials, uvicorn_argv, web_server_argv
 from anime_production.asgi import application
 from tests.factories import JobFactory, UserFactory, api_key_for
 from tests.unit.test_websocket import communicator, with_key
@@ -77,3 +77,10 @@ def test_any_log_line_quoting_a_url_has_its_ticket_and_token_blanked():
 def test_daphne_runs_without_its_own_access_log():
     argv = web_server_argv("127.0.0.1", 8000)
     assert argv[argv.index("--verbosity") + 1] == "0"
+
+
+def test_uvicorn_runs_without_its_own_access_log_and_bounds_client_messages():
+    """uvicorn's access log, like daphne's, prints query strings (websocket tickets)."""
+    argv = uvicorn_argv("127.0.0.1", 8000, 2)
+    assert "--no-access-log" in argv and argv[argv.index("--workers") + 1] == "2"
+    assert int(argv[argv.index("--ws-max-size") + 1]) <= 65536

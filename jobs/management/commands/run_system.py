@@ -26,7 +26,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from access.access_log import web_server_argv
+from access.access_log import uvicorn_argv
 from fleet.workers import default_worker_args, gpu_worker_args, webhook_worker_args
 
 STARTUP_TIMEOUT = 90.0
@@ -75,8 +75,10 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def system_children(host: str, port: int, backends: dict[str, str], beat_schedule: Path) -> list[Child]:
-    children = [Child("web", web_server_argv(host, port), ready_url=f"http://127.0.0.1:{port}/api/")]
+def system_children(
+    host: str, port: int, web_workers: int, backends: dict[str, str], beat_schedule: Path
+) -> list[Child]:
+    children = [Child("web", uvicorn_argv(host, port, web_workers), ready_url=f"http://127.0.0.1:{port}/api/")]
     for name in backends:
         argv = celery(*gpu_worker_args(name))
         children.append(Child(f"gpu-{name}", argv, ready_line=" ready."))
@@ -118,18 +120,24 @@ class Command(BaseCommand):
             help="address the web server binds to (default loopback; 0.0.0.0 only with DEBUG off)",
         )
         parser.add_argument("--port", type=int, default=8000, help="web (HTTP + websockets) port")
+        parser.add_argument(
+            "--web-workers", type=int, default=2, help="web processes behind the port (uvicorn --workers; one per core)"
+        )
         parser.add_argument("--sim-port", type=int, default=8188, help="ComfyUI simulator port")
         parser.add_argument(
             "--stop-timeout", type=float, default=15.0, help="seconds a child gets to exit after SIGTERM before SIGKILL"
         )
 
-    def handle(self, *args: Any, host: str, port: int, sim_port: int, stop_timeout: float, **options: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, web_workers: int, sim_port: int, stop_timeout: float, **options: Any
+    ) -> None:
         if settings.DEBUG and not is_loopback(host):
             raise CommandError(
                 f"refusing to serve on {host} with DEBUG on: DEBUG shows settings and tracebacks to anyone "
                 "who can reach it. Set DEBUG=0 and a SECRET_KEY, or bind to 127.0.0.1."
             )
         self.host = host
+        self.web_workers = web_workers
         self.output_lock = threading.Lock()
         self.stopping = threading.Event()
         self.children: list[Child] = []
@@ -170,7 +178,7 @@ class Command(BaseCommand):
             env["COMFYUI_URL"] = f"http://127.0.0.1:{sim_port}"
             backends = {name: env["COMFYUI_URL"] for name in backends}
             to_start.append([simulator_child(sim_port, var / "comfyui-sim-output")])
-        to_start.append(system_children(self.host, port, backends, var / "celerybeat-schedule"))
+        to_start.append(system_children(self.host, port, self.web_workers, backends, var / "celerybeat-schedule"))
         for phase in to_start:
             # The simulator answers before any worker starts, so no first task meets a dead backend.
             failure = self.start_and_wait(phase, env)
