@@ -321,7 +321,8 @@ async def layer_probe(groups: asyncio.Queue[str], seen: dict[str, list[tuple[flo
         while True:
             message = await layer.receive(channel)
             now = time.time()
-            job = message.get("job") or {}
+            # The state travels as JSON text made once by the tracker (jobs.broadcast.job_state_message).
+            job = json.loads(message["state_json"]) if "state_json" in message else {}
             seen.setdefault(str(job.get("id")), []).append((now, job))
     finally:
         joining.cancel()
@@ -430,7 +431,7 @@ class Bench:
         self.env = env
         self.log_dir = log_dir
         self.daphne_port = free_port()
-        self.token = ""
+        self.api_key = ""
         self.user: Any = None
 
     def setup_django(self) -> None:
@@ -439,12 +440,13 @@ class Bench:
         django.setup()
         from django.contrib.auth import get_user_model
         from django.core.management import call_command
-        from rest_framework.authtoken.models import Token
+
+        from access.keys import api_key_create
 
         call_command("migrate", verbosity=0)
         write_log_install()
         self.user = get_user_model().objects.create_user(f"bench-{uuid.uuid4().hex[:8]}")
-        self.token = Token.objects.create(user=self.user).key
+        self.api_key = api_key_create(user=self.user, name="progress latency benchmark").key
 
     def create_jobs(self, n: int, start_at: datetime) -> list[tuple[str, str]]:
         """(job id, prompt id) of N new jobs, one per backend, made by the product's job_create.
@@ -511,7 +513,7 @@ class Bench:
                 probe_groups.put_nowait(job_id)
                 url = f"{base}/{job_id}/"
                 subscriptions.append(Subscription(job_id))
-                subscribers.append(asyncio.create_task(subscribe(session, url, self.token, subscriptions[-1])))
+                subscribers.append(asyncio.create_task(subscribe(session, url, self.api_key, subscriptions[-1])))
             await until_final(list(prompts), subscribers, deadline=time.monotonic() + self.args.seconds * 10 + 60)
             sent = {job_id: await sent_times(session, sim, prompt_id) for job_id, (prompt_id, sim) in prompts.items()}
         sampling.cancel()
