@@ -243,6 +243,12 @@ JOB_MAX_OUTPUTS = int(os.environ.get("JOB_MAX_OUTPUTS", "200"))
 JOB_ERROR_MESSAGE_MAX_CHARS = int(os.environ.get("JOB_ERROR_MESSAGE_MAX_CHARS", "4000"))
 JOB_ERROR_TRACEBACK_MAX_CHARS = int(os.environ.get("JOB_ERROR_TRACEBACK_MAX_CHARS", str(64 * 1024)))
 JOB_ERROR_DETAILS_MAX_BYTES = int(os.environ.get("JOB_ERROR_DETAILS_MAX_BYTES", str(64 * 1024)))
+# Thumbnails of raster-image outputs (jobs/thumbnails.py): this many pixels on the longest side, made
+# only of an image whose header claims at most JOB_THUMBNAIL_MAX_PIXELS (8K UHD is 33 MP) and whose
+# file is at most JOB_THUMBNAIL_MAX_BYTES: decoding is the tracker's time, and the file is untrusted.
+JOB_THUMBNAIL_SIZE = int(os.environ.get("JOB_THUMBNAIL_SIZE", "160"))
+JOB_THUMBNAIL_MAX_PIXELS = int(os.environ.get("JOB_THUMBNAIL_MAX_PIXELS", str(40_000_000)))
+JOB_THUMBNAIL_MAX_BYTES = int(os.environ.get("JOB_THUMBNAIL_MAX_BYTES", str(256 * 1024**2)))
 
 # --- Failures, retries, sweeps -------------------------------------------------------------------
 JOB_MAX_ATTEMPTS = int(os.environ.get("JOB_MAX_ATTEMPTS", "3"))

@@ -2,7 +2,8 @@
 
 The wheel must hold every file of the product packages (modules, migrations, templates, static files)
 and nothing else: no devtools/, no tests/, no stray top-level files. Its runtime dependencies must not
-pull in what only the simulator needs. Exits 1 and lists the offending files when any of this fails.
+pull in what only the simulator needs, and must hold what the product imports. Exits 1 and lists the
+offending files when any of this fails.
 """
 
 import re
@@ -13,7 +14,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Only the simulator (devtools) needs these; the dev extra installs them.
-DEV_ONLY_REQUIREMENTS = frozenset({"aiohttp", "pillow"})
+DEV_ONLY_REQUIREMENTS = frozenset({"aiohttp"})
+# The product imports these beyond the web stack: Pillow makes the thumbnails of image outputs
+# (jobs/thumbnails.py), so a server installed from the wheel alone must get it.
+PRODUCT_REQUIREMENTS = frozenset({"pillow"})
 
 
 def product_packages() -> list[str]:
@@ -63,6 +67,8 @@ def wheel_problems(wheel_path: Path) -> list[str]:
         problems.append("no static files in the wheel")
     dev_only = sorted(requirements & DEV_ONLY_REQUIREMENTS)
     problems += [f"runtime dependency only the dev tools need: {name}" for name in dev_only]
+    missing = sorted(PRODUCT_REQUIREMENTS - requirements)
+    problems += [f"not a runtime dependency, though the product imports it: {name}" for name in missing]
     return problems
 
 

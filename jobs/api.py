@@ -14,7 +14,7 @@ from access.pagination import NewestFirstPagination
 from assets.media_types import RASTER_IMAGE_TYPES
 from assets.serving import SERVED_MEDIA_TYPES
 from jobs import dependencies, selectors, services
-from jobs.downloads import output_response, preview_response
+from jobs.downloads import output_response, preview_response, thumbnail_response
 from jobs.filters import JobFilter
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.serializers import (
@@ -149,6 +149,20 @@ class JobViewSet(viewsets.GenericViewSet):
     def output_download(self, request: Request, pk: str | None = None, output_id: str | None = None) -> FileResponse:
         job = self.get_object()
         return output_response(get_object_or_404(job.outputs, pk=output_id))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("output_id", int, OpenApiParameter.PATH, description="an output's `id`")],
+        responses=file_responses(["image/webp"], "a small WebP of the output (404 when it has none)"),
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"outputs/(?P<output_id>\d+)/thumbnail",
+        url_name="output-thumbnail",
+    )
+    def output_thumbnail(self, request: Request, pk: str | None = None, output_id: str | None = None) -> FileResponse:
+        job = self.get_object()
+        return thumbnail_response(get_object_or_404(job.outputs, pk=output_id))
 
     @extend_schema(
         request=None,

@@ -44,6 +44,9 @@ UNTRUSTED_LIMITS = (
     "JOB_ERROR_MESSAGE_MAX_CHARS",
     "JOB_ERROR_TRACEBACK_MAX_CHARS",
     "JOB_ERROR_DETAILS_MAX_BYTES",
+    "JOB_THUMBNAIL_SIZE",
+    "JOB_THUMBNAIL_MAX_PIXELS",
+    "JOB_THUMBNAIL_MAX_BYTES",
 )
 
 
@@ -61,3 +64,11 @@ def job_labels_check(app_configs, **kwargs) -> list[Error]:
     if isinstance(settings.JOB_MAX_TAGS, int) and settings.JOB_MAX_TAGS >= 0:
         return []
     return [Error(f"JOB_MAX_TAGS must be a whole number, 0 or more, not {settings.JOB_MAX_TAGS!r}", id="jobs.E006")]
+
+
+@register()
+def thumbnail_size_check(app_configs, **kwargs) -> list[Error]:
+    size = settings.JOB_THUMBNAIL_SIZE
+    if isinstance(size, int) and 16 <= size <= 1024:
+        return []
+    return [Error(f"JOB_THUMBNAIL_SIZE must be 16 to 1024 pixels, not {size!r}", id="jobs.E007")]

@@ -22,6 +22,15 @@ def output_response(output: JobOutput) -> FileResponse:
     return stored_file_response(output.file, name=output.comfy_filename, default_stem="output", what="output file")
 
 
+def thumbnail_response(output: JobOutput) -> FileResponse:
+    """The output's stored thumbnail (jobs.thumbnails), served by the same rules as the output."""
+    if not output.thumbnail:
+        raise Http404("this output has no thumbnail")
+    return stored_file_response(
+        output.thumbnail, name=f"thumbnail_{output.comfy_filename}", default_stem="thumbnail", what="thumbnail"
+    )
+
+
 def preview_response(job: Job) -> FileResponse:
     """The latest live preview: stored only when its bytes are a raster image (services.job_preview_store)."""
     path = services.job_preview_path(job)

@@ -262,6 +262,11 @@ def output_upload_path(output: "JobOutput", filename: str) -> str:
     return f"outputs/{output.job_id}/{uuid.uuid4().hex}.{suffix}"
 
 
+def thumbnail_upload_path(output: "JobOutput", filename: str) -> str:
+    # jobs.thumbnails makes every thumbnail a WebP: the name is the project's, as for outputs.
+    return f"thumbnails/{output.job_id}/{uuid.uuid4().hex}.webp"
+
+
 class JobTag(models.Model):
     """One tag of one job, for the tag filter: portable where a JSON containment lookup is not
     (SQLite has none) and served by its own index."""
@@ -287,6 +292,10 @@ class JobOutput(models.Model):
     media_type = models.CharField(max_length=100)
     size_bytes = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A small stored copy of a raster-image output (jobs.thumbnails); empty when none could be made.
+    thumbnail = models.FileField(upload_to=thumbnail_upload_path, max_length=255, blank=True)
+    thumbnail_width = models.PositiveSmallIntegerField(default=0)
+    thumbnail_height = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]

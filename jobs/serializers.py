@@ -139,13 +139,30 @@ def query_problem(errors: Mapping[str, Any]) -> str:
 
 class JobOutputSerializer(serializers.ModelSerializer):
     download_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField(
+        help_text="a small WebP of a raster-image output; null when it has none (video, audio, undecodable)"
+    )
 
     class Meta:
         model = JobOutput
-        fields = ["id", "node_id", "kind", "comfy_filename", "media_type", "size_bytes", "download_url"]
+        fields = [
+            "id",
+            "node_id",
+            "kind",
+            "comfy_filename",
+            "media_type",
+            "size_bytes",
+            "download_url",
+            "thumbnail_url",
+        ]
 
     def get_download_url(self, output: JobOutput) -> str:
         return reverse("job-output-download", kwargs={"pk": output.job_id, "output_id": output.pk})
+
+    def get_thumbnail_url(self, output: JobOutput) -> str | None:
+        if not output.thumbnail:
+            return None
+        return reverse("job-output-thumbnail", kwargs={"pk": output.job_id, "output_id": output.pk})
 
 
 class JobEventSerializer(serializers.ModelSerializer):

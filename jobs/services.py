@@ -53,6 +53,7 @@ from jobs.models import (
 from jobs.output_files import ViewStream, output_identity, output_kind
 from jobs.queue_announcements import announcement, queue_group
 from jobs.serializers import JobEventSerializer
+from jobs.thumbnails import output_thumbnail_store
 from jobs.webhook_events import STATUS_EVENTS, job_progress_webhook, job_state_webhook
 from webhooks.services import job_webhook_copy, job_webhook_create
 
@@ -636,7 +637,7 @@ def job_output_store(job: Job, client: ComfyUIClient, output: OutputFile) -> Job
     Its media type is sniffed from its first bytes, never taken from the name ComfyUI gave it, and
     the stored file is named by the project with the sniffed extension (docs/HAZARDS.md). Past
     JOB_OUTPUT_MAX_BYTES the download stops with OutputTooLarge; a download that stops for any
-    reason leaves nothing in storage.
+    reason leaves nothing in storage. A raster image gets a small thumbnail (jobs.thumbnails).
     """
     identity = output_identity(job, output)
     existing = JobOutput.objects.filter(**identity).first()
@@ -661,6 +662,7 @@ def job_output_store(job: Job, client: ComfyUIClient, output: OutputFile) -> Job
     except IntegrityError:  # a concurrent tracker stored it first
         record.file.delete(save=False)
         return JobOutput.objects.get(**identity)
+    output_thumbnail_store(record)  # bounded; never raises: without one the output is stored all the same
     return record
 
 

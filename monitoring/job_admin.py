@@ -35,6 +35,8 @@ from jobs.models import FINAL_STATUSES, Job, JobStatus
 from monitoring.job_dependencies_admin import JobDependencyFields
 from monitoring.job_labels_admin import LABEL_COLUMNS, LABEL_FIELDS, LABEL_FILTERS, JobLabelsColumns
 from monitoring.job_page import RETRYABLE_STATUSES, job_story
+from monitoring.job_times import JobTimesColumns
+from monitoring.output_thumbnails import OutputThumbnailColumn
 from monitoring.stats import known_values
 
 logger = logging.getLogger(__name__)
@@ -124,13 +126,6 @@ def job_search_q(term: str) -> Q:
     return query | search_q(term)
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
-
-
 def _traceback_text(lines: Any) -> str:
     if isinstance(lines, str):
         return lines
@@ -153,8 +148,9 @@ def job_retry_or_explain(job: Job) -> tuple[Job | None, str]:
 
 
 @admin.register(Job)
-class JobAdmin(JobLabelsColumns, admin.ModelAdmin, JobDependencyFields):
+class JobAdmin(JobTimesColumns, JobLabelsColumns, OutputThumbnailColumn, JobDependencyFields):
     list_display = [
+        "first_output",
         "short_id",
         *LABEL_COLUMNS,
         "status_badge",
@@ -166,7 +162,9 @@ class JobAdmin(JobLabelsColumns, admin.ModelAdmin, JobDependencyFields):
         "run_time",
         "failure_category",
         "user",
-        "created_at",
+        "created",
+        "started",
+        "finished",
     ]
     list_filter = [
         "status",
@@ -189,7 +187,7 @@ class JobAdmin(JobLabelsColumns, admin.ModelAdmin, JobDependencyFields):
     show_full_result_count = False  # COUNT(*) over a million jobs on every page is waste
     show_facets = admin.ShowFacets.NEVER  # a COUNT per filter choice, over a million jobs, on every page
     # Sorting a million rows by an unindexed column takes seconds: only orders an index serves.
-    sortable_by = ["created_at", "status_badge"]
+    sortable_by = ["created", "status_badge"]
     actions = ["cancel_jobs", "retry_jobs"]
     fieldsets = [
         (
@@ -213,14 +211,14 @@ class JobAdmin(JobLabelsColumns, admin.ModelAdmin, JobDependencyFields):
             "Times",
             {
                 "fields": [
-                    "created_at",
-                    "submitted_at",
-                    "started_at",
-                    "finished_at",
+                    "created",
+                    "submitted",
+                    "started",
+                    "finished",
                     "wait",
                     "run_time",
-                    "eta_finish_at",
-                    "cancel_requested_at",
+                    "eta_finish",
+                    "cancel_requested",
                 ]
             },
         ),
@@ -237,7 +235,7 @@ class JobAdmin(JobLabelsColumns, admin.ModelAdmin, JobDependencyFields):
                     "deliveries",
                     "worker",
                     "client_id",
-                    "heartbeat_at",
+                    "heartbeat",
                     "current_node_id",
                     "current_node_class",
                     "current_node_name",
@@ -296,14 +294,6 @@ class JobAdmin(JobLabelsColumns, admin.ModelAdmin, JobDependencyFields):
             colour,
         )
 
-    @admin.display(description="queue wait")
-    def wait(self, job: Job) -> str:
-        return _duration(job.wait_seconds)
-
-    @admin.display(description="run time")
-    def run_time(self, job: Job) -> str:
-        return _duration(job.run_seconds)
-
     # --- the job page -------------------------------------------------------------------------
 
     @admin.display(description="now")
@@ -352,6 +342,11 @@ class JobAdmin(JobLabelsColumns, admin.ModelAdmin, JobDependencyFields):
         own = [
             path("<uuid:object_id>/cancel/", self.admin_site.admin_view(self.cancel_view), name="jobs_job_cancel"),
             path("<uuid:object_id>/retry/", self.admin_site.admin_view(self.retry_view), name="jobs_job_retry"),
+            path(
+                "<uuid:object_id>/outputs/<int:output_id>/thumbnail/",
+                self.admin_site.admin_view(self.output_thumbnail_view),
+                name="jobs_job_output_thumbnail",
+            ),
         ]
         return own + super().get_urls()
 

@@ -11,6 +11,7 @@ from assets.media_types import RASTER_IMAGE_TYPES
 from assets.selectors import workflow_input_assets
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from monitoring.charts import hbar_chart
+from monitoring.output_thumbnails import thumbnail_url
 
 TIMELINE_LIMIT = 2_000
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
@@ -23,8 +24,10 @@ def job_story(job: Job) -> dict[str, Any]:
         {
             "output": output,
             "url": reverse("job-output-download", kwargs={"pk": job.pk, "output_id": output.pk}),
-            # A thumbnail only for what its bytes showed to be a raster image: an SVG "image"
-            # is a document that runs script (the download is sandboxed and never inline anyway).
+            # Its stored thumbnail (jobs.thumbnails); an image stored before there were any is shown
+            # scaled down (make_thumbnails makes theirs). Only for what its bytes showed to be a
+            # raster image: an SVG "image" is a document that runs script.
+            "thumbnail_url": thumbnail_url(output) if output.thumbnail else None,
             "is_image": output.media_type in RASTER_IMAGE_TYPES,
         }
         for output in job.outputs.all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import pytest
@@ -50,8 +50,30 @@ def test_job_list_shows_status_progress_and_durations(admin_client):
     assert str(job.id)[:8] in html
     assert 'class="status-badge"' in html and "Failed" in html
     assert 'class="job-progress"' in html
-    assert "12.0s" in html and "1m 10s" in html  # queue wait, run time
+    assert '<td class="field-wait">12s</td>' in html and "1m 10s" in html  # queue wait, run time
     assert "Out of memory" in html
+
+
+def test_job_list_and_page_show_times_to_the_second_in_the_projects_time_zone(admin_client, settings):
+    settings.TIME_ZONE = "Europe/Paris"
+    finished = datetime(2025, 12, 5, 13, 3, 27, 600_000, tzinfo=UTC)
+    job = finished_job(finished_at=finished, wait=3725, run=4)
+    html = page(admin_client, CHANGELIST)
+    # Paris is UTC+1 in December; created is 3725.1 s before the submission, 4 s before the finish.
+    assert "2025-12-05 14:03:27" in html and "2025-12-05 14:03:23" in html and "2025-12-05 13:01:18" in html
+    assert "1h 02m 05s" in html and '<td class="field-run_time">4s</td>' in html
+    assert 'class="sortable column-created sorted descending"' in html, "newest first, sortable by creation"
+    newer = JobFactory.create()
+    (oldest_first,) = re.findall(r'<th scope="col" class="sortable column-created[^>]*>.*?href="(\?o=\d+)"', html, re.S)
+    in_order = re.findall(
+        r'name="_selected_action" value="([0-9a-f-]{36})"', page(admin_client, CHANGELIST + oldest_first)
+    )
+    assert in_order == [str(job.id), str(newer.id)]
+
+    story = page(admin_client, f"/admin/jobs/job/{job.id}/change/")
+    for moment in ("2025-12-05 13:01:18", "2025-12-05 14:03:23", "2025-12-05 14:03:27"):
+        assert f'<div class="readonly">{moment}</div>' in story, moment
+    assert '<div class="readonly">1h 02m 05s</div>' in story
 
 
 def test_job_list_never_counts_the_whole_table(admin_client):
