@@ -232,8 +232,6 @@ TRACKER_RECONNECT_SECONDS = float(os.environ.get("TRACKER_RECONNECT_SECONDS", "6
 # Live previews are kept at most this often; step samples go on the timeline at most this often.
 TRACKER_PREVIEW_INTERVAL = float(os.environ.get("TRACKER_PREVIEW_INTERVAL", "1.0"))
 TRACKER_STEP_SAMPLE_SECONDS = float(os.environ.get("TRACKER_STEP_SAMPLE_SECONDS", "2.0"))
-# Waiting jobs are told their new place in the queue; past this many, they learn it on the next poll.
-QUEUE_BROADCAST_LIMIT = int(os.environ.get("QUEUE_BROADCAST_LIMIT", "200"))
 # What ComfyUI sends is untrusted: how much of it is kept. An output larger than JOB_OUTPUT_MAX_BYTES
 # (default sized for a 40-minute video) is not stored, and outputs past JOB_MAX_OUTPUTS are skipped;
 # the timeline names both. Errors keep this many characters of message and traceback, and their other

@@ -430,6 +430,8 @@ def run(args: argparse.Namespace, sim: SimulatorProcess, env: dict[str, str], lo
             f"logs in {log_dir}",
             flush=True,
         )
+        # The process's first POST also learns the ETA from history (as each does once a minute).
+        cold_queries, _ = post_query_count(user)
         queries, sql = post_query_count(user)
         ends, moves = [], []
         # Shortest queue first: the waiting jobs are only ever added to.
@@ -442,7 +444,7 @@ def run(args: argparse.Namespace, sim: SimulatorProcess, env: dict[str, str], lo
             if waiting in args.move_waiting:
                 moves.append(queue_move_measure())
         print()
-        print(report(ends, queries, moves))
+        print(report(ends, queries, cold_queries, moves))
         if args.show_queries:
             print("\nPOST /api/jobs/ queries:", *sql, sep="\n  ")
     finally:
@@ -466,7 +468,7 @@ def verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 
 
-def report(ends: list[EndToEnd], post_queries: int, moves: list[QueueMove]) -> str:
+def report(ends: list[EndToEnd], post_queries: int, cold_post_queries: int, moves: list[QueueMove]) -> str:
     lines = [f"{'figure':<58} | {'measured':>24} | {'goal':>18} |"]
     for end in ends:
         d50, d99 = percentile(end.dispatch, 0.5), percentile(end.dispatch, 0.99)
@@ -483,7 +485,8 @@ def report(ends: list[EndToEnd], post_queries: int, moves: list[QueueMove]) -> s
             f"{verdict(p99 * 1000 <= POST_P99_GOAL_MS)}",
         ]
     lines.append(
-        f"{'(c) POST /api/jobs/ queries':<58} | {post_queries:>24} | {f'<= {POST_QUERIES_GOAL}':>18} | "
+        f"{'(c) POST /api/jobs/ queries (the first in a process)':<58} | "
+        f"{f'{post_queries} ({cold_post_queries})':>24} | {f'<= {POST_QUERIES_GOAL}':>18} | "
         f"{verdict(post_queries <= POST_QUERIES_GOAL)}"
     )
     constant = len({move.queries for move in moves}) == 1
