@@ -10,6 +10,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from access.access_log import AccessLogMiddleware  # noqa: E402
+from access.in_flight import ListRequestsInFlight  # noqa: E402
 from assets.uploads import daphne_form_parsing_off  # noqa: E402
 from jobs.routing import websocket_urlpatterns  # noqa: E402
 from jobs.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
@@ -19,7 +20,8 @@ daphne_form_parsing_off()
 application = AccessLogMiddleware(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            # One user's flood of list requests must not hold the process's one thread for sync views.
+            "http": ListRequestsInFlight(django_asgi_app),
             "websocket": AllowedHostsOriginValidator(TokenOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns))),
         }
     )
