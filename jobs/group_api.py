@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -48,14 +51,22 @@ class JobGroupViewSet(viewsets.GenericViewSet):
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel every job of the group still waiting or running: 200 when all have ended now, 202
         while running ones are being stopped by their trackers, 409 when nothing was left to cancel."""
-        group = self.get_object()
-        if not selectors.may_change_group(request.user, group):
-            return Response(
-                {"detail": "only its owner, or staff with the permission to change jobs, may do this"},
-                status=status.HTTP_403_FORBIDDEN,
-            )
-        if not groups.job_group_cancel(group):
-            return Response({"detail": "every job of the group has already ended"}, status=status.HTTP_409_CONFLICT)
-        state = selectors.group_state(group)
-        code = status.HTTP_200_OK if state["status"] in FINAL_STATUSES else status.HTTP_202_ACCEPTED
-        return Response(state, status=code)
+        return group_cancel_response(request, self.get_object(), selectors.group_state, noun="group")
+
+
+def group_cancel_response(
+    request: Request, group: JobGroup, state_of: Callable[[JobGroup], dict[str, Any]], *, noun: str
+) -> Response:
+    """Cancel what still runs of a group (a batch or a pipeline, `noun`) for a user who may: 200
+    when all of it has ended now, 202 while running jobs are being stopped, 403, or 409 when
+    nothing was left to cancel; the answer is the group's state as `state_of` shapes it."""
+    if not selectors.may_change_group(request.user, group):
+        return Response(
+            {"detail": "only its owner, or staff with the permission to change jobs, may do this"},
+            status=status.HTTP_403_FORBIDDEN,
+        )
+    if not groups.job_group_cancel(group):
+        return Response({"detail": f"every job of the {noun} has already ended"}, status=status.HTTP_409_CONFLICT)
+    state = state_of(group)
+    code = status.HTTP_200_OK if state["status"] in FINAL_STATUSES else status.HTTP_202_ACCEPTED
+    return Response(state, status=code)

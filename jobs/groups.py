@@ -14,7 +14,7 @@ from django.db import transaction
 
 from jobs import services
 from jobs.labels import NO_LABELS, JobLabels
-from jobs.models import FINAL_STATUSES, JobGroup
+from jobs.models import FINAL_STATUSES, GroupKind, JobGroup
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,7 @@ def job_group_create(
     """The group and all its jobs, or nothing: one transaction. Each job carries the group's labels
     under its own (jobs.labels.JobLabels.under); the waiting jobs hear of the queue once."""
     with transaction.atomic(), services.queue_moves_held():
-        group = JobGroup.objects.create(
-            user=user if getattr(user, "is_authenticated", False) else None,
-            name=labels.name,
-            project=labels.project,
-            shot=labels.shot,
-            tags=list(labels.tags),
-        )
+        group = job_group_row(user=user, labels=labels)
         for member in members:
             services.job_create(
                 user=user,
@@ -59,6 +53,18 @@ def job_group_create(
                 template_version=template_version,
             )
     return group
+
+
+def job_group_row(*, user: Any, labels: JobLabels, kind: str = GroupKind.BATCH) -> JobGroup:
+    """The group's own row, named by its labels (the caller makes its jobs in the same transaction)."""
+    return JobGroup.objects.create(
+        user=user if getattr(user, "is_authenticated", False) else None,
+        kind=kind,
+        name=labels.name,
+        project=labels.project,
+        shot=labels.shot,
+        tags=list(labels.tags),
+    )
 
 
 def job_group_cancel(group: JobGroup) -> int:

@@ -24,6 +24,7 @@ from django.db import transaction
 
 from assets.references import output_references
 from jobs import services
+from jobs.groups import job_group_row
 from jobs.labels import NO_LABELS, JobLabels
 from jobs.models import GroupKind, JobGroup
 
@@ -100,14 +101,7 @@ def pipeline_create(
     job id. `nodes` must have passed pipeline_problems."""
     ids: dict[str, uuid.UUID] = {}
     with transaction.atomic(), services.queue_moves_held():
-        group = JobGroup.objects.create(
-            user=user if getattr(user, "is_authenticated", False) else None,
-            kind=GroupKind.PIPELINE,
-            name=labels.name,
-            project=labels.project,
-            shot=labels.shot,
-            tags=list(labels.tags),
-        )
+        group = job_group_row(user=user, labels=labels, kind=GroupKind.PIPELINE)
         for node in pipeline_order(nodes):
             job = services.job_create(
                 user=user,

@@ -23,9 +23,10 @@ from access.openapi import DetailSerializer
 from access.pagination import NewestFirstPagination
 from access.parsers import SingleValuedFields
 from assets.selectors import asset_reference_problems
-from jobs import dependencies, groups, selectors
+from jobs import dependencies
 from jobs.filters import JobGroupFilter
-from jobs.models import FINAL_STATUSES, JobGroup
+from jobs.group_api import group_cancel_response
+from jobs.models import JobGroup
 from jobs.pipeline_states import pipeline_state, pipeline_states, visible_pipelines
 from jobs.pipelines import PipelineNode, pipeline_create, pipeline_problems
 from jobs.serializers import JobGroupSerializer, JobLabelsSerializer, WorkflowField, labels_from
@@ -33,19 +34,9 @@ from jobs.workflow_validation import workflow_problems
 from workflow_templates.inputs import filled_workflow, run_values, stored_inputs
 from workflow_templates.models import TemplateVersion
 from workflow_templates.selectors import asset_input_problems, template_version, visible_templates
+from workflow_templates.serializers import CountedListField
 
 KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
-
-
-class PipelineJobsField(serializers.ListField):
-    """A pipeline's jobs, counted before any is read: at most PIPELINE_MAX_JOBS."""
-
-    def to_internal_value(self, data: Any) -> list[Any]:
-        if isinstance(data, list) and not 1 <= len(data) <= settings.PIPELINE_MAX_JOBS:
-            raise serializers.ValidationError(
-                f"a pipeline has 1 to {settings.PIPELINE_MAX_JOBS} jobs (PIPELINE_MAX_JOBS), not {len(data)}"
-            )
-        return super().to_internal_value(data)
 
 
 class PipelineJobCreateSerializer(JobLabelsSerializer):
@@ -138,7 +129,9 @@ class PipelineCreateSerializer(SingleValuedFields, JobLabelsSerializer):
 
     job_type = serializers.CharField(max_length=32, required=False, help_text="each job's, unless it says")
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
-    jobs = PipelineJobsField(child=PipelineJobCreateSerializer())
+    jobs = CountedListField(
+        setting="PIPELINE_MAX_JOBS", whole="a pipeline", items="jobs", child=PipelineJobCreateSerializer()
+    )
 
     def validate_job_type(self, value: str) -> str:
         return _known_job_type(value)
@@ -261,14 +254,4 @@ class PipelineViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Cancel every job of the pipeline still blocked, waiting or running (jobs.groups)."""
-        group = self.get_object()
-        if not selectors.may_change_group(request.user, group):
-            return Response(
-                {"detail": "only its owner, or staff with the permission to change jobs, may do this"},
-                status=status.HTTP_403_FORBIDDEN,
-            )
-        if not groups.job_group_cancel(group):
-            return Response({"detail": "every job of the pipeline has already ended"}, status=status.HTTP_409_CONFLICT)
-        state = pipeline_state(group)
-        code = status.HTTP_200_OK if state["status"] in FINAL_STATUSES else status.HTTP_202_ACCEPTED
-        return Response(state, status=code)
+        return group_cancel_response(request, self.get_object(), pipeline_state, noun="pipeline")

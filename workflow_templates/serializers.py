@@ -65,13 +65,19 @@ class TemplatePublishSerializer(serializers.Serializer):
         return {**attrs, "inputs": specs}
 
 
-class BatchField(serializers.ListField):
-    """A batch's items, counted before any is read: at most TEMPLATE_BATCH_MAX."""
+class CountedListField(serializers.ListField):
+    """A list counted before any item is read (ListField's own max_length is checked after every
+    item was validated): 1 to the number the setting `setting` holds, e.g. a batch's items."""
+
+    def __init__(self, *, setting: str, whole: str, items: str, **kwargs: Any) -> None:
+        self.setting, self.whole, self.items = setting, whole, items
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> list[Any]:
-        if isinstance(data, list) and not 1 <= len(data) <= settings.TEMPLATE_BATCH_MAX:
+        limit = getattr(settings, self.setting)
+        if isinstance(data, list) and not 1 <= len(data) <= limit:
             raise serializers.ValidationError(
-                f"a batch has 1 to {settings.TEMPLATE_BATCH_MAX} items (TEMPLATE_BATCH_MAX), not {len(data)}"
+                f"{self.whole} has 1 to {limit} {self.items} ({self.setting}), not {len(data)}"
             )
         return super().to_internal_value(data)
 
@@ -90,7 +96,9 @@ class TemplateRunSerializer(JobLabelsSerializer):
     """
 
     inputs = serializers.JSONField(required=False, default=dict)
-    batch = BatchField(child=TemplateRunItemSerializer(), required=False)
+    batch = CountedListField(
+        setting="TEMPLATE_BATCH_MAX", whole="a batch", items="items", child=TemplateRunItemSerializer(), required=False
+    )
     # Bounded like the column it is looked up in: a number past it is a 400, not a database error.
     version = serializers.IntegerField(
         min_value=1, max_value=2**31 - 1, required=False, help_text="default: the latest"
