@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import shutil
 import signal
 import statistics
@@ -61,6 +60,7 @@ from devtools.benchmarks.progress_latency import (
     product_version,
     sleep_workflow,
     stop_all,
+    system_environment,
     wait_ready,
 )
 from devtools.simulator_process import SimulatorProcess, free_port
@@ -385,26 +385,15 @@ async def end_to_end(
 
 
 def bench_environment(sim: SimulatorProcess, database_url: str, work_dir: Path) -> dict[str, str]:
-    prefix = f"bench-dispatch-{os.getpid()}-"
-    env = {key: value for key, value in os.environ.items() if key != "COMFYUI_URL"}
-    env.update(
-        DATABASE_URL=database_url,
+    return system_environment(
+        "dispatch",
+        database_url,
+        work_dir,
         COMFYUI_BACKENDS=f"{BACKEND}={sim.url}",
-        CELERY_KEY_PREFIX=prefix,
-        CHANNEL_LAYER_PREFIX=f"{prefix}asgi",
-        CACHE_KEY_PREFIX=f"{prefix}cache",
-        MEDIA_ROOT=str(work_dir / "media"),
-        DEBUG="0",  # as deployed; DEBUG keeps every query in memory
-        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(48),
-        SECURE_SSL_REDIRECT="0",  # plain HTTP on loopback: TLS ends at the proxy in front of daphne
-        LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
-        DJANGO_SETTINGS_MODULE="anime_production.settings",
         # The benchmark's client makes one job a second or more: the submit rate is not what is measured.
         THROTTLE_SUBMIT="100000/min",
         THROTTLE_USER="100000/min",
     )
-    return env
 
 
 def run(args: argparse.Namespace, sim: SimulatorProcess, env: dict[str, str], log_dir: Path) -> None:

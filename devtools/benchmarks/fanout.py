@@ -30,7 +30,6 @@ import argparse
 import multiprocessing
 import os
 import resource
-import secrets
 import shutil
 import signal
 import sys
@@ -53,6 +52,7 @@ from devtools.benchmarks.progress_latency import (
     ms,
     percentile,
     product_version,
+    system_environment,
     tree_cpu_seconds,
 )
 from devtools.processes import Process, free_port
@@ -436,23 +436,8 @@ def notes(phase: Phase) -> str:
 
 
 def environment(args: argparse.Namespace, database_url: str, work_dir: Path) -> dict[str, str]:
-    prefix = f"bench-fanout-{os.getpid()}-"
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=database_url,
-        REDIS_URL=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        CELERY_KEY_PREFIX=prefix,
-        CHANNEL_LAYER_PREFIX=f"{prefix}asgi",
-        CACHE_KEY_PREFIX=f"{prefix}cache",
-        MEDIA_ROOT=str(work_dir / "media"),
-        DEBUG="0",  # as deployed; DEBUG keeps every query in memory
-        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),  # DEBUG off needs one
-        SECURE_SSL_REDIRECT="0",  # plain HTTP on loopback, as docker/compose.yaml runs it by default
-        LOG_LEVEL="WARNING",  # the access log would write a line per connect
-        PYTHONUNBUFFERED="1",
-        DJANGO_SETTINGS_MODULE="anime_production.settings",
-    )
-    return env
+    # The access log would write a line per connect.
+    return system_environment("fanout", database_url, work_dir, LOG_LEVEL="WARNING")
 
 
 def main(argv: list[str] | None = None) -> None:

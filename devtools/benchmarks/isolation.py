@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -34,7 +33,14 @@ from typing import Any
 import aiohttp
 
 from devtools.benchmarks.fanout import SERVERS, server_argv
-from devtools.benchmarks.progress_latency import bench_database, clear_redis_keys, ms, percentile, product_version
+from devtools.benchmarks.progress_latency import (
+    bench_database,
+    clear_redis_keys,
+    ms,
+    percentile,
+    product_version,
+    system_environment,
+)
 from devtools.processes import Process, free_port
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/anime_bench_isolation"
@@ -47,32 +53,31 @@ class Timed:
     statuses: Counter[int]
 
 
+async def timed_get(session: aiohttp.ClientSession, url: str, key: str, timed: Timed) -> None:
+    """One GET as the key's user, its status (0: timed out) and its time added to `timed`."""
+    started = time.monotonic()
+    try:
+        async with session.get(url, headers={"X-API-Key": key}) as response:
+            await response.read()
+            timed.statuses[response.status] += 1
+    except TimeoutError:
+        timed.statuses[0] += 1
+    timed.latencies.append(time.monotonic() - started)
+
+
 async def victim(session: aiohttp.ClientSession, url: str, key: str, seconds: float, every: float) -> Timed:
     timed = Timed([], Counter())
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         started = time.monotonic()
-        try:
-            async with session.get(url, headers={"X-API-Key": key}) as response:
-                await response.read()
-                timed.statuses[response.status] += 1
-        except TimeoutError:
-            timed.statuses[0] += 1
-        timed.latencies.append(time.monotonic() - started)
+        await timed_get(session, url, key, timed)
         await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
     return timed
 
 
 async def flooder(session: aiohttp.ClientSession, url: str, key: str, stop: asyncio.Event, timed: Timed) -> None:
     while not stop.is_set():
-        started = time.monotonic()
-        try:
-            async with session.get(url, headers={"X-API-Key": key}) as response:
-                await response.read()
-                timed.statuses[response.status] += 1
-        except TimeoutError:
-            timed.statuses[0] += 1
-        timed.latencies.append(time.monotonic() - started)
+        await timed_get(session, url, key, timed)
 
 
 async def scenario(
@@ -139,27 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work_dir = Path(tempfile.mkdtemp(prefix="bench-isolation-"))
-    prefix = f"bench-isolation-{os.getpid()}-"
     try:
         with bench_database(args.database_url, work_dir, keep=False) as database_url:
-            env = dict(os.environ)
-            env.update(
-                DATABASE_URL=database_url,
-                REDIS_URL=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-                CELERY_KEY_PREFIX=prefix,
-                CHANNEL_LAYER_PREFIX=f"{prefix}asgi",
-                CACHE_KEY_PREFIX=f"{prefix}cache",
-                DEBUG="0",
-                SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
-                SECURE_SSL_REDIRECT="0",
-                LOG_LEVEL="WARNING",
-                DJANGO_SETTINGS_MODULE="anime_production.settings",
-            )
+            env = system_environment("isolation", database_url, work_dir, LOG_LEVEL="WARNING")
             os.environ.update(env)
             try:
                 results = measure(args, env, work_dir)
             finally:
-                clear_redis_keys(env["REDIS_URL"], prefix)
+                clear_redis_keys(env["REDIS_URL"], env["CELERY_KEY_PREFIX"])
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     baseline, loaded, flood = results

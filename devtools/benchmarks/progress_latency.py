@@ -717,23 +717,35 @@ def clear_redis_keys(redis_url: str, prefix: str) -> None:
         client.delete(key)
 
 
-def bench_environment(
-    args: argparse.Namespace, sims: list[SimulatorProcess], database_url: str, work_dir: Path
-) -> dict[str, str]:
-    prefix = f"bench-latency-{os.getpid()}-"
+def system_environment(name: str, database_url: str, work_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a benchmark's web server and workers: its own database, its own Redis key
+    prefix (`bench-<name>-<pid>-`, what clear_redis_keys removes), DEBUG off as deployed (DEBUG keeps
+    every query in memory) with a SECRET_KEY of its own, plain HTTP on loopback; then `overrides`."""
+    prefix = f"bench-{name}-{os.getpid()}-"
     env = {key: value for key, value in os.environ.items() if key != "COMFYUI_URL"}
     env.update(
         DATABASE_URL=database_url,
-        COMFYUI_BACKENDS=",".join(f"b{i + 1}={sim.url}" for i, sim in enumerate(sims)),
+        REDIS_URL=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         CELERY_KEY_PREFIX=prefix,
         CHANNEL_LAYER_PREFIX=f"{prefix}asgi",
+        CACHE_KEY_PREFIX=f"{prefix}cache",
         MEDIA_ROOT=str(work_dir / "media"),
-        DEBUG="0",  # as deployed (docker/compose.yaml); DEBUG keeps every query in memory
-        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),  # DEBUG off needs a key of its own
+        DEBUG="0",
+        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+        SECURE_SSL_REDIRECT="0",  # TLS ends at the proxy in front of the web server
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
         DJANGO_SETTINGS_MODULE="anime_production.settings",
     )
+    env.update(overrides)
+    return env
+
+
+def bench_environment(
+    args: argparse.Namespace, sims: list[SimulatorProcess], database_url: str, work_dir: Path
+) -> dict[str, str]:
+    backends = ",".join(f"b{i + 1}={sim.url}" for i, sim in enumerate(sims))
+    env = system_environment("latency", database_url, work_dir, COMFYUI_BACKENDS=backends)
     if args.layer != "settings":
         env.update(DJANGO_SETTINGS_MODULE="devtools.benchmarks.layer_settings", BENCH_CHANNEL_LAYER=LAYERS[args.layer])
     return env
