@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from devtools.simulator_process import InProcessSimulator
+from jobs.tracking import session
 from tests.hostile_comfyui import HostileComfyUI
 
 
@@ -86,12 +87,16 @@ def comfyui_sim(tmp_path: Path) -> Iterator[InProcessSimulator]:
 
 
 @pytest.fixture
-def hostile_comfyui(settings: Any, tmp_path: Path) -> Iterator[HostileComfyUI]:
-    """A fake ComfyUI, on a thread, as the default backend: each test sets the hostile answers."""
+def hostile_comfyui(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HostileComfyUI]:
+    """A fake ComfyUI, on a thread, as the default backend: each test sets the hostile answers.
+
+    Its websocket never reports the prompt (the answer is in its /history), so the tracker learns
+    the end when it reconciles after a silence: half a second here, not a real ComfyUI's 10 s."""
     fake = HostileComfyUI().start()
     settings.COMFYUI_BACKENDS = {"default": fake.url}
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.TRACKER_RECONNECT_SECONDS = 2
+    monkeypatch.setattr(session, "IDLE_RECONCILE_SECONDS", 0.5)
     try:
         yield fake
     finally:
