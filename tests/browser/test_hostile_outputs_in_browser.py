@@ -111,6 +111,8 @@ def test_hostile_outputs_cannot_run_script_on_our_origin(live, web_server, setti
 
 def _open_every_output(page: Any, base: str, job: Job, files: dict[str, bytes]) -> None:
     page.goto(f"{base}/admin/jobs/job/{job.pk}/change/")
+    # The outputs are below the fold of a long job page, and their images load lazily: scroll to them.
+    page.locator("#job-outputs").scroll_into_view_if_needed()
     page.wait_for_function(THUMBNAIL_LOADED, timeout=15_000)
     assert page.locator("img.output-thumb").count() == 1, "a thumbnail for the PNG only"
     links = page.locator("a.output-link")
