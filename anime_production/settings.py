@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "workflow_templates",
     "monitoring",
     "alerts",
+    "comfy_api",
 ]
 # The development tools (the ComfyUI simulator, the history generator, benchmarks) are not in the
 # product's wheel: their management commands appear only where the dev install has them.
