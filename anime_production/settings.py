@@ -19,6 +19,12 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_limit(name: str) -> int | str | None:
+    """An optional limit: None when unset or empty, else the number (or the text, for a check to refuse)."""
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw.lstrip("-").isdigit() else (raw or None)
+
+
 DEBUG = env_bool("DEBUG", True)
 # The key in the repository is for a developer's own machine only (DEBUG on); with DEBUG off the
 # process refuses to start without a SECRET_KEY of its own (anime_production/checks.py says why).
@@ -47,6 +53,7 @@ INSTALLED_APPS = [
     "assets",
     "webhooks",
     "jobs",
+    "quotas",
     "workflow_templates",
     "monitoring",
     "alerts",
@@ -289,6 +296,17 @@ PIPELINE_MAX_JOBS = int(os.environ.get("PIPELINE_MAX_JOBS", "100"))
 # --- Workflow templates: published workflows with typed inputs, run one job at a time or as a batch ---
 # Jobs in one batch (`{"batch": [...]}`): one request makes them all, in one transaction.
 TEMPLATE_BATCH_MAX = int(os.environ.get("TEMPLATE_BATCH_MAX", "100"))
+
+# --- Quotas: per-user limits (quotas/, README "Quotas and fair share") ------------------------------
+# Defaults for every user; unset or empty = unlimited. A user's UserQuota row (admin) overrides them.
+# Running: jobs on a GPU at once (held back at dispatch); waiting: queued or blocked jobs at once;
+# GPU-seconds: run time of the jobs started since 00:00 UTC. QUOTA_OVER_LIMIT: "reject" answers a
+# submission over a limit with 429, "wait" accepts it and the job waits (for a GPU-second budget: until
+# 00:00 UTC). Numbers that do not parse are kept as text for quotas.checks to refuse at start.
+QUOTA_MAX_RUNNING_JOBS = env_limit("QUOTA_MAX_RUNNING_JOBS")
+QUOTA_MAX_WAITING_JOBS = env_limit("QUOTA_MAX_WAITING_JOBS")
+QUOTA_GPU_SECONDS_PER_DAY = env_limit("QUOTA_GPU_SECONDS_PER_DAY")
+QUOTA_OVER_LIMIT = os.environ.get("QUOTA_OVER_LIMIT", "reject").strip().lower()
 
 # --- Input assets: files users upload for their workflows (keyframes, poses, masks, clips, audio) ---
 # ComfyUI refuses uploads past its --max-upload-size (100 MB by default): keep ASSET_MAX_BYTES within it.

@@ -1,0 +1,107 @@
+"""Which limits apply to whom, and who may not start another job now.
+
+A limit is a number or None (unlimited). A user's UserQuota row overrides the defaults from settings
+(QUOTA_MAX_RUNNING_JOBS, QUOTA_MAX_WAITING_JOBS, QUOTA_GPU_SECONDS_PER_DAY) field by field: a blank field
+takes the default, `unlimited` lifts them all. Users without a row take the defaults.
+
+jobs' dispatch imports this module (the layers contract allows exactly that): keep its imports to
+django, jobs.models and quotas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from jobs.models import ACTIVE_STATUSES, Job
+from quotas.usage import gpu_time, seconds, utc_day_start
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_running_jobs: int | None = None
+    max_waiting_jobs: int | None = None
+    gpu_seconds_per_day: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(
+            value is not None for value in (self.max_running_jobs, self.max_waiting_jobs, self.gpu_seconds_per_day)
+        )
+
+
+UNLIMITED = Limits()
+LIMIT_FIELDS = ("max_running_jobs", "max_waiting_jobs", "gpu_seconds_per_day")
+
+
+def default_limits() -> Limits:
+    return Limits(
+        max_running_jobs=setting_limit("QUOTA_MAX_RUNNING_JOBS"),
+        max_waiting_jobs=setting_limit("QUOTA_MAX_WAITING_JOBS"),
+        gpu_seconds_per_day=setting_limit("QUOTA_GPU_SECONDS_PER_DAY"),
+    )
+
+
+def setting_limit(name: str) -> int | None:
+    # Anything but a number was refused at start (quotas.checks).
+    value = getattr(settings, name, None)
+    return value if isinstance(value, int) else None
+
+
+def limits_from(row: dict[str, Any] | None, defaults: Limits) -> Limits:
+    """The limits of a user whose UserQuota fields are `row` (None: no row)."""
+    if row is None:
+        return defaults
+    if row.get("unlimited"):
+        return UNLIMITED
+    return Limits(
+        **{name: row[name] if row.get(name) is not None else getattr(defaults, name) for name in LIMIT_FIELDS}
+    )
+
+
+def user_limits(user_id: int) -> Limits:
+    """One user's limits: one query."""
+    from quotas.models import UserQuota
+
+    row = UserQuota.objects.filter(user_id=user_id).values("unlimited", *LIMIT_FIELDS).first()
+    return limits_from(row, default_limits())
+
+
+def users_at_running_limit() -> set[int]:
+    """The ids of users who may not start another job now: their jobs on a GPU (submitted or running)
+    reached their running limit, or their GPU-seconds today (UTC) reached their daily limit.
+
+    One query: the jobs on a GPU or finished today, per user, with the user's own limits joined. A
+    snapshot: two backends choosing at the same instant may each start one more of a user's jobs."""
+    now = timezone.now()
+    day = utc_day_start(now)
+    defaults = default_limits()
+    jobs = Job.objects.filter(Q(status__in=ACTIVE_STATUSES) | Q(finished_at__gte=day), user__isnull=False)
+    if defaults.max_running_jobs is None and defaults.gpu_seconds_per_day is None:
+        # Only users with a row of their own can be limited: with no row at all this reads nothing.
+        jobs = jobs.filter(user__quota__isnull=False)
+    rows = (
+        jobs.values(
+            "user_id",
+            unlimited=F("user__quota__unlimited"),
+            max_running_jobs=F("user__quota__max_running_jobs"),
+            gpu_seconds_per_day=F("user__quota__gpu_seconds_per_day"),
+        )
+        .annotate(running=Count("id", filter=Q(status__in=ACTIVE_STATUSES)), gpu_today=gpu_time(since=day, now=now))
+        .order_by()
+    )
+    held: set[int] = set()
+    for row in rows:
+        limits = limits_from({**row, "max_waiting_jobs": None}, defaults)
+        if at_limit(row["running"], limits.max_running_jobs) or at_limit(
+            seconds(row["gpu_today"]), limits.gpu_seconds_per_day
+        ):
+            held.add(row["user_id"])
+    return held
+
+
+def at_limit(used: int, limit: int | None) -> bool:
+    return limit is not None and used >= limit

@@ -1,0 +1,117 @@
+"""quotas.limits.users_at_running_limit: who may not start another job now (dispatch skips them),
+from the running limit and the daily GPU-second budget (UTC day), in one query whatever the users."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from jobs.models import JobStatus
+from quotas.limits import default_limits, users_at_running_limit
+from quotas.models import UserQuota
+from quotas.usage import utc_day_start
+from tests.factories import JobFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def running(user, n=1):
+    return JobFactory.create_batch(n, user=user, status=JobStatus.RUNNING, started_at=timezone.now())
+
+
+def test_no_limit_configured_holds_no_one(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = None
+    settings.QUOTA_GPU_SECONDS_PER_DAY = None
+    running(UserFactory.create(), 5)
+    assert users_at_running_limit() == set()
+
+
+def test_default_running_limit_holds_a_user_at_it_and_not_one_under_it(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = 2
+    at, under = UserFactory.create(), UserFactory.create()
+    running(at, 2)
+    running(under, 1)
+    JobFactory.create_batch(5, user=under, status=JobStatus.QUEUED)  # waiting jobs do not count as running
+    assert users_at_running_limit() == {at.pk}
+
+
+def test_a_submitted_job_counts_as_on_a_gpu(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = 1
+    user = UserFactory.create()
+    JobFactory.create(user=user, status=JobStatus.SUBMITTED)
+    assert users_at_running_limit() == {user.pk}
+
+
+def test_a_user_row_overrides_the_default_either_way(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = 1
+    roomy, tight, free = UserFactory.create(), UserFactory.create(), UserFactory.create()
+    UserQuota.objects.create(user=roomy, max_running_jobs=3)
+    UserQuota.objects.create(user=free, unlimited=True)
+    for user in (roomy, tight, free):
+        running(user, 1)
+    assert users_at_running_limit() == {tight.pk}
+
+
+def test_a_row_alone_limits_when_no_default_is_set(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = None
+    settings.QUOTA_GPU_SECONDS_PER_DAY = None
+    limited, other = UserFactory.create(), UserFactory.create()
+    UserQuota.objects.create(user=limited, max_running_jobs=1)
+    running(limited, 1)
+    running(other, 4)
+    assert users_at_running_limit() == {limited.pk}
+
+
+def test_gpu_seconds_today_count_finished_and_running_jobs_started_today_utc(settings):
+    settings.QUOTA_GPU_SECONDS_PER_DAY = 600
+    now = timezone.now()
+    day = utc_day_start(now)
+    over, under = UserFactory.create(), UserFactory.create()
+    start = max(day, now - timedelta(hours=1))
+    spent = (now - start).total_seconds()
+    if spent < 400:
+        pytest.skip("too close to 00:00 UTC to place 10 minutes of run time inside today")
+    # 300 s finished + a running job that started `spent - 300` s ago... at least 600 s in all.
+    JobFactory.create(
+        user=over, status=JobStatus.COMPLETED, started_at=start, finished_at=start + timedelta(seconds=300)
+    )
+    JobFactory.create(user=over, status=JobStatus.RUNNING, started_at=now - timedelta(seconds=320))
+    # A long job that started yesterday counts for yesterday, not today.
+    JobFactory.create(
+        user=under,
+        status=JobStatus.COMPLETED,
+        started_at=day - timedelta(hours=5),
+        finished_at=now,
+    )
+    JobFactory.create(
+        user=under, status=JobStatus.COMPLETED, started_at=start, finished_at=start + timedelta(seconds=100)
+    )
+    assert users_at_running_limit() == {over.pk}
+
+
+def test_one_query_whatever_the_number_of_users(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = 1
+    settings.QUOTA_GPU_SECONDS_PER_DAY = 10_000
+    counts = []
+    for users in (2, 20):
+        for _ in range(users):
+            user = UserFactory.create()
+            UserQuota.objects.create(user=user, max_running_jobs=2)
+            running(user, 2)
+        with CaptureQueriesContext(connection) as queries:
+            held = users_at_running_limit()
+        counts.append(len(queries))
+        assert len(held) == UserQuota.objects.count()
+    assert counts == [1, 1]
+
+
+def test_defaults_read_from_settings(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = 4
+    settings.QUOTA_MAX_WAITING_JOBS = None
+    settings.QUOTA_GPU_SECONDS_PER_DAY = 3600
+    limits = default_limits()
+    assert (limits.max_running_jobs, limits.max_waiting_jobs, limits.gpu_seconds_per_day) == (4, None, 3600)
