@@ -15,6 +15,7 @@ from django.db import transaction
 from jobs import services
 from jobs.labels import NO_LABELS, JobLabels
 from jobs.models import FINAL_STATUSES, GroupKind, JobGroup
+from quotas.admission import batch_admitted
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,9 @@ def job_group_create(
     template_version: int | None = None,
 ) -> JobGroup:
     """The group and all its jobs, or nothing: one transaction. Each job carries the group's labels
-    under its own (jobs.labels.JobLabels.under); the waiting jobs hear of the queue once."""
-    with transaction.atomic(), services.queue_moves_held():
+    under its own (jobs.labels.JobLabels.under); the waiting jobs hear of the queue once. The user's
+    quotas are checked once for all of them (quotas.admission: a batch of N counts N)."""
+    with batch_admitted(user, len(members)), transaction.atomic(), services.queue_moves_held():
         group = job_group_row(user=user, labels=labels)
         for member in members:
             services.job_create(

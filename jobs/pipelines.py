@@ -27,6 +27,7 @@ from jobs import services
 from jobs.groups import job_group_row
 from jobs.labels import NO_LABELS, JobLabels
 from jobs.models import GroupKind, JobGroup
+from quotas.admission import batch_admitted
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,10 @@ def pipeline_create(
     *, user: Any, nodes: Sequence[PipelineNode], labels: JobLabels = NO_LABELS
 ) -> tuple[JobGroup, dict[str, uuid.UUID]]:
     """The pipeline and all its jobs, or nothing: one transaction. Returns the group and each key's
-    job id. `nodes` must have passed pipeline_problems."""
+    job id. `nodes` must have passed pipeline_problems. The user's quotas are checked once for all
+    of its jobs (quotas.admission)."""
     ids: dict[str, uuid.UUID] = {}
-    with transaction.atomic(), services.queue_moves_held():
+    with batch_admitted(user, len(nodes)), transaction.atomic(), services.queue_moves_held():
         group = job_group_row(user=user, labels=labels, kind=GroupKind.PIPELINE)
         for node in pipeline_order(nodes):
             job = services.job_create(

@@ -55,6 +55,7 @@ from jobs.queue_announcements import announcement, queue_group
 from jobs.serializers import JobEventSerializer
 from jobs.thumbnails import output_thumbnail_store
 from jobs.webhook_events import STATUS_EVENTS, job_progress_webhook, job_state_webhook
+from quotas.admission import submit_check
 from webhooks.services import job_webhook_copy, job_webhook_create
 
 logger = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ def job_create(
     (url, events, optional secret); a retry by hand inherits the original's. A workflow that reads
     another job's output ("output:<job id>/<n>") makes a job that depends on it: `blocked`, in no
     queue, until that job completes (jobs.dependencies)."""
+    submit_check(user, 1)  # over a quota: 429 before anything is written (quotas.admission)
     with transaction.atomic():
         upstreams = dependencies.upstream_jobs_locked(workflow)
         blocked = any(upstream.status != JobStatus.COMPLETED for upstream in upstreams)
