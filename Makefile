@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The tests use their own Redis database, so they never take a running system's jobs.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install lint lock wheel-check
+.PHONY: run test install lint lock wheel-check docker-check
 
 # Exact versions from the dev lock (the product's plus the dev extra's), then the project itself
 # without resolving again; a changed lock file reinstalls.
@@ -41,6 +41,20 @@ wheel-check: install
 	rm -rf var/wheel-check && mkdir -p var
 	$(PY) -m build --outdir var/wheel-check . >var/wheel-check.log 2>&1 || (cat var/wheel-check.log; exit 1)
 	$(PY) devtools/wheel_contents.py var/wheel-check/*.whl
+
+# The Docker deployment, checked where no container can run (no Docker daemon here or in CI): hadolint
+# on the Dockerfile, docker/compose.gpu.yaml current with docker/env.example, and both compose files
+# against the vendored Compose Specification schema and the project's rules (a unit test). Where a
+# `docker compose` plugin exists, its own `config` check runs too.
+docker-check: install
+	$(VENV)/bin/hadolint docker/Dockerfile
+	$(PY) docker/gpu_workers.py --env-file docker/env.example --check
+	$(PY) -m pytest -q tests/unit/test_docker_deployment.py
+	@if docker compose version >/dev/null 2>&1; then \
+	  made=; [ -e docker/.env ] || { cp docker/env.example docker/.env; made=1; }; \
+	  docker compose -f docker/compose.yaml -f docker/compose.gpu.yaml config -q; status=$$?; \
+	  [ -z "$$made" ] || rm -f docker/.env; exit $$status; \
+	fi
 
 # `make run PORT=8001 SIM_PORT=8189`; HOST=0.0.0.0 only with DEBUG=0 and a SECRET_KEY.
 HOST ?= 127.0.0.1
