@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "workflow_templates",
     "monitoring",
     "alerts",
+    "metrics",
     "comfy_api",
 ]
 # The development tools (the ComfyUI simulator, the history generator, benchmarks) are not in the
@@ -349,6 +350,21 @@ ALERT_FAILURE_RATE_MIN_JOBS = int(os.environ.get("ALERT_FAILURE_RATE_MIN_JOBS", 
 ALERT_UNREACHABLE_MINUTES = float(os.environ.get("ALERT_UNREACHABLE_MINUTES", "3"))
 # A backend with a job waiting longer than this many minutes.
 ALERT_JOB_WAIT_MINUTES = float(os.environ.get("ALERT_JOB_WAIT_MINUTES", "30"))
+
+# --- Prometheus metrics at /metrics (metrics/, README "Metrics") -------------------------------------
+# Who may scrape: a bearer token (Authorization: Bearer <token>), client networks (comma-separated
+# addresses or CIDRs, matched against the connecting address), or both (then both must pass). Neither
+# set: /metrics answers 404.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS")
+# The database's part of a scrape (jobs by state, queues, backend health) is read at most this often per process.
+METRICS_CACHE_SECONDS = float(os.environ.get("METRICS_CACHE_SECONDS", "5"))
+# Where this process keeps its counters and histograms (prometheus-client reads the same variable when
+# it is imported); run_system and Docker set it and empty it at start. Unset: this process's own only.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+# What a scrape sums: every process's files in this directory and in its subdirectories (one per
+# container sharing a volume: pids repeat across containers); default PROMETHEUS_MULTIPROC_DIR.
+METRICS_MULTIPROC_ROOT = os.environ.get("METRICS_MULTIPROC_ROOT", "")
 
 # --- API keys: hashed at rest, expiring, several named keys per user --------------------------------
 API_KEY_DAYS = int(os.environ.get("API_KEY_DAYS", "90"))

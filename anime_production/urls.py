@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 
 from access.api import api_not_found
 from access.docs import DocsView, SchemaView
+from metrics.views import metrics_view
 from monitoring.api import StatsView
 
 urlpatterns = [
@@ -11,6 +12,7 @@ urlpatterns = [
     # Before admin.site.urls, whose catch-all would otherwise answer these with a 404.
     path("admin/dashboard/", include("monitoring.urls")),
     path("admin/", admin.site.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("api/stats/", StatsView.as_view(), name="api-stats"),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),
     path("api/docs/", DocsView.as_view(), name="api-docs"),

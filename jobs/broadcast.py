@@ -22,6 +22,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from jobs import instruments
+
 logger = logging.getLogger(__name__)
 
 BROADCAST_TIMEOUT = 5.0
@@ -101,7 +103,9 @@ def groups_broadcast(groups: list[str], message: dict[str, Any], *, what: str) -
     try:
         sending = _send_to_groups(groups, message)
         asyncio.run_coroutine_threadsafe(sending, _layer_loop.get()).result(timeout=BROADCAST_TIMEOUT)
+        instruments.broadcast_sent(True)
     except Exception:  # a broken layer must not fail a job that ComfyUI is running fine
+        instruments.broadcast_sent(False)
         global _last_failure_logged
         now = time.monotonic()
         if now - _last_failure_logged >= FAILURE_LOG_INTERVAL:

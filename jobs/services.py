@@ -31,6 +31,7 @@ from jobs import dependencies, live_state, selectors
 from jobs.broadcast import groups_broadcast, job_broadcast
 from jobs.eta import workflow_fingerprint
 from jobs.failures import failure_from_internal_error, stored_details, stored_message
+from jobs.instruments import job_transitioned
 from jobs.labels import NO_LABELS, JobLabels
 from jobs.models import (
     ACTIVE_STATUSES,
@@ -350,6 +351,7 @@ def job_transition(
             asset_uses_release(job.id)  # its input assets may be deleted again
             downstream_settle(job)
     logger.info("job %s: %s -> %s", job.id, current, new_status)
+    job_transitioned(job, current, new_status)
     return True
 
 

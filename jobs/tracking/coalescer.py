@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import eta, services
+from jobs import eta, instruments, services
 from jobs.eta import NodeEstimate
 from jobs.models import Job, JobEvent, JobStatus, column_width
 from jobs.progress import JobProgress
@@ -139,6 +139,7 @@ class Coalescer:
                 self.unsent_events.extend(events)
             self.timeline.clear_pending()
             self.db_writes += 1
+            instruments.progress_written()
             self.last_db_write = now
             self.db_dirty = False
 

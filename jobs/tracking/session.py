@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 
 from comfyui import ComfySocket, ComfyUIClient, ComfyUIError, PreviewFrame, UndecodedFrame, WsMessage
+from jobs import instruments
 from jobs.failures import Failure, failure_from_rejection, failure_from_vanished_prompt
 from jobs.models import FailureCategory, Job
 from jobs.prompt_location import prompt_locate
@@ -170,6 +171,7 @@ class ComfySession:
         self.close()
         self.socket = self._connect_until_deadline()
         self.reconnected_at = time.monotonic()
+        instruments.tracker_reconnected("dropped")
         self.reconcile()
 
     def reconcile_if_idle(self) -> None:
@@ -193,6 +195,7 @@ class ComfySession:
             time.sleep(0.2)
             self.socket = self._connect_until_deadline()
             self.reconnected_at = time.monotonic()
+            instruments.tracker_reconnected("silent")
         if where == "history":
             self.ending.finish()
         if where is None:

@@ -68,6 +68,15 @@ def simulator_child(port: int, output_dir: Path) -> Child:
     return Child("comfyui-sim", argv, ready_url=f"http://127.0.0.1:{port}/system_stats")
 
 
+def metrics_dir_emptied(directory: Path) -> Path:
+    """Where every child keeps its Prometheus counters (README "Metrics"), emptied: the files of the
+    last run's processes would otherwise be summed into this run's, and its pids reused."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return directory
+
+
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -171,6 +180,8 @@ class Command(BaseCommand):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         var = Path(settings.BASE_DIR) / "var"
         var.mkdir(exist_ok=True)
+        metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or var / "metrics")
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir_emptied(metrics_dir))
         backends = dict(settings.COMFYUI_BACKENDS)
         to_start: list[list[Child]] = []
         if simulate:
