@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/", include("webhooks.urls")),
     path("api/", include("jobs.urls")),
     path("api/", include("workflow_templates.urls")),
+    path("api/", include("quotas.urls")),
     # Last: whatever no route above took (a malformed id, an unknown path) is a JSON 404.
     re_path(r"^api/(?:[\s\S]*/)?$", api_not_found),  # [\s\S]: a newline (%0A) too
 ]

@@ -62,12 +62,16 @@ def limits_from(row: dict[str, Any] | None, defaults: Limits) -> Limits:
     )
 
 
-def user_limits(user_id: int) -> Limits:
-    """One user's limits: one query."""
+def user_quota_fields(user_id: int) -> dict[str, Any] | None:
+    """The user's UserQuota fields (None: no row): one query."""
     from quotas.models import UserQuota
 
-    row = UserQuota.objects.filter(user_id=user_id).values("unlimited", *LIMIT_FIELDS).first()
-    return limits_from(row, default_limits())
+    return UserQuota.objects.filter(user_id=user_id).values("unlimited", *LIMIT_FIELDS).first()
+
+
+def user_limits(user_id: int) -> Limits:
+    """One user's limits: one query."""
+    return limits_from(user_quota_fields(user_id), default_limits())
 
 
 def users_at_running_limit() -> set[int]:
