@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 
 from access.api import api_not_found
 from access.docs import DocsView, SchemaView
+from comfy_api.urls import endpoint_patterns as comfy_endpoints
 from metrics.views import metrics_view
 from monitoring.api import StatsView
 
@@ -22,6 +23,9 @@ urlpatterns = [
     path("api/", include("jobs.urls")),
     path("api/", include("workflow_templates.urls")),
     path("api/", include("quotas.urls")),
+    # ComfyUI's API (the front door), and its paths at the root for clients that drop a base path.
+    path("comfy/", include("comfy_api.urls")),
+    path("", include(comfy_endpoints)),
     # Last: whatever no route above took (a malformed id, an unknown path) is a JSON 404.
     re_path(r"^api/(?:[\s\S]*/)?$", api_not_found),  # [\s\S]: a newline (%0A) too
 ]

@@ -32,8 +32,3 @@ def node_outputs(outputs: Iterable[JobOutput]) -> dict[str, dict[str, list[dict[
     for output in outputs:
         shaped.setdefault(output.node_id, {}).setdefault(output.kind or "images", []).append(output_file(output))
     return shaped
-
-
-def stored_output_name(job_id: str, filename: str) -> str:
-    """The storage name /view's `filename` and `subfolder` stand for (jobs.models.output_upload_path)."""
-    return f"outputs/{job_id}/{filename}"

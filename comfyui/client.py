@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import requests
 import websocket
@@ -168,6 +168,15 @@ class ComfyUIClient:
     def system_stats(self) -> dict[str, Any]:
         return self._json("GET", "/system_stats")
 
+    def embeddings(self) -> list[str]:
+        """The embedding names ComfyUI offers (GET /embeddings), bounded."""
+        return _names(self._json("GET", "/embeddings"), "/embeddings")
+
+    def models(self, folder: str | None = None) -> list[str]:
+        """The model folders (GET /models), or the files of one folder (GET /models/<folder>), bounded."""
+        path = "/models" if folder is None else f"/models/{quote(folder, safe='')}"
+        return _names(self._json("GET", path), path)
+
     def view(self, output: OutputFile, *, max_bytes: int | None = None, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Stream an output file. Only pass values taken from the prompt's own history.
 
@@ -267,6 +276,19 @@ class ComfyUIClient:
             except (websocket.WebSocketException, OSError) as exc:
                 raise ComfyUIError(f"websocket lost: {exc}", retryable=True) from exc
         return ComfySocket(conn)
+
+
+# A name list (embeddings, model folders or files) keeps at most this many names of at most this length.
+MAX_LISTED_NAMES = 50_000
+MAX_LISTED_NAME_CHARS = 512
+
+
+def _names(body: Any, path: str) -> list[str]:
+    """A list of names from ComfyUI: strings only, each bounded, at most MAX_LISTED_NAMES of them."""
+    if not isinstance(body, list):
+        raise ComfyUIError(f"GET {path}: unexpected answer", retryable=True)
+    names = [clean_text(item) for item in body if isinstance(item, str) and len(item) <= MAX_LISTED_NAME_CHARS]
+    return names[:MAX_LISTED_NAMES]
 
 
 def _queue_prompt_ids(items: Any) -> list[str]:
