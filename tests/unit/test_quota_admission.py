@@ -5,6 +5,7 @@ queries whatever the user's history."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,22 @@ def test_a_limit_that_is_not_a_positive_number_stops_the_start(settings: Any, na
 def test_an_unknown_over_limit_mode_stops_the_start(settings: Any) -> None:
     settings.QUOTA_OVER_LIMIT = "queue"
     assert [error.id for error in run_checks() if (error.id or "").startswith("quotas.")] == ["quotas.E002"]
+
+
+def test_the_comfyui_front_door_is_checked_too(settings: Any, comfyui_sim: Any) -> None:
+    from comfy_api.fleet_info import fleet_info_forget
+    from comfy_api.models import FrontDoorPrompt
+    from tests.factories import api_key_for
+
+    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
+    fleet_info_forget()
+    artist = UserFactory.create()
+    settings.QUOTA_MAX_WAITING_JOBS = 1
+    waiting(artist, 1)
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_for(artist))
+    body = json.dumps({"prompt": SLEEP_WORKFLOW, "client_id": "c1"})
+    response = client.generic("POST", "/comfy/prompt", body, content_type="")
+    assert response.status_code == 429, response.content
+    assert response.json()["quota"] == "max_waiting_jobs"
+    assert Job.objects.count() == 1 and not FrontDoorPrompt.objects.exists()
