@@ -1,0 +1,235 @@
+"""The front door's websocket (/comfy/ws?clientId=) through the real ASGI application and Channels'
+in-memory layer: who may connect, what a client hears first, and only its own prompts after that."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from access.ws_tickets import ws_ticket_issue
+from anime_production.asgi import application
+from comfy_api import consumers
+from comfy_api.models import FrontDoorPrompt
+from jobs import services
+from jobs.models import EventKind, Job, JobStatus
+from tests.factories import JobFactory, UserFactory, api_key_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = [(b"origin", b"http://localhost:8000")]
+WORKFLOW = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+    "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+}
+
+
+def with_key(key: str) -> list[tuple[bytes, bytes]]:
+    return [*ORIGIN, (b"x-api-key", key.encode())]
+
+
+def front_door_job(user: Any, client_id: str, prompt_id: str = "p-1", **fields: Any) -> Job:
+    job = JobFactory.create(user=user, workflow=WORKFLOW, **fields)
+    FrontDoorPrompt.objects.create(job=job, user=user, client_id=client_id, prompt_id=prompt_id, number=1)
+    return job
+
+
+async def receive_all(ws: WebsocketCommunicator, until: Any = None, timeout: float = 5) -> list[dict[str, Any]]:
+    """Messages until one matches `until` (or none came for a moment when `until` is None)."""
+    received: list[dict[str, Any]] = []
+    while True:
+        if until is None and await ws.receive_nothing(timeout=0.3):
+            return received
+        received.append(await ws.receive_json_from(timeout=timeout))
+        if until is not None and until(received[-1]):
+            return received
+
+
+def ends(message: dict[str, Any]) -> bool:
+    return message["type"] == "executing" and message["data"]["node"] is None
+
+
+def test_a_client_hears_its_queue_first_then_its_prompt_run_to_the_end() -> None:
+    user = UserFactory.create()
+    job = front_door_job(user, "abc")
+    key = api_key_for(user)
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = WebsocketCommunicator(application, "/comfy/ws?clientId=abc", headers=with_key(key))
+        connected, _ = await ws.connect()
+        assert connected
+        first = await ws.receive_json_from(timeout=5)
+        await database_sync_to_async(services.job_transition)(job, JobStatus.SUBMITTED)
+        await database_sync_to_async(services.job_transition)(job, JobStatus.RUNNING)
+        # The tracker's events are written between broadcasts: this one is not broadcast at all, and
+        # the client still hears of it (read from the timeline when the next broadcast shows the gap).
+        await database_sync_to_async(services.job_event)(
+            job, EventKind.NODE_STARTED, node_id="1", data={"class_type": "EmptyImage"}
+        )
+        await database_sync_to_async(services.job_close)(job, JobStatus.COMPLETED)
+        rest = await receive_all(ws, until=ends)
+        await ws.disconnect()
+        return [first, *rest]
+
+    told = async_to_sync(scenario)()
+    assert told[0] == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 1}}, "sid": "abc"}}
+    assert [m["type"] for m in told[1:]] == [
+        "execution_start",
+        "execution_cached",
+        "progress_state",
+        "executing",
+        "execution_success",
+        "status",
+        "executing",
+    ]
+    assert told[4]["data"] == {"node": "1", "display_node": "1", "prompt_id": "p-1"}
+    assert told[-2]["data"]["status"]["exec_info"]["queue_remaining"] == 0
+    assert told[-1]["data"] == {"node": None, "prompt_id": "p-1"}
+
+
+def test_a_client_that_connects_while_its_prompt_runs_gets_where_it_is() -> None:
+    user = UserFactory.create()
+    job = front_door_job(user, "late")
+    services.job_transition(job, JobStatus.SUBMITTED)
+    services.job_transition(job, JobStatus.RUNNING)
+    services.job_event(job, EventKind.NODE_FINISHED, node_id="1", data={"class_type": "EmptyImage"})
+    Job.objects.filter(pk=job.pk).update(current_node_id="2", current_node_class="SaveImage", step_value=3, step_max=8)
+    key = api_key_for(user)
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = WebsocketCommunicator(application, "/comfy/ws?clientId=late", headers=with_key(key))
+        await ws.connect()
+        told = await receive_all(ws)
+        await ws.disconnect()
+        return told
+
+    told = async_to_sync(scenario)()
+    assert [m["type"] for m in told] == [
+        "status",
+        "execution_start",
+        "execution_cached",
+        "progress_state",
+        "executing",
+        "progress_state",
+        "progress",
+    ]
+    assert told[4]["data"]["node"] == "2"
+    assert told[6]["data"] == {"value": 3.0, "max": 8.0, "prompt_id": "p-1", "node": "2"}
+    assert told[5]["data"]["nodes"]["1"]["state"] == "finished"
+
+
+def test_another_user_with_the_same_client_id_hears_nothing_of_the_prompt() -> None:
+    owner, other = UserFactory.create(), UserFactory.create()
+    job = front_door_job(owner, "shared")
+    key = api_key_for(other)
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = WebsocketCommunicator(application, "/comfy/ws?clientId=shared", headers=with_key(key))
+        await ws.connect()
+        first = await ws.receive_json_from(timeout=5)
+        await database_sync_to_async(services.job_transition)(job, JobStatus.SUBMITTED)
+        await database_sync_to_async(services.job_transition)(job, JobStatus.RUNNING)
+        await database_sync_to_async(services.job_close)(job, JobStatus.COMPLETED)
+        rest = await receive_all(ws)
+        await ws.disconnect()
+        return [first, *rest]
+
+    told = async_to_sync(scenario)()
+    assert told == [{"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "shared"}}]
+
+
+def test_the_same_users_other_client_id_hears_nothing_of_the_prompt() -> None:
+    user = UserFactory.create()
+    job = front_door_job(user, "editor-tab-1")
+    key = api_key_for(user)
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = WebsocketCommunicator(application, "/comfy/ws?clientId=script-2", headers=with_key(key))
+        await ws.connect()
+        await ws.receive_json_from(timeout=5)
+        await database_sync_to_async(services.job_transition)(job, JobStatus.SUBMITTED)
+        await database_sync_to_async(services.job_transition)(job, JobStatus.RUNNING)
+        rest = await receive_all(ws)
+        await ws.disconnect()
+        return rest
+
+    assert async_to_sync(scenario)() == []
+
+
+def test_without_credentials_the_handshake_is_refused() -> None:
+    async def scenario() -> Any:
+        ws = WebsocketCommunicator(application, "/comfy/ws?clientId=abc", headers=ORIGIN)
+        return await ws.connect()
+
+    connected, code = async_to_sync(scenario)()
+    assert not connected and code == 4401
+
+
+@pytest.mark.parametrize("client_id", ["x" * 129, "bad%20id", "a/b"])
+def test_a_client_id_too_long_or_not_an_id_is_refused_with_the_reason(client_id: str) -> None:
+    key = api_key_for(UserFactory.create())
+
+    async def scenario() -> dict[str, Any]:
+        ws = WebsocketCommunicator(application, f"/comfy/ws?clientId={client_id}", headers=with_key(key))
+        await ws.connect()
+        return await ws.receive_output(timeout=5)
+
+    closed = async_to_sync(scenario)()
+    assert closed["type"] == "websocket.close" and closed["code"] == 4400 and "clientId" in closed["reason"]
+
+
+def test_a_ticket_opens_the_editors_socket_on_the_api_alias_and_feature_flags_are_answered() -> None:
+    user = UserFactory.create()
+    ticket = ws_ticket_issue(user=user).ticket
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = WebsocketCommunicator(application, f"/comfy/api/ws?clientId=tab&ticket={ticket}", headers=ORIGIN)
+        connected, _ = await ws.connect()
+        assert connected
+        status = await ws.receive_json_from(timeout=5)
+        await ws.send_json_to({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+        flags = await ws.receive_json_from(timeout=5)
+        await ws.disconnect()
+        return [status, flags]
+
+    status, flags = async_to_sync(scenario)()
+    assert status["data"]["sid"] == "tab"
+    assert flags == {"type": "feature_flags", "data": {"supports_preview_metadata": True}}
+
+
+def test_a_socket_without_client_id_is_given_one_as_comfyui_does() -> None:
+    key = api_key_for(UserFactory.create())
+
+    async def scenario() -> dict[str, Any]:
+        ws = WebsocketCommunicator(application, "/comfy/ws", headers=with_key(key))
+        await ws.connect()
+        status = await ws.receive_json_from(timeout=5)
+        await ws.disconnect()
+        return status
+
+    status = async_to_sync(scenario)()
+    assert len(status["data"]["sid"]) == 32
+
+
+def test_open_sockets_per_user_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(consumers, "CONNECTIONS_PER_USER", 1)
+    key = api_key_for(UserFactory.create())
+
+    async def scenario() -> dict[str, Any]:
+        first = WebsocketCommunicator(application, "/comfy/ws?clientId=a", headers=with_key(key))
+        await first.connect()
+        second = WebsocketCommunicator(application, "/comfy/ws?clientId=b", headers=with_key(key))
+        await second.connect()
+        refused = await second.receive_output(timeout=5)
+        await first.disconnect()
+        third = WebsocketCommunicator(application, "/comfy/ws?clientId=c", headers=with_key(key))
+        connected, _ = await third.connect()
+        assert connected, "a closed socket no longer counts"
+        await third.disconnect()
+        return refused
+
+    refused = async_to_sync(scenario)()
+    assert refused["type"] == "websocket.close" and refused["code"] == 4429
