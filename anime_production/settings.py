@@ -229,6 +229,14 @@ for _entry in env_list("COMFYUI_BACKENDS"):
     _name, _, _url = _entry.partition("=")
     COMFYUI_BACKENDS[_name.strip()] = _url.strip()
 COMFYUI_DEFAULT_BACKEND = os.environ.get("COMFYUI_DEFAULT_BACKEND", next(iter(COMFYUI_BACKENDS)))
+# Labels a backend carries, which a job may require ("requires": ["video"]): space-separated per
+# backend, "gpu1=vram:48g video,gpu2=vram:24g". Unlisted backends carry none.
+COMFYUI_BACKEND_LABELS: dict[str, list[str]] = {}
+for _entry in env_list("COMFYUI_BACKEND_LABELS"):
+    _name, _, _labels = _entry.partition("=")
+    COMFYUI_BACKEND_LABELS[_name.strip()] = sorted(set(_labels.split()))
+# Fair share within a priority: the GPUs go round the users ("user") or the jobs' projects ("project").
+FAIR_SHARE_BY = os.environ.get("FAIR_SHARE_BY", "user")
 COMFYUI_HTTP_TIMEOUT = float(os.environ.get("COMFYUI_HTTP_TIMEOUT", "10"))
 COMFYUI_WS_TIMEOUT = float(os.environ.get("COMFYUI_WS_TIMEOUT", "1.0"))
 

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from comfyui import ComfyUIClient
+from fleet.catalog import backend_facts_forget
 from fleet.models import Backend
 
 
@@ -35,6 +36,7 @@ def backend_set_draining(name: str, draining: bool) -> Backend:
 
     Compare-and-set, so `draining_since` keeps the moment the drain began when it is set twice.
     """
+    backend_facts_forget()
     backend, _ = Backend.objects.get_or_create(name=name)
     Backend.objects.filter(pk=backend.pk, draining=not draining).update(
         draining=draining, draining_since=timezone.now() if draining else None

@@ -108,6 +108,7 @@ class JobViewSet(viewsets.GenericViewSet):
             job_type=data["job_type"],
             priority=data["priority"],
             backend=data.get("backend"),
+            requires=data.get("requires", []),
             labels=labels_from(data),
             webhook=data.get("webhook"),
         )

@@ -72,3 +72,17 @@ def thumbnail_size_check(app_configs, **kwargs) -> list[Error]:
     if isinstance(size, int) and 16 <= size <= 1024:
         return []
     return [Error(f"JOB_THUMBNAIL_SIZE must be 16 to 1024 pixels, not {size!r}", id="jobs.E007")]
+
+
+@register()
+def routing_check(app_configs, **kwargs) -> list[Error]:
+    errors = [
+        Error(f"COMFYUI_BACKEND_LABELS names {name!r}, which is not a configured backend", id="jobs.E008")
+        for name in settings.COMFYUI_BACKEND_LABELS
+        if name not in settings.COMFYUI_BACKENDS
+    ]
+    if settings.FAIR_SHARE_BY not in ("user", "project"):
+        errors.append(
+            Error(f"FAIR_SHARE_BY must be 'user' or 'project', not {settings.FAIR_SHARE_BY!r}", id="jobs.E009")
+        )
+    return errors

@@ -24,7 +24,7 @@ from django.core.cache import cache
 from jobs import selectors
 from jobs.broadcast import STAFF_GROUP, job_group, user_group
 from jobs.models import FINAL_STATUSES, Job, JobStatus
-from jobs.queue_announcements import own_seconds, queue_group, state_placed, state_queue_key
+from jobs.queue_announcements import FLEET_QUEUE_GROUP, own_seconds, state_placed, state_queue_key
 from jobs.serializers import JobEventSerializer, TimelineQuerySerializer, query_problem
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def job_snapshot(
 @database_sync_to_async
 def jobs_own_seconds(job_ids: list[str]) -> dict[str, float | None]:
     """Each waiting job's own expected run: one query for their workflows, estimates from history."""
-    jobs = Job.objects.filter(pk__in=job_ids).only("id", "backend", "workflow")
+    jobs = Job.objects.filter(pk__in=job_ids).only("id", "backend", "requested_backend", "workflow")
     return {str(job.pk): own_seconds(job) for job in jobs}
 
 
@@ -220,8 +220,8 @@ class JobConsumer(JobSocketConsumer):
             await self._follow_queue()
 
     async def queue_moved(self, event: dict[str, Any]) -> None:
-        """The backend's queue moved (jobs.queue_announcements): this job's new place and ETA."""
-        if self.state["status"] != JobStatus.QUEUED or event["backend"] != self.state["backend"]:
+        """The fleet's queue moved (jobs.queue_announcements): this job's new place and ETA."""
+        if self.state["status"] != JobStatus.QUEUED:
             return
         placed = state_placed(self.state, event, state_queue_key(self.state), self.own_seconds)
         if placed is None or placed["version"] < self.last_version:
@@ -230,9 +230,9 @@ class JobConsumer(JobSocketConsumer):
         await self.send_json({"type": "update", "job": placed, "events": []})
 
     async def _follow_queue(self) -> None:
-        """In its backend's queue group while the job waits, and only then."""
+        """In the fleet's queue group while the job waits, and only then."""
         waiting = self.state["status"] == JobStatus.QUEUED
-        group = queue_group(self.state["backend"]) if waiting else None
+        group = FLEET_QUEUE_GROUP if waiting else None
         current = getattr(self, "queue_group", None)
         if group == current:
             return
@@ -259,7 +259,7 @@ class JobListConsumer(JobSocketConsumer):
         self.waiting: dict[str, dict[str, Any]] = {}
         self.own: dict[str, float | None] = {}
         self.group = STAFF_GROUP if await may_see_others_jobs(user) else user_group(user.pk)
-        self.queue_groups = [queue_group(backend) for backend in settings.COMFYUI_BACKENDS]
+        self.queue_groups = [FLEET_QUEUE_GROUP]
         for group in [self.group, *self.queue_groups]:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
@@ -284,8 +284,8 @@ class JobListConsumer(JobSocketConsumer):
         await self.send(text_data=update_text(event, with_events=False))
 
     async def queue_moved(self, event: dict[str, Any]) -> None:
-        """A backend's queue moved: the new places and ETAs of the waiting jobs shown here."""
-        shown = {key: state for key, state in self.waiting.items() if state["backend"] == event["backend"]}
+        """The fleet's queue moved: the new places and ETAs of the waiting jobs shown here."""
+        shown = dict(self.waiting)
         unknown = [key for key in shown if key not in self.own]
         if unknown:
             self.own.update(await jobs_own_seconds(unknown))

@@ -120,7 +120,15 @@ class Job(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )
-    backend = models.CharField(max_length=64, db_index=True)
+    # The GPU it runs (or ran) on: empty while it waits, bound when a backend takes it (jobs.dispatch).
+    backend = models.CharField(max_length=64, db_index=True, blank=True)
+    # What it may run on: a backend the submitter named, labels the backend must carry, and the node
+    # classes and model files its workflow needs (jobs.fit), judged against each backend when it takes work.
+    requested_backend = models.CharField(max_length=64, blank=True)
+    requires = models.JSONField(default=list, blank=True, help_text="backend labels the job needs")
+    needs = models.JSONField(default=dict, blank=True, help_text="node classes and model files of its workflow")
+    # Its turn among the waiting jobs of its priority (jobs.fair_share): the GPUs go round the users.
+    fair_turn = models.BigIntegerField(default=0)
     job_type = models.CharField(max_length=32, db_index=True)
     priority = models.PositiveSmallIntegerField(default=5, help_text="0 (lowest) to 9 (most urgent)")
     workflow = models.JSONField(help_text="ComfyUI API-format graph")
@@ -195,6 +203,8 @@ class Job(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["status", "backend", "-priority", "created_at"], name="job_queue_idx"),
+            # The fleet's waiting order (jobs.dispatch): priority, fair share, age.
+            models.Index(fields=["status", "-priority", "fair_turn", "created_at"], name="job_dispatch_idx"),
             models.Index(fields=["-created_at"], name="job_created_idx"),
             models.Index(fields=["user", "-created_at"], name="job_user_created_idx"),
             # The admin's filtered job lists: each filter walks its own index newest first and
@@ -245,6 +255,20 @@ class Job(models.Model):
         if start is None:
             return None
         return (start - self.created_at).total_seconds()
+
+    @property
+    def estimate_backend(self) -> str:
+        """Whose learned timings estimate its run: where it runs, else where it asked to, else the default."""
+        return self.backend or self.requested_backend or settings.COMFYUI_DEFAULT_BACKEND
+
+    @property
+    def waiting_for(self) -> str:
+        """What a waiting job waits for, e.g. "a free backend with label video"; empty once bound."""
+        if self.status not in (JobStatus.QUEUED, JobStatus.BLOCKED) or self.backend:
+            return ""
+        wants = [f"backend {self.requested_backend}"] if self.requested_backend else []
+        wants += [f"label {label}" for label in self.requires or ()]
+        return "a free backend" + (" with " + ", ".join(wants) if wants else "")
 
     @property
     def progress_message(self) -> str:

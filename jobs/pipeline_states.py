@@ -58,7 +58,7 @@ def remaining_seconds(job: Job, now: Any) -> float | None:
         return 0.0
     if job.status in ACTIVE_STATUSES:
         return max((job.eta_finish_at - now).total_seconds(), 0.0) if job.eta_finish_at else None
-    return eta.expected_total_seconds(job.backend, job.workflow)
+    return eta.expected_total_seconds(job.estimate_backend, job.workflow)
 
 
 def pipeline_eta(jobs: Sequence[Job], upstream: dict[uuid.UUID, list[uuid.UUID]]) -> dict[str, Any] | None:

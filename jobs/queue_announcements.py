@@ -1,87 +1,98 @@
-"""A backend's queue, announced to the subscribers of all its waiting jobs in one message.
+"""The fleet's queue, announced to the subscribers of all waiting jobs in one message.
 
-When the queue moves (a job joins, leaves or starts), every waiting job's place and ETA change.
-Sending each waiting job its own state cost a send per waiting job (three groups each) and a page
-of job rows with their workflows: ~600 sends at 200 waiting, while jobs past the 200th were never
-told. Instead one message goes to the backend's queue group: the waiting jobs' queue keys in order
-(8 bytes a job, so 10,000 waiting jobs are 80 kB), the waits along the front of the queue, and when
-it was read. Each websocket consumer of a waiting job finds its own place in it by a binary search,
-and its ETA as the wait at that place plus its own expected run (learned once, when it subscribes).
+Waiting jobs are bound to no backend (jobs.dispatch): the fleet has one queue, in the order the
+backends take from it (priority, fair-share turn, age). When it moves (a job joins, leaves or
+starts), every waiting job's place and ETA change. One message goes to the fleet's queue group:
+the waiting jobs' keys (8 bytes of each job's id) sorted, with each one's place beside it (12 bytes a
+job, so 10,000 waiting jobs are 120 kB), the waits along the front of the queue, and when it was
+read. Each websocket consumer of a waiting job finds its own place by a binary search, and its ETA as
+the wait at that place plus its own expected run (learned once, when it subscribes).
 
-Reading the queue is three queries whatever its length: the keys, the front's workflows (up to
-JOBS_AHEAD_LIMIT, for their expected runs) and the running job's estimate.
+The wait at a place is the work ahead of it (the running jobs' remaining time and the front's
+expected runs) shared by the backends in service: an estimate, labelled as one. A job that only
+some backends can run may wait longer than its place says.
+
+Reading the queue is four queries whatever its length: the ids in order, the front's workflows (up
+to JOBS_AHEAD_LIMIT, for their expected runs), the running jobs' estimates and the backends.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
+import uuid
 from array import array
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
+from fleet.catalog import FACTS_MAX_AGE, backend_facts
 from jobs import eta
-from jobs.models import Job
+from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.queue_eta import JOBS_AHEAD_LIMIT
 
 MESSAGE_TYPE = "queue.moved"  # JobConsumer.queue_moved / JobListConsumer.queue_moved receive it
-# Priority (0-9, higher first), then age: one integer per job, smaller first. Microseconds since
-# 1970 stay below 2**53 until the year 2255.
-_PRIORITY_STRIDE = 2**53
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9._-]{1,80}$")
+FLEET_QUEUE_GROUP = "queue.fleet"  # the channel-layer group of every waiting job's subscribers
 
 
-def queue_group(backend: str) -> str:
-    """The channel-layer group of a backend's waiting jobs' subscribers. Group names allow only a
-    few characters; an administrator's backend name outside them is named by its hash."""
-    if _GROUP_NAME.match(backend):
-        return f"queue.{backend}"
-    return f"queue.{hashlib.sha256(backend.encode()).hexdigest()[:32]}"
+def waiting_order() -> Any:
+    """Every waiting job in the order backends take them (jobs.dispatch reads the same index)."""
+    return Job.objects.filter(status=JobStatus.QUEUED).order_by("-priority", "fair_turn", "created_at")
 
 
-def queue_key(priority: int, created_at: datetime) -> int:
-    """The job's place in its backend's order (as jobs.selectors.queue_key orders): exact integers,
-    so jobs equal in priority and age share a place."""
-    return (9 - priority) * _PRIORITY_STRIDE + (created_at - _EPOCH) // _MICROSECOND
-
-
-def job_queue_key(job: Job) -> int:
-    return queue_key(job.priority, job.created_at)
+def job_key(job_id: Any) -> int:
+    """A waiting job's key in an announcement: the first 8 bytes of its id, as a signed integer."""
+    return int.from_bytes(uuid.UUID(str(job_id)).bytes[:8], "big", signed=True)
 
 
 def state_queue_key(state: dict[str, Any]) -> int:
     """The same key from a job's state as REST and websockets show it."""
-    return queue_key(int(state["priority"]), datetime.fromisoformat(state["created_at"]))
+    return job_key(state["id"])
 
 
 def own_seconds(job: Job) -> float | None:
     """The job's own expected run, learned from history: what its consumer adds to the wait."""
-    return eta.expected_total_seconds(job.backend, job.workflow)
+    return eta.expected_total_seconds(job.estimate_backend, job.workflow)
 
 
-def announcement(backend: str) -> dict[str, Any]:
-    """The backend's queue as it stands: what `queue_moved` sends."""
-    # Imported here: jobs.selectors imports the serializers, which the consumers import too.
-    from jobs.selectors import running_remaining_seconds, waiting_jobs
+def fleet_waits(front: list[tuple[str, dict[str, Any]]], now: datetime) -> list[float | None]:
+    """The wait at each place along the front: the work ahead shared by the backends in service."""
+    in_service = max(sum(1 for facts in backend_facts(max_age=FACTS_MAX_AGE) if facts.in_service), 1)
+    finishes = list(Job.objects.filter(status__in=ACTIVE_STATUSES).values_list("eta_finish_at", flat=True))
+    running: float | None = 0.0
+    for finish_at in finishes:
+        running = (
+            None if running is None or finish_at is None else running + max((finish_at - now).total_seconds(), 0.0)
+        )
+    # Only the jobs beyond the free backends wait for a running one to end.
+    free = max(in_service - len(finishes), 0)
+    work = eta.queue_wait_seconds(settings.COMFYUI_DEFAULT_BACKEND, front, running)
+    waits: list[float | None] = []
+    for index, total in enumerate(work):
+        if index < free:
+            waits.append(0.0)
+        else:
+            waits.append(None if total is None else total / in_service)
+    return waits
 
+
+def announcement() -> dict[str, Any]:
+    """The fleet's queue as it stands: what `queue_moved` sends."""
     now = timezone.now()
-    rows = waiting_jobs(backend).values_list("priority", "created_at")
-    keys = array("q", sorted(queue_key(priority, created_at) for priority, created_at in rows))
-    front_rows = waiting_jobs(backend).values_list("id", "workflow")[:JOBS_AHEAD_LIMIT]
+    ids = list(waiting_order().values_list("id", flat=True))
+    placed = sorted((job_key(pk), place) for place, pk in enumerate(ids, start=1))
+    keys = array("q", [key for key, _ in placed])
+    places = array("i", [place for _, place in placed])
+    front_rows = waiting_order().values_list("id", "workflow")[:JOBS_AHEAD_LIMIT]
     front = [(str(pk), workflow) for pk, workflow in front_rows]
-    waits = eta.queue_wait_seconds(backend, front, running_remaining_seconds(backend, now))
     return {
         "type": MESSAGE_TYPE,
-        "backend": backend,
         "keys": keys.tobytes(),
-        "waits": waits,
+        "places": places.tobytes(),
+        "waits": fleet_waits(front, now),
         "at": now.timestamp(),
         "version": time.time_ns() // 1000,
     }
@@ -89,7 +100,7 @@ def announcement(backend: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class AnnouncedPlace:
-    position: int  # 1-based, as jobs.selectors.queue_positions counts
+    position: int  # 1-based, in the fleet's order
     wait: float | None  # seconds until it can start, from the announcement's `at`; None when unknown
 
 
@@ -100,8 +111,11 @@ def place_of(message: dict[str, Any], key: int) -> AnnouncedPlace | None:
     index = bisect_left(keys, key)
     if index == len(keys) or keys[index] != key:
         return None
+    places = array("i")
+    places.frombytes(message["places"])
+    position = places[index]
     waits = message["waits"]
-    return AnnouncedPlace(index + 1, waits[min(index, len(waits) - 1)])
+    return AnnouncedPlace(position, waits[min(position - 1, len(waits) - 1)])
 
 
 def finish_eta(message: dict[str, Any], place: AnnouncedPlace, own: float | None) -> dict[str, Any] | None:

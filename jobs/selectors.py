@@ -1,17 +1,16 @@
-"""Reads: the jobs a user may see, where waiting jobs stand in their backend's queue, and jobs in
+"""Reads: the jobs a user may see, where waiting jobs stand in the fleet's queue, and jobs in
 the one shape that REST and websockets show.
 
-A backend's queue is read once for all the jobs shown together, never once per job: its waiting
-list in one query, positions by enumeration, ETAs summed along it (jobs.queue_eta).
+The queue is read once for all the jobs shown together, never once per job: its waiting list in
+one query, positions by enumeration, ETAs summed along its front (jobs.queue_announcements).
 """
 
 from __future__ import annotations
 
 import uuid
-from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import QuerySet
@@ -19,12 +18,9 @@ from django.utils import timezone
 
 from jobs.group_summary import MemberState, group_summary
 from jobs.models import ACTIVE_STATUSES, Job, JobGroup, JobStatus
-from jobs.queue_eta import JOBS_AHEAD_LIMIT, QueuePlace, queue_finish_times
+from jobs.queue_announcements import fleet_waits, own_seconds
+from jobs.queue_eta import JOBS_AHEAD_LIMIT, QueuePlace
 from jobs.serializers import JobGroupDetailSerializer, JobGroupSerializer, JobSerializer
-
-# Orders a backend's waiting jobs: the smaller key goes first (priority first, then age).
-QueueKey = tuple[int, datetime]
-
 
 # The admin's model permissions, applied to REST and websockets alike. As in the admin, a user who
 # may change jobs may also see them.
@@ -64,19 +60,10 @@ def job_manual_retry(job: Job) -> Job | None:
     return Job.objects.filter(retry_of=job).first()
 
 
-def waiting_jobs(backend: str) -> QuerySet[Job]:
-    """The jobs waiting for a backend, in queue order; the jobs ahead of one are a prefix of it."""
-    return Job.objects.filter(backend=backend, status=JobStatus.QUEUED).order_by("-priority", "created_at")
-
-
-def queue_key(priority: int, created_at: datetime) -> QueueKey:
-    return (-priority, created_at)
-
-
-def queue_positions(order: Sequence[QueueKey], jobs: Iterable[Job]) -> list[tuple[Job, int]]:
-    """Each job's 1-based place in a backend's sorted waiting list: one more than the jobs strictly
-    ahead of it, so jobs of equal priority and age share a place."""
-    return [(job, bisect_left(order, queue_key(job.priority, job.created_at)) + 1) for job in jobs]
+def waiting_jobs() -> QuerySet[Job]:
+    """Every waiting job in the fleet's order (jobs.dispatch takes them in it): priority, fair-share
+    turn, age. The jobs ahead of one are a prefix of it."""
+    return Job.objects.filter(status=JobStatus.QUEUED).order_by("-priority", "fair_turn", "created_at")
 
 
 def running_remaining_seconds(backend: str, now: datetime) -> float | None:
@@ -89,30 +76,27 @@ def running_remaining_seconds(backend: str, now: datetime) -> float | None:
 
 
 def queue_places(jobs: Iterable[Job]) -> dict[uuid.UUID, QueuePlace]:
-    """Where each waiting job among `jobs` stands, whatever part of the queue they come from.
-
-    Per backend: its waiting list's order, the workflows of its front, the running job's estimate.
-    """
-    waiting: dict[str, list[Job]] = defaultdict(list)
-    for job in jobs:
-        if job.status == JobStatus.QUEUED:
-            waiting[job.backend].append(job)
+    """Where each waiting job among `jobs` stands in the fleet's queue, read once for all of them:
+    the waiting ids in order, the front's workflows, the running jobs' estimates (as the queue's
+    announcements read them, jobs.queue_announcements)."""
+    queued = [job for job in jobs if job.status == JobStatus.QUEUED]
+    if not queued:
+        return {}
     now = timezone.now()
+    order = {pk: place for place, pk in enumerate(waiting_jobs().values_list("id", flat=True), start=1)}
+    placed = [(job, order[job.pk]) for job in queued if job.pk in order]
+    if not placed:
+        return {}
+    ahead = min(max(position for _, position in placed) - 1, JOBS_AHEAD_LIMIT)
+    front = [(str(pk), workflow) for pk, workflow in waiting_jobs().values_list("id", "workflow")[:ahead]]
+    waits = fleet_waits(front, now)
     places: dict[uuid.UUID, QueuePlace] = {}
-    for backend, queued in waiting.items():
-        order = sorted(queue_key(*row) for row in waiting_jobs(backend).values_list("priority", "created_at"))
-        placed = queue_positions(order, queued)
-        ahead = min(max(position for _, position in placed) - 1, JOBS_AHEAD_LIMIT)
-        front = [(str(pk), workflow) for pk, workflow in waiting_jobs(backend).values_list("id", "workflow")[:ahead]]
-        places.update(_places(backend, placed, front, now))
+    for job, position in placed:
+        wait = waits[min(position - 1, len(waits) - 1)]
+        own = None if wait is None else own_seconds(job)
+        finish_at = None if wait is None or own is None else now + timedelta(seconds=wait + own)
+        places[job.pk] = QueuePlace(position, finish_at)
     return places
-
-
-def _places(
-    backend: str, placed: list[tuple[Job, int]], front: list[tuple[str, dict[str, Any]]], now: datetime
-) -> dict[uuid.UUID, QueuePlace]:
-    finish_at = queue_finish_times(backend, placed, front, running_remaining_seconds(backend, now), now)
-    return {job.pk: QueuePlace(position, finish_at[job.pk]) for job, position in placed}
 
 
 def job_states(jobs: Sequence[Job], places: Mapping[uuid.UUID, QueuePlace] | None = None) -> list[dict[str, Any]]:

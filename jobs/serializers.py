@@ -95,7 +95,16 @@ class JobCreateSerializer(SingleValuedFields, JobLabelsSerializer):
     workflow = WorkflowField()
     job_type = serializers.CharField(max_length=32)
     priority = serializers.IntegerField(min_value=0, max_value=9, default=5)
-    backend = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    backend = serializers.CharField(
+        max_length=64, required=False, allow_blank=True, help_text="run only on this backend (empty: any that fits)"
+    )
+    requires = serializers.ListField(
+        child=serializers.RegexField(r"^[A-Za-z0-9:._-]{1,64}$"),
+        max_length=16,
+        required=False,
+        default=list,
+        help_text='backend labels the job needs, e.g. ["video", "vram:48g"] (COMFYUI_BACKEND_LABELS)',
+    )
     webhook = JobWebhookSerializer(required=False, help_text="this job's own callback (README, Webhooks)")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -247,6 +256,9 @@ class JobSerializer(serializers.ModelSerializer):
     preview_url = serializers.SerializerMethodField()
     group = serializers.UUIDField(source="group_id", read_only=True, allow_null=True)
     template = serializers.SerializerMethodField()
+    waiting_for = serializers.CharField(
+        read_only=True, help_text='what a waiting job waits for ("a free backend with label video"); empty once bound'
+    )
 
     class Meta:
         model = Job
@@ -265,6 +277,9 @@ class JobSerializer(serializers.ModelSerializer):
             "status",
             "job_type",
             "backend",
+            "requested_backend",
+            "requires",
+            "waiting_for",
             "priority",
             "created_at",
             "submitted_at",

@@ -19,18 +19,20 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from assets.media_types import RASTER_IMAGE_EXTENSIONS, SNIFF_BYTES, sniff
 from assets.references import asset_references
 from assets.services import asset_uses_record, asset_uses_release
 from comfyui import ComfyUIClient, OutputFile
-from fleet.backends import draining_backends, gpu_queue
-from jobs import dependencies, live_state, selectors
+from fleet.backends import gpu_queue
+from fleet.catalog import FACTS_MAX_AGE, backend_facts
+from jobs import dependencies, fit, live_state, selectors
 from jobs.broadcast import groups_broadcast, job_broadcast
 from jobs.eta import workflow_fingerprint
 from jobs.failures import failure_from_internal_error, stored_details, stored_message
+from jobs.fair_share import fair_turn_next
 from jobs.instruments import job_transitioned
 from jobs.labels import NO_LABELS, JobLabels
 from jobs.models import (
@@ -52,9 +54,10 @@ from jobs.models import (
     transition_allowed,
 )
 from jobs.output_files import ViewStream, output_identity, output_kind
-from jobs.queue_announcements import announcement, queue_group
+from jobs.queue_announcements import FLEET_QUEUE_GROUP, announcement
 from jobs.serializers import JobEventSerializer
 from jobs.thumbnails import output_thumbnail_store
+from jobs.wake import backends_wake
 from jobs.webhook_events import STATUS_EVENTS, job_progress_webhook, job_state_webhook
 from quotas.admission import submit_check
 from webhooks.services import job_webhook_copy, job_webhook_create
@@ -155,13 +158,13 @@ def publications_held() -> Iterator[None]:
             publish()
 
 
-# Backends whose queue moved inside `queue_moves_held`, announced once when it ends.
+# Whether the fleet's queue moved inside `queue_moves_held`, announced once when it ends.
 _held_queue_moves: ContextVar[set[str] | None] = ContextVar("held_queue_moves", default=None)
 
 
 @contextmanager
 def queue_moves_held() -> Iterator[None]:
-    """Inside: each backend's waiting jobs hear of their new places once, when the block ends,
+    """Inside: the waiting jobs hear of their new places once, when the block ends,
     instead of once per job created or cancelled: a group of 100 jobs would otherwise announce the
     queue 100 times (3-5 ms a send, docs/HAZARDS.md). Inside a transaction the announcements still
     wait for the commit; the tracker holds them until its prompt is in ComfyUI. A block that raises
@@ -172,43 +175,27 @@ def queue_moves_held() -> Iterator[None]:
         yield
     finally:
         _held_queue_moves.reset(token)
-        for backend in sorted(held):
-            queue_moved(backend)
+        if held:
+            queue_moved()
 
 
-def queue_moved(backend: str) -> None:
-    """Tell every waiting job of a backend its new place and ETA (after one left or jumped the queue)."""
+def queue_moved() -> None:
+    """Tell every waiting job its new place and ETA (after one left or jumped the queue). Waiting
+    jobs are bound to no backend: the fleet has one queue (jobs.dispatch orders it)."""
     held = _held_queue_moves.get()
     if held is not None:
-        held.add(backend)
+        held.add(FLEET_QUEUE_GROUP)
         return
 
     def send() -> None:
         # One message for the whole queue, whatever its length: each waiting job's consumer finds
         # its own place in it (jobs.queue_announcements).
-        groups_broadcast([queue_group(backend)], announcement(backend), what=f"the queue of {backend}")
+        groups_broadcast([FLEET_QUEUE_GROUP], announcement(), what="the fleet's queue")
 
     transaction.on_commit(send)
 
 
 # --- creating and enqueueing --------------------------------------------------------------------
-
-
-def backend_choose(requested: str | None) -> str:
-    """The requested backend, or the least busy one that is not draining."""
-    if requested:
-        return requested
-    draining = draining_backends()
-    candidates = [name for name in settings.COMFYUI_BACKENDS if name not in draining]
-    if not candidates:
-        return settings.COMFYUI_DEFAULT_BACKEND
-    if settings.COMFYUI_DEFAULT_BACKEND in candidates and len(candidates) == 1:
-        return settings.COMFYUI_DEFAULT_BACKEND
-    load = {name: 0 for name in candidates}
-    busy = Job.objects.filter(backend__in=candidates, status__in=[JobStatus.QUEUED, *ACTIVE_STATUSES])
-    for row in busy.values("backend").annotate(n=Count("id")):
-        load[row["backend"]] = row["n"]
-    return min(candidates, key=lambda name: (load[name], name != settings.COMFYUI_DEFAULT_BACKEND, name))
 
 
 def job_create(
@@ -220,6 +207,7 @@ def job_create(
     backend: str | None = None,
     retry_of: Job | None = None,
     labels: JobLabels = NO_LABELS,
+    requires: Sequence[str] = (),
     group: JobGroup | None = None,
     template_name: str = "",
     template_version: int | None = None,
@@ -231,18 +219,35 @@ def job_create(
     `webhook` is the job's own callback as webhooks.serializers.JobWebhookSerializer checked it
     (url, events, optional secret); a retry by hand inherits the original's. A workflow that reads
     another job's output ("output:<job id>/<n>") makes a job that depends on it: `blocked`, in no
-    queue, until that job completes (jobs.dependencies)."""
+    queue, until that job completes (jobs.dependencies).
+
+    It is bound to no backend: the first backend that can run it and is free takes it (jobs.dispatch).
+    `backend` (a backend the submitter named) and `requires` (labels) narrow which; a job that no
+    configured backend can run (node classes, model files, labels) is refused here, a 400 naming
+    what is missing (jobs.fit)."""
+    needs = fit.workflow_needs(workflow, requested_backend=backend or "", labels=requires)
+    fit.fit_check(needs, backend_facts(max_age=FACTS_MAX_AGE))
+    owner = user if getattr(user, "is_authenticated", False) else None
     submit_check(user, 1)  # over a quota: 429 before anything is written (quotas.admission)
     with transaction.atomic():
         upstreams = dependencies.upstream_jobs_locked(workflow)
         blocked = any(upstream.status != JobStatus.COMPLETED for upstream in upstreams)
+        turn = (
+            0
+            if blocked
+            else fair_turn_next(user_id=owner.pk if owner else None, project=labels.project, priority=priority)
+        )
         job = Job.objects.create(
             status=JobStatus.BLOCKED if blocked else JobStatus.QUEUED,
-            user=user if getattr(user, "is_authenticated", False) else None,
+            user=owner,
             workflow=workflow,
             job_type=job_type,
             priority=priority,
-            backend=backend_choose(backend),
+            requested_backend=backend or "",
+            requires=sorted(needs.labels),
+            needs=needs.stored(),
+            fair_turn=turn,
+            enqueued_at=None if blocked else timezone.now(),
             retry_of=retry_of,
             fingerprint=workflow_fingerprint(workflow),
             name=labels.name,
@@ -263,18 +268,23 @@ def job_create(
             job_webhook_create(job_id=job.id, owner=job.user, **webhook)
         elif retry_of is not None:
             job_webhook_copy(from_job_id=retry_of.id, to_job_id=job.id)
-        job_event(job, EventKind.STATUS, data={"to": job.status, "backend": job.backend})
+        job_event(job, EventKind.STATUS, data={"to": job.status, "requested_backend": job.requested_backend})
         if blocked:
             if all(upstream.status in FINAL_STATUSES for upstream in upstreams):
                 blocked_job_settle(job)  # an upstream ended between the request's check and now
         else:
-            job_enqueue(job)
-            queue_moved(job.backend)
+            backends_wake(backends_idle_for(job))  # as job_enqueue, with enqueued_at set above
+            queue_moved()
     return job
 
 
 def job_enqueue(job: Job, *, countdown: float = 0) -> None:
+    """A waiting job: wake the idle backends that can run it (the first to ask takes it). An active
+    job whose tracker is gone: a tracking task on its backend's queue re-attaches to its prompt."""
     Job.objects.filter(pk=job.pk).update(enqueued_at=timezone.now())
+    if job.status == JobStatus.QUEUED:
+        backends_wake(backends_idle_for(job), countdown=countdown)
+        return
     # Redis emulates priorities with one list per step and serves step 0 first.
     broker_priority = 9 - job.priority
     # By name: importing jobs.tasks would import the tracker, which imports this module. A signature
@@ -283,6 +293,23 @@ def job_enqueue(job: Job, *, countdown: float = 0) -> None:
     transaction.on_commit(
         lambda: run.apply_async(queue=gpu_queue(job.backend), priority=broker_priority, countdown=countdown)
     )
+
+
+def backends_idle_for(job: Job) -> list[str]:
+    """The backends in service, running nothing, that can run the job (two queries)."""
+    needs = fit.job_needs(job.requested_backend, job.requires, job.needs)
+    busy = set(
+        Job.objects.filter(status__in=ACTIVE_STATUSES)
+        .exclude(backend="")
+        .values_list("backend", flat=True)
+        .distinct()
+        .order_by()
+    )
+    return [
+        backend.name
+        for backend in backend_facts(max_age=FACTS_MAX_AGE)
+        if backend.in_service and backend.name not in busy and fit.fits(needs, backend)
+    ]
 
 
 def next_version(job: Job) -> int:
@@ -346,7 +373,7 @@ def job_transition(
         )
         job_publish(job, [event], webhook_event=STATUS_EVENTS.get(new_status))
         if JobStatus.QUEUED in (current, new_status):
-            queue_moved(job.backend)
+            queue_moved()
         if new_status in FINAL_STATUSES:
             asset_uses_release(job.id)  # its input assets may be deleted again
             downstream_settle(job)
@@ -395,7 +422,8 @@ def _blocked_job_settle(job: Job) -> bool:
     if verdict.waits:
         return False
     if verdict.release:
-        moved = job_transition(job, JobStatus.QUEUED, expected=JobStatus.BLOCKED)
+        turn = fair_turn_next(user_id=job.user_id, project=job.project, priority=job.priority, exclude_id=job.pk)
+        moved = job_transition(job, JobStatus.QUEUED, expected=JobStatus.BLOCKED, fair_turn=turn)
         if moved:
             job_enqueue(job)
         return moved
@@ -479,6 +507,7 @@ def job_requeue(job: Job, category: str, message: str) -> bool:
             not_before=not_before,
             client_id="",
             heartbeat_at=None,
+            backend="",  # unbound again: any backend that can run it may take the next attempt
             event_data=note,
             **PROGRESS_RESET,
         )
@@ -506,7 +535,8 @@ def job_retry_get_or_create(job: Job) -> tuple[Job, bool]:
                 workflow=job.workflow,
                 job_type=job.job_type,
                 priority=job.priority,
-                backend=job.backend if job.backend in settings.COMFYUI_BACKENDS else None,
+                backend=job.requested_backend if job.requested_backend in settings.COMFYUI_BACKENDS else None,
+                requires=job.requires,
                 retry_of=job,
                 # The same work under the same names, in the same group (whose summary counts the
                 # retry in place of the job it retries: jobs.group_summary).

@@ -6,8 +6,8 @@
 - stuck / timed out: a running job with no progress for too long, or running past the maximum, is
   interrupted in ComfyUI and failed (and retried when the category allows). The tracker checks the
   same while it lives; the sweep is the backstop.
-- waiting: a job waiting too long is flagged; a waiting job whose broker message was lost (Redis
-  restarted without persistence) is enqueued again. A second delivery is harmless.
+- waiting: a job waiting too long is flagged; idle backends are woken while jobs wait (a wake lost
+  with Redis, or a backend back in service). A second wake is harmless.
 - blocked: a pipeline job whose upstream jobs have all ended is released or failed
   (`dependency_failed`). Their final transitions do it at once; the sweep is the safety net, so
   that no job waits forever for an upstream that ended while its own transaction was open.
@@ -21,17 +21,17 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from celery import current_app
 from django.conf import settings
 from django.utils import timezone
 
 from comfyui import ComfyUIError
-from fleet.backends import backend_client, gpu_queue
-from jobs import dependencies, eta, services
+from fleet.backends import backend_client
+from jobs import dependencies, dispatch, eta, services
 from jobs.eta import NodeEstimate
 from jobs.failures import Failure, lost_failure, stuck_or_timed_out
 from jobs.models import ACTIVE_STATUSES, EventKind, Job, JobStatus
 from jobs.prompt_location import prompt_locate
+from jobs.wake import backends_wake
 
 logger = logging.getLogger(__name__)
 
@@ -137,21 +137,12 @@ def sweep_waiting_jobs() -> int:
 
 
 def requeue_lost_messages(now: datetime) -> int:
-    """Waiting jobs with no message left in their backend's broker queue, on an idle backend."""
-    resent = 0
-    quiet_since = now - timedelta(seconds=settings.TRACKER_STALE_SECONDS * 3)
-    for backend in settings.COMFYUI_BACKENDS:
-        if Job.objects.filter(backend=backend, status__in=ACTIVE_STATUSES).exists():
-            continue
-        if broker_queue_length(current_app, gpu_queue(backend)) > 0:
-            continue
-        waiting = Job.objects.filter(backend=backend, status=JobStatus.QUEUED, enqueued_at__lt=quiet_since).exclude(
-            not_before__gt=now
-        )
-        for job in waiting.order_by("-priority", "created_at")[:50]:
-            services.job_enqueue(job)
-            resent += 1
-    return resent
+    """Wake the idle backends while jobs wait: a wake lost with Redis, or one held back by a backend
+    that was busy, draining or down when the job came, costs at most one sweep's wait. Backends
+    that cannot run what waits take nothing (jobs.dispatch). Returns the backends woken."""
+    idle = dispatch.backends_idle_with_work()
+    backends_wake(idle)
+    return len(idle)
 
 
 def broker_queue_length(app: Any, queue: str) -> int:

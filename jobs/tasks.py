@@ -2,14 +2,23 @@
 
 from celery import shared_task
 
-from jobs import sweeps
-from jobs.tracking import job_track
+from jobs import sweeps, tracking
+from jobs.wake import wake_received
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def job_run(job_id: str) -> None:
-    """Submit the job's prompt to its GPU's ComfyUI and follow it to the end (GPU queue only)."""
-    job_track(job_id)
+    """Follow one job by id on its GPU's ComfyUI (GPU queue only): re-attaching to an active job."""
+    tracking.job_track(job_id)
+
+
+# Acked on receipt: a lost wake is harmless (the beat sweep wakes idle backends), while a redelivered
+# one would only find its backend busy (jobs.dispatch locks the backend's row).
+@shared_task(acks_late=False, ignore_result=True)
+def backend_work(backend: str) -> None:
+    """A backend's GPU worker takes the waiting jobs it can run, one after another (GPU queue only)."""
+    wake_received(backend)
+    tracking.backend_work(backend)
 
 
 @shared_task(ignore_result=True)

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 
 from access.keys import api_key_create
-from jobs.models import Job
+from jobs.models import Job, JobStatus
 
 SLEEP_WORKFLOW = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
@@ -23,12 +23,19 @@ class UserFactory(factory.django.DjangoModelFactory[User]):
     password = factory.django.Password("pw-for-tests")
 
 
+WAITING = (JobStatus.QUEUED, JobStatus.BLOCKED)
+
+
 class JobFactory(factory.django.DjangoModelFactory[Job]):
     class Meta:
         model = Job
 
     user = factory.SubFactory(UserFactory)
-    backend = "default"
+    status = JobStatus.QUEUED
+    # A waiting job is bound to no backend (jobs.dispatch binds it when a backend takes it).
+    backend = factory.LazyAttribute(
+        lambda job: "" if job.status in (JobStatus.QUEUED, JobStatus.BLOCKED) else "default"
+    )
     job_type = "image"
     priority = 5
     workflow = factory.LazyFunction(lambda: {k: dict(v) for k, v in SLEEP_WORKFLOW.items()})

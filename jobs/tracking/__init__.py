@@ -16,10 +16,13 @@ locate, submit, receive, reconnect, reconcile), `timeline` (events, node timings
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
+
+from django.conf import settings
 
 from comfyui import ComfyUIClient
 from fleet.backends import backend_client
-from jobs import eta, services
+from jobs import dispatch, eta, services
 from jobs.models import Job, JobStatus
 from jobs.node_catalog import node_catalog
 from jobs.progress import JobProgress  # devtools.benchmarks.job_write_counts counts its messages here
@@ -27,13 +30,67 @@ from jobs.tracking.claim import claim_when_free, heartbeat_seconds, must_wait, t
 from jobs.tracking.ending import TrackingEnded, prompt_abandon
 from jobs.tracking.tracker import JobTracker
 
-__all__ = ["JobProgress", "JobTracker", "TrackingEnded", "heartbeat_seconds", "job_track", "tracker_client_id"]
+__all__ = [
+    "JobProgress",
+    "JobTracker",
+    "TrackingEnded",
+    "backend_work",
+    "heartbeat_seconds",
+    "job_track",
+    "tracker_client_id",
+]
 
 logger = logging.getLogger(__name__)
 
 
+def backend_work(backend: str) -> int:
+    """Entry point of the GPU worker's wake task: take the best waiting job this backend can run,
+    follow it to its end, take the next, until nothing waits that it can run. No broker round trip
+    between two jobs: a free GPU's next prompt is a few queries away. Returns the jobs it ran."""
+    ran = 0
+    while True:
+        stack = ExitStack()
+        try:
+            # The taken job's new status and the queue's move are told once its prompt is in ComfyUI.
+            stack.enter_context(services.queue_moves_held())
+            stack.enter_context(services.publications_held())
+            job = dispatch.job_take_next(backend)
+            if job is None:
+                stack.close()
+                return ran
+            ran += 1
+            _job_follow(job, stack)
+        finally:
+            stack.close()
+
+
+def _job_follow(job: Job, announcements: ExitStack) -> None:
+    """Follow a job this backend took: its prompt first, then ComfyUI until it ends."""
+    client: ComfyUIClient | None = None
+    tracker: JobTracker | None = None
+    try:
+        client = backend_client(job.backend)
+        tracker = JobTracker(
+            job, client, client_id=job.client_id, catalog=node_catalog(job.backend, client), taken=True
+        )
+        tracker.run(submitted=announcements.close)
+    except TrackingEnded:
+        pass
+    except Exception as exc:
+        logger.exception("job %s: the tracker stopped on an unexpected error", job.id)
+        if client is not None:
+            prompt_abandon(client, str(job.prompt_id))
+        services.job_fail_unexpected(job, exc)
+    finally:
+        if tracker is not None:
+            tracker.close()
+        eta.history_learn(job)
+
+
 def job_track(job_id: str) -> None:
-    """Entry point of the GPU worker's task.
+    """Entry point of the GPU worker's task for one job by id: an active job whose tracker is gone
+    (re-attached by the sweep), or a waiting job delivered by id (a message sent before routing was
+    late, or a test), which runs on its requested or the default backend.
 
     Whatever goes wrong in here ends the job: an unexpected exception fails it `internal_error`
     (logged with its traceback) instead of leaving it active for a sweep to hand to the next
@@ -45,6 +102,8 @@ def job_track(job_id: str) -> None:
     client: ComfyUIClient | None = None
     tracker: JobTracker | None = None
     owned = False  # only a job this delivery won (or a waiting one) is ours to fail
+    if job.status == JobStatus.QUEUED and not job.backend:
+        job.backend = job.requested_backend or settings.COMFYUI_DEFAULT_BACKEND
     try:
         client = backend_client(job.backend)
         if job.status == JobStatus.QUEUED and must_wait(job):

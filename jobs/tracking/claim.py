@@ -11,9 +11,12 @@ from django.utils import timezone
 
 from fleet.backends import backend_is_draining
 from jobs import services
+from jobs.dispatch import tracker_client_id
 from jobs.models import Job, JobStatus
 
 DRAINING_RECHECK_SECONDS = 30.0
+
+__all__ = ["claim_when_free", "heartbeat_seconds", "must_wait", "tracker_client_id"]
 
 
 def heartbeat_seconds() -> float:
@@ -21,13 +24,9 @@ def heartbeat_seconds() -> float:
     return min(5.0, settings.TRACKER_STALE_SECONDS / 4)
 
 
-def tracker_client_id(job: Job) -> str:
-    # Stable across deliveries: a tracker that takes over gets the prompt's remaining events.
-    return f"tracker-{job.id}"
-
-
 def must_wait(job: Job) -> bool:
-    """A retry before its backoff, or a job for a draining backend: put it back for later."""
+    """A retry before its backoff, or a job for a draining backend: put it back for later
+    (only a job delivered by id waits here: jobs.dispatch never takes one that must wait)."""
     delay = 0.0
     if job.not_before and job.not_before > timezone.now():
         delay = (job.not_before - timezone.now()).total_seconds()

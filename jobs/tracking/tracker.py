@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from django.utils import timezone
@@ -27,14 +28,18 @@ logger = logging.getLogger(__name__)
 
 
 class JobTracker:
-    def __init__(self, job: Job, client: ComfyUIClient, *, client_id: str, catalog: NodeCatalog) -> None:
+    def __init__(
+        self, job: Job, client: ComfyUIClient, *, client_id: str, catalog: NodeCatalog, taken: bool = False
+    ) -> None:
         self.job = job
         self.client_id = client_id
-        # Whether this tracker won the job (its queued -> submitted compare-and-set): then an
-        # unexpected error is this tracker's to end the job with.
-        self.owns_job = False
+        # Whether this tracker won the job (its queued -> submitted compare-and-set, or the backend
+        # took it for this tracker: jobs.dispatch): then an unexpected error is this tracker's to end
+        # the job with.
+        self.taken = taken
+        self.owns_job = taken
         prompt_id = str(job.prompt_id)
-        self.progress = _job_progress(job, prompt_id, catalog)
+        self.progress = _job_progress(job, prompt_id, catalog, taken=taken)
         # Filled once the prompt is in ComfyUI (see _learn_estimates): the coalescer and the
         # watchdog hold this same dict, and until then simply know no ETA.
         self.estimates: dict[str, NodeEstimate] = {}
@@ -58,21 +63,27 @@ class JobTracker:
             ending=self.ending,
         )
 
-    def run(self) -> NoReturn:
-        """Follow the job until it ends, which raises TrackingEnded."""
-        fresh = self.job.status == JobStatus.QUEUED
+    def run(self, submitted: Callable[[], None] | None = None) -> NoReturn:
+        """Follow the job until it ends, which raises TrackingEnded. `submitted` is called once the
+        prompt is in ComfyUI (the dispatcher's held announcements go out then)."""
+        fresh = self.taken or self.job.status == JobStatus.QUEUED
         # The job's new status and the queue's move are told once the prompt is in ComfyUI: a GPU
         # must not idle while browsers and the jobs still waiting hear of them.
         with services.queue_moves_held(), services.publications_held():
             # Win the job before touching ComfyUI: a duplicate delivery that loses here never opens
             # a socket with our client id (ComfyUI would route the prompt's events to it instead).
-            if fresh and not self._status_change(
-                JobStatus.SUBMITTED,
-                expected=JobStatus.QUEUED,
-                client_id=self.client_id,
-                worker=socket.gethostname(),
-                heartbeat_at=timezone.now(),
-                deliveries=self.job.deliveries + 1,
+            if (
+                fresh
+                and not self.taken
+                and not self._status_change(
+                    JobStatus.SUBMITTED,
+                    expected=JobStatus.QUEUED,
+                    backend=self.job.backend,
+                    client_id=self.client_id,
+                    worker=socket.gethostname(),
+                    heartbeat_at=timezone.now(),
+                    deliveries=self.job.deliveries + 1,
+                )
             ):
                 raise TrackingEnded
             self.owns_job = True
@@ -83,6 +94,8 @@ class JobTracker:
                     # A previous tracker submitted it; ComfyUI no longer has it.
                     self.ending.fail(lost_failure(self.job))
                 self.session.submit(self.inputs.prompt())
+        if submitted is not None:
+            submitted()
         services.job_attempt_open(self.job, worker=socket.gethostname())
         self._learn_estimates()
         if where == "history":
@@ -161,7 +174,7 @@ class JobTracker:
         return moved
 
 
-def _job_progress(job: Job, prompt_id: str, catalog: NodeCatalog) -> JobProgress:
+def _job_progress(job: Job, prompt_id: str, catalog: NodeCatalog, *, taken: bool) -> JobProgress:
     """The job's progress model (weighted by history once the prompt is submitted)."""
     progress = JobProgress(
         prompt_id=prompt_id,
@@ -170,7 +183,7 @@ def _job_progress(job: Job, prompt_id: str, catalog: NodeCatalog) -> JobProgress
         output_classes=catalog.output_classes,
         categories=catalog.categories,
     )
-    if job.status != JobStatus.QUEUED:
+    if job.status != JobStatus.QUEUED and not taken:
         _restore_progress(job, progress)
     return progress
 

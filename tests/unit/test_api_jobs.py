@@ -26,12 +26,13 @@ def test_create_returns_the_job_and_its_websocket(api, django_capture_on_commit_
         response = post_job(api, priority=7)
     assert response.status_code == 201, response.content
     body = response.json()
-    assert body["status"] == "queued" and body["priority"] == 7 and body["backend"] == "default"
+    assert body["status"] == "queued" and body["priority"] == 7
+    assert body["backend"] == "" and body["waiting_for"] == "a free backend", "bound only when a backend takes it"
     assert body["prompt_id"] == body["id"]
     assert body["websocket_url"].startswith("ws://") and body["websocket_url"].endswith(f"/ws/jobs/{body['id']}/")
     assert Job.objects.get(pk=body["id"]).workflow == SLEEP_WORKFLOW
-    enqueues = [c for c in callbacks if "job_enqueue" in c.__qualname__]
-    assert len(enqueues) == 1, "the job is enqueued once, after the commit"
+    wakes = [c for c in callbacks if "_send_on_commit" in c.__qualname__]
+    assert len(wakes) == 1, "the idle backend is woken once, after the commit"
 
 
 @pytest.mark.parametrize(
@@ -118,14 +119,13 @@ def test_cancel_a_finished_job_is_a_conflict(api, user):
     assert response.status_code == 409 and "already completed" in response.json()["detail"]
 
 
-def test_queue_position_follows_priority_then_age(api, user):
+def test_queue_position_follows_priority_then_age_in_the_fleets_one_queue(api, user):
     older = JobFactory.create(user=user, priority=5)
     newer = JobFactory.create(user=user, priority=5)
     urgent = JobFactory.create(user=user, priority=9)
-    other_backend = JobFactory.create(user=user, priority=9, backend="elsewhere")
+    pinned = JobFactory.create(user=user, priority=9, requested_backend="default")
     positions = {j["id"]: j["queue_position"] for j in api.get("/api/jobs/").json()["results"]}
-    assert positions[str(urgent.id)] == 1
-    assert positions[str(older.id)] == 2 and positions[str(newer.id)] == 3
-    assert positions[str(other_backend.id)] == 1, "each backend has its own queue"
+    assert positions[str(urgent.id)] == 1 and positions[str(pinned.id)] == 2, "waiting jobs share one queue"
+    assert positions[str(older.id)] == 3 and positions[str(newer.id)] == 4
     api.post(f"/api/jobs/{urgent.id}/cancel/")
-    assert api.get(f"/api/jobs/{newer.id}/").json()["queue_position"] == 2
+    assert api.get(f"/api/jobs/{newer.id}/").json()["queue_position"] == 3

@@ -1,5 +1,6 @@
-"""A queue move: one message for the whole queue, a constant number of queries whatever its
-length, and every waiting job's subscribers told their new place and ETA from it."""
+"""A queue move: one message for the fleet's whole queue (waiting jobs are bound to no backend), a
+constant number of queries whatever its length, and every waiting job's subscribers told their new
+place and ETA from it."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from fleet.catalog import backend_facts_forget
 from jobs import selectors, services
 from jobs.models import Job, JobStatus
-from jobs.queue_announcements import job_queue_key, own_seconds, place_of, queue_group, state_placed
+from jobs.queue_announcements import FLEET_QUEUE_GROUP, job_key, own_seconds, place_of, state_placed
 from tests.factories import SLEEP_WORKFLOW, JobFactory, UserFactory
 from tests.unit.test_websocket import communicator, token_for, with_key
 
@@ -32,7 +34,6 @@ def waiting(count: int, user=None, **fields) -> list[Job]:
                 user=user,
                 workflow=SLEEP_WORKFLOW,
                 job_type="image",
-                backend="default",
                 priority=(index % 3) * 4,
                 created_at=start + timedelta(milliseconds=index),
                 **fields,
@@ -42,7 +43,7 @@ def waiting(count: int, user=None, **fields) -> list[Job]:
     )
 
 
-def announce(backend: str = "default") -> tuple[int, list[tuple[str, dict]]]:
+def announce() -> tuple[int, list[tuple[str, dict]]]:
     """One queue move outside a transaction (announced at once): its queries and its sends."""
     layer = get_channel_layer()
     sent: list[tuple[str, dict]] = []
@@ -52,8 +53,9 @@ def announce(backend: str = "default") -> tuple[int, list[tuple[str, dict]]]:
         sent.append((group, message))
         await original(group, message)
 
+    backend_facts_forget()  # each move reads the backends (kept a second otherwise): counts compare
     with mock.patch.object(layer, "group_send", recording), CaptureQueriesContext(connection) as queries:
-        services.queue_moved(backend)
+        services.queue_moved()
     return len(queries), sent
 
 
@@ -63,8 +65,8 @@ def test_a_queue_move_costs_the_same_queries_and_one_send_at_any_length():
     short_queries, short_sent = announce()
     waiting(990)
     long_queries, long_sent = announce()
-    assert long_queries == short_queries <= 3
-    assert [group for group, _ in short_sent] == [group for group, _ in long_sent] == [queue_group("default")]
+    assert long_queries == short_queries <= 4
+    assert [group for group, _ in short_sent] == [group for group, _ in long_sent] == [FLEET_QUEUE_GROUP]
 
 
 def test_every_waiting_job_can_read_its_true_place_from_the_announcement():
@@ -73,10 +75,10 @@ def test_every_waiting_job_can_read_its_true_place_from_the_announcement():
     message = sent[0][1]
     truth = selectors.queue_places(list(Job.objects.filter(status=JobStatus.QUEUED)))
     for job in jobs:
-        place = place_of(message, job_queue_key(job))
+        place = place_of(message, job_key(job.pk))
         assert place is not None and place.position == truth[job.pk].position
     started = JobFactory.create(status=JobStatus.RUNNING)
-    assert place_of(message, job_queue_key(started)) is None, "a job that is not waiting has no place"
+    assert place_of(message, job_key(started.pk)) is None, "a job that is not waiting has no place"
 
 
 def test_a_subscriber_hears_its_job_move_up_when_the_job_ahead_starts():
@@ -102,19 +104,19 @@ def test_a_subscriber_hears_its_job_move_up_when_the_job_ahead_starts():
 
 def test_the_announced_eta_is_the_wait_ahead_plus_the_jobs_own_run():
     (job,) = waiting(1)
-    message = {"keys": _keys(job), "waits": [30.0], "at": timezone.now().timestamp()}
+    message = {**_keys(job), "waits": [30.0], "at": timezone.now().timestamp()}
     state = {"queue_position": None, "eta": None, "version": 7}
     with mock.patch("jobs.queue_announcements.eta.expected_total_seconds", return_value=12.0):
         own = own_seconds(job)
-    placed = state_placed(state, message, job_queue_key(job), own)
+    placed = state_placed(state, message, job_key(job.pk), own)
     assert placed is not None and placed["queue_position"] == 1 and placed["version"] == 8
     finish_at = datetime.fromisoformat(placed["eta"]["finish_at"])
     assert abs((finish_at - timezone.now()).total_seconds() - 42.0) < 2.0
     assert placed["eta"]["estimate"] is True
-    assert state_placed(placed, message, job_queue_key(job), own) is None, "nothing new: nothing sent"
+    assert state_placed(placed, message, job_key(job.pk), own) is None, "nothing new: nothing sent"
 
 
-def _keys(job: Job) -> bytes:
+def _keys(job: Job) -> dict[str, bytes]:
     from array import array
 
-    return array("q", [job_queue_key(job)]).tobytes()
+    return {"keys": array("q", [job_key(job.pk)]).tobytes(), "places": array("i", [1]).tobytes()}

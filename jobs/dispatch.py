@@ -1,0 +1,146 @@
+"""A free backend takes the best waiting job it can run: the one place a job is bound to a GPU.
+
+Order: priority, then fair share (jobs.fair_share's turn), then age, read through the dispatch
+index. One short transaction: the backend's row is locked first, so two workers of one backend
+(configured twice by mistake, or a wake redelivered while a job runs) never both take a job for
+it; each waiting row is taken with `FOR UPDATE SKIP LOCKED` (PostgreSQL), so backends taking at the
+same instant never wait for each other nor take the same job. SQLite's IMMEDIATE transactions
+serialize the whole thing instead.
+
+A job is skipped by a backend that cannot run it (jobs.fit), by a user at their running limit
+(quotas.limits, when that app is installed), and for a short while by a backend slower than
+another free one that can run it (the faster one was woken too; past SPEED_PREFERENCE_SECONDS of
+waiting any fitting backend takes it, so a dead faster worker never holds a job back).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import socket
+from datetime import timedelta
+from typing import Any
+
+from django.apps import apps
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from fleet.catalog import BackendFacts, backend_facts
+from fleet.models import Backend
+from jobs import eta, fit, services
+from jobs.models import ACTIVE_STATUSES, Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+BATCH = 50  # waiting rows locked and judged at a time
+SCAN_LIMIT = 500  # rows judged per take at most: the rest wait for a later take (or another backend)
+SPEED_PREFERENCE_SECONDS = 10.0
+SPEED_MARGIN = 0.8  # another free backend is preferred when it is expected to need under 80 % of the time
+
+
+def tracker_client_id(job: Job) -> str:
+    # Stable across deliveries: a tracker that takes over gets the prompt's remaining events.
+    return f"tracker-{job.id}"
+
+
+def users_held() -> set[int]:
+    """Users who may not start another job now (quotas.limits), when quotas is installed."""
+    if not apps.is_installed("quotas"):
+        return set()
+    limits = importlib.import_module("quotas.limits")
+    return set(limits.users_at_running_limit())
+
+
+def waiting_in_order() -> QuerySet[Job]:
+    """Every waiting job in the fleet's order (the dispatch index)."""
+    return Job.objects.filter(status=JobStatus.QUEUED).order_by("-priority", "fair_turn", "created_at")
+
+
+def job_take_next(backend: str) -> Job | None:
+    """Bind the best waiting job this backend can run to it and mark it submitted (its tracker
+    submits the prompt next); None when it runs a job already or nothing fits."""
+    fleet = {facts.name: facts for facts in backend_facts()}
+    me = fleet.get(backend)
+    if me is None or not me.in_service:
+        return None
+    held = users_held()
+    with transaction.atomic():
+        if Backend.objects.select_for_update().filter(name=backend).first() is None:
+            Backend.objects.get_or_create(name=backend)  # its first take: the row to lock from now on
+            Backend.objects.select_for_update().filter(name=backend).first()
+        busy = set(
+            Job.objects.filter(status__in=ACTIVE_STATUSES).values_list("backend", flat=True).distinct().order_by()
+        )
+        if backend in busy:
+            return None
+        free_others = [
+            facts for name, facts in fleet.items() if name != backend and name not in busy and facts.in_service
+        ]
+        chosen = _best_fitting(me, free_others, held)
+        if chosen is None:
+            return None
+        job = Job.objects.get(pk=chosen)
+        services.job_transition(
+            job,
+            JobStatus.SUBMITTED,
+            expected=JobStatus.QUEUED,
+            backend=backend,
+            client_id=tracker_client_id(job),
+            worker=socket.gethostname(),
+            heartbeat_at=timezone.now(),
+            deliveries=job.deliveries + 1,
+            event_data={"backend": backend},
+        )
+    return job
+
+
+def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[int]) -> Any:
+    now = timezone.now()
+    candidates = (
+        waiting_in_order()
+        .filter(Q(requested_backend="") | Q(requested_backend=me.name))
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+    )
+    if held:
+        candidates = candidates.exclude(user_id__in=held)
+    locked = candidates.select_for_update(skip_locked=True).only(
+        "id", "requested_backend", "requires", "needs", "workflow", "created_at"
+    )
+    young = now - timedelta(seconds=SPEED_PREFERENCE_SECONDS)
+    for offset in range(0, SCAN_LIMIT, BATCH):
+        rows = list(locked[offset : offset + BATCH])
+        for row in rows:
+            needs = fit.job_needs(row.requested_backend, row.requires, row.needs)
+            if not fit.fits(needs, me):
+                continue
+            if row.created_at > young and _faster_elsewhere(row, needs, me, free_others):
+                continue
+            return row.pk
+        if len(rows) < BATCH:
+            return None
+    return None
+
+
+def _faster_elsewhere(row: Job, needs: fit.JobNeeds, me: BackendFacts, free_others: list[BackendFacts]) -> bool:
+    """Whether another free backend that can run the job is expected to finish it clearly sooner
+    (learned node timings per backend, jobs.eta); unknown timings prefer nobody."""
+    others = [facts for facts in free_others if fit.fits(needs, facts)]
+    if not others:
+        return False
+    mine = eta.expected_total_seconds(me.name, row.workflow)
+    if mine is None:
+        return False
+    for facts in others:
+        theirs = eta.expected_total_seconds(facts.name, row.workflow)
+        if theirs is not None and theirs < mine * SPEED_MARGIN:
+            return True
+    return False
+
+
+def backends_idle_with_work() -> list[str]:
+    """Backends in service and running nothing while jobs wait (the beat sweep wakes them)."""
+    if not waiting_in_order().exists():
+        return []
+    busy = set(Job.objects.filter(status__in=ACTIVE_STATUSES).values_list("backend", flat=True).distinct().order_by())
+    return [facts.name for facts in backend_facts() if facts.in_service and facts.name not in busy]

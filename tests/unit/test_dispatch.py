@@ -1,0 +1,263 @@
+"""Late routing: a waiting job is bound to no backend; a free backend takes the best waiting job it
+can run (priority, fair share, age), skipping what it lacks, draining and unreachable backends,
+and users at their running limit."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from fleet.backends import backend_set_draining
+from fleet.catalog import backend_catalog_store, backend_reachable_record
+from jobs import dispatch, services
+from jobs.models import Job, JobStatus
+from jobs.wake import backends_wake
+from tests.factories import SLEEP_WORKFLOW, UserFactory, api_key_for
+
+pytestmark = pytest.mark.django_db
+
+# What the simulator's SLEEP_WORKFLOW uses, plus a checkpoint loader whose file a backend may lack.
+OBJECT_INFO = {
+    "EmptyImage": {"input": {"required": {"width": ["INT", {}]}}},
+    "TestSleep": {"input": {"required": {"seconds": ["FLOAT", {}]}}},
+    "SaveImage": {"input": {"required": {"filename_prefix": ["STRING", {}]}}, "output_node": True},
+    "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [["sd15.safetensors", "xl/base.safetensors"], {}]}}},
+}
+CHECKPOINT_WORKFLOW = {
+    **SLEEP_WORKFLOW,
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "xl/base.safetensors"}},
+}
+
+
+@pytest.fixture
+def two_backends(settings: Any) -> None:
+    settings.COMFYUI_BACKENDS = {"gpu-a": "http://127.0.0.1:9", "gpu-b": "http://127.0.0.1:9"}
+    settings.COMFYUI_DEFAULT_BACKEND = "gpu-a"
+    settings.COMFYUI_BACKEND_LABELS = {"gpu-b": ["video", "vram:48g"]}
+
+
+def submit(user: Any = None, *, priority: int = 5, workflow: dict | None = None, **options: Any) -> Job:
+    return services.job_create(
+        user=user or UserFactory.create(),
+        workflow=workflow or {k: dict(v) for k, v in SLEEP_WORKFLOW.items()},
+        job_type="image",
+        priority=priority,
+        **options,
+    )
+
+
+def take_and_finish(backend: str) -> Job | None:
+    """The backend takes its next job, which then completes (so the backend is free again)."""
+    job = dispatch.job_take_next(backend)
+    if job is not None:
+        services.job_close(job, JobStatus.COMPLETED)
+    return job
+
+
+def test_a_waiting_job_is_bound_to_no_backend_until_one_takes_it(two_backends):
+    job = submit()
+    assert job.backend == "" and job.status == JobStatus.QUEUED
+    assert job.waiting_for == "a free backend"
+    taken = dispatch.job_take_next("gpu-b")
+    assert taken is not None and taken.pk == job.pk
+    job.refresh_from_db()
+    assert (job.status, job.backend, job.client_id) == (JobStatus.SUBMITTED, "gpu-b", f"tracker-{job.id}")
+    assert job.waiting_for == ""
+
+
+def test_order_is_priority_then_fair_share_then_age(two_backends):
+    alice, bob = UserFactory.create(), UserFactory.create()
+    alices = [submit(alice) for _ in range(4)]
+    bobs = submit(bob)  # submitted after all of Alice's: waits for one of hers, not four
+    urgent = submit(bob, priority=9)
+    taken = [take_and_finish("gpu-a") for _ in range(7)]
+    assert [job.pk for job in taken if job] == [urgent.pk, alices[0].pk, bobs.pk, *(job.pk for job in alices[1:])]
+    assert taken[-1] is None, "nothing left"
+
+
+def test_a_user_flooding_the_queue_holds_another_back_for_one_job_only(two_backends):
+    alice, bob = UserFactory.create(), UserFactory.create()
+    for _ in range(20):
+        submit(alice)
+    for _ in range(5):
+        take_and_finish("gpu-a")  # the front moves on
+    late = submit(bob)
+    first, second = take_and_finish("gpu-a"), take_and_finish("gpu-a")
+    assert first is not None and first.user_id == alice.pk, "the turn already begun goes on"
+    assert second is not None and second.pk == late.pk
+
+
+def test_fair_share_by_project(two_backends, settings):
+    settings.FAIR_SHARE_BY = "project"
+    from jobs.labels import JobLabels
+
+    alice, bob = UserFactory.create(), UserFactory.create()
+    first = [submit(alice, labels=JobLabels(project="film")) for _ in range(3)]
+    other_user_same_project = submit(bob, labels=JobLabels(project="film"))
+    other_project = submit(bob, labels=JobLabels(project="ads"))
+    order = [take_and_finish("gpu-a").pk for _ in range(5)]  # type: ignore[union-attr]
+    assert order == [first[0].pk, other_project.pk, first[1].pk, first[2].pk, other_user_same_project.pk]
+
+
+def test_one_job_at_a_time_per_backend_even_with_two_workers_for_it(two_backends):
+    submit(), submit()
+    assert dispatch.job_take_next("gpu-a") is not None
+    assert dispatch.job_take_next("gpu-a") is None, "a second worker of gpu-a finds it busy"
+    assert dispatch.job_take_next("gpu-b") is not None, "the other backend takes the next"
+    assert Job.objects.filter(status=JobStatus.SUBMITTED).values("backend").distinct().count() == 2
+
+
+def test_a_requested_backend_and_required_labels_are_kept(two_backends):
+    pinned = submit(backend="gpu-a")
+    video = submit(requires=["video"])
+    assert video.waiting_for == "a free backend with label video"
+    assert dispatch.job_take_next("gpu-b").pk == video.pk  # type: ignore[union-attr]
+    services.job_close(Job.objects.get(pk=video.pk), JobStatus.COMPLETED)
+    assert dispatch.job_take_next("gpu-b") is None, "gpu-b may not run the job pinned to gpu-a"
+    assert dispatch.job_take_next("gpu-a").pk == pinned.pk  # type: ignore[union-attr]
+
+
+def test_draining_and_unreachable_backends_take_nothing(two_backends):
+    job = submit()
+    backend_set_draining("gpu-a", True)
+    backend_reachable_record("gpu-b", False)
+    assert dispatch.job_take_next("gpu-a") is None
+    assert dispatch.job_take_next("gpu-b") is None
+    backend_reachable_record("gpu-b", True)
+    assert dispatch.job_take_next("gpu-b").pk == job.pk  # type: ignore[union-attr]
+
+
+def test_a_backend_skips_jobs_it_lacks_the_nodes_or_models_for(two_backends):
+    without_loader = {name: spec for name, spec in OBJECT_INFO.items() if name != "CheckpointLoaderSimple"}
+    backend_catalog_store("gpu-a", without_loader)
+    backend_catalog_store("gpu-b", OBJECT_INFO)
+    needs_checkpoint = submit(workflow=CHECKPOINT_WORKFLOW)
+    plain = submit()
+    assert dispatch.job_take_next("gpu-a").pk == plain.pk  # type: ignore[union-attr]
+    assert dispatch.job_take_next("gpu-b").pk == needs_checkpoint.pk  # type: ignore[union-attr]
+
+
+def test_users_at_their_running_limit_are_skipped(two_backends):
+    alice, bob = UserFactory.create(), UserFactory.create()
+    submit(alice)
+    bobs = submit(bob)
+    with mock.patch.object(dispatch, "users_held", return_value={alice.pk}):
+        assert dispatch.job_take_next("gpu-a").pk == bobs.pk  # type: ignore[union-attr]
+        assert dispatch.job_take_next("gpu-b") is None, "Alice's job waits while she is at her limit"
+
+
+def test_a_retry_before_its_backoff_is_not_taken(two_backends):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = submit()
+    Job.objects.filter(pk=job.pk).update(not_before=timezone.now() + timedelta(minutes=1))
+    assert dispatch.job_take_next("gpu-a") is None
+
+
+def test_a_requeued_job_is_unbound_again(two_backends):
+    job = submit()
+    taken = dispatch.job_take_next("gpu-a")
+    assert taken is not None
+    services.job_transition(taken, JobStatus.RUNNING)
+    services.job_fail(taken, "lost", "ComfyUI restarted")
+    taken.refresh_from_db()
+    assert (taken.status, taken.backend, taken.attempt) == (JobStatus.QUEUED, "", 2)
+    assert job.pk == taken.pk
+
+
+def test_a_take_costs_the_same_queries_at_10_and_500_waiting(two_backends):
+    users = [UserFactory.create() for _ in range(5)]
+    for index in range(10):
+        submit(users[index % 5])
+    take_and_finish("gpu-a")  # the backend's row is made by the first take
+    with CaptureQueriesContext(connection) as few:
+        take_and_finish("gpu-a")
+    Job.objects.bulk_create(
+        [Job(user=users[i % 5], workflow=SLEEP_WORKFLOW, job_type="image", fair_turn=i) for i in range(500)]
+    )
+    take_and_finish("gpu-a")
+    with CaptureQueriesContext(connection) as many:
+        take_and_finish("gpu-a")
+    assert len(many) == len(few) <= 30, "\n".join(query["sql"][:150] for query in few.captured_queries)
+
+
+# --- fit at submit: a 400 naming what is missing -----------------------------------------------
+
+
+def post(api: Any, user: Any, **body: Any) -> Any:
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(user)}")
+    payload = {"workflow": SLEEP_WORKFLOW, "job_type": "image", **body}
+    return api.post("/api/jobs/", payload, format="json")
+
+
+@pytest.fixture
+def api() -> Any:
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+def test_a_job_no_backend_has_the_node_class_for_is_a_400_naming_it(two_backends, api):
+    lacking = {name: spec for name, spec in OBJECT_INFO.items() if name != "TestSleep"}
+    backend_catalog_store("gpu-a", lacking)
+    backend_catalog_store("gpu-b", lacking)
+    response = post(api, UserFactory.create())
+    assert response.status_code == 400
+    assert "node class TestSleep" in str(response.json()) and not Job.objects.exists()
+
+
+def test_a_missing_model_file_or_label_is_a_400_naming_it(two_backends, api):
+    backend_catalog_store("gpu-a", OBJECT_INFO)
+    backend_catalog_store("gpu-b", OBJECT_INFO)
+    loader = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "nope.ckpt"}}
+    missing_model = {**SLEEP_WORKFLOW, "4": loader}
+    response = post(api, UserFactory.create(), workflow=missing_model)
+    assert response.status_code == 400 and "model file nope.ckpt" in str(response.json())
+    response = post(api, UserFactory.create(), requires=["vram:80g"])
+    assert response.status_code == 400 and "label vram:80g" in str(response.json())
+    assert not Job.objects.exists()
+
+
+def test_labels_are_bounded_and_shown(two_backends, api):
+    assert post(api, UserFactory.create(), requires=["<script>"]).status_code == 400
+    assert post(api, UserFactory.create(), requires=["x"] * 17).status_code == 400
+    response = post(api, UserFactory.create(), requires=["video"])
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["requires"] == ["video"] and body["backend"] == ""
+    assert body["waiting_for"] == "a free backend with label video"
+
+
+def test_a_backend_whose_object_info_is_unknown_does_not_refuse_submits(two_backends, api):
+    backend_catalog_store("gpu-a", {"SaveImage": OBJECT_INFO["SaveImage"]})  # lacks the rest
+    # gpu-b was never probed: it may have them
+    assert post(api, UserFactory.create()).status_code == 201
+    assert dispatch.job_take_next("gpu-a") is None
+    assert dispatch.job_take_next("gpu-b") is not None
+
+
+# --- waking ------------------------------------------------------------------------------------
+
+
+def test_a_new_job_wakes_each_idle_backend_that_can_run_it_once(two_backends, django_capture_on_commit_callbacks):
+    with mock.patch("celery.canvas.Signature.apply_async") as sent, django_capture_on_commit_callbacks(execute=True):
+        for _ in range(5):
+            submit(requires=["video"])
+    assert [call.kwargs["queue"] for call in sent.call_args_list] == ["gpu.gpu-b"], "one pending wake per backend"
+
+
+def test_a_wake_is_sent_again_once_the_worker_took_the_last(two_backends, django_capture_on_commit_callbacks):
+    from jobs.wake import wake_received
+
+    with mock.patch("celery.canvas.Signature.apply_async") as sent, django_capture_on_commit_callbacks(execute=True):
+        backends_wake(["gpu-a"])
+        backends_wake(["gpu-a"])
+        wake_received("gpu-a")
+        backends_wake(["gpu-a"])
+    assert sent.call_count == 2
