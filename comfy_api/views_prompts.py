@@ -19,6 +19,7 @@ from comfy_api.history import history_entry, queue_item
 from comfy_api.input_names import prompt_as_sent, uploaded_names_resolved
 from comfy_api.models import CLIENT_ID_MAX_CHARS, PROMPT_ID_MAX_CHARS, FrontDoorPrompt
 from comfy_api.prompt_checks import prompt_verdict
+from comfy_api.ws_announce import front_door_queue_changed
 
 # ComfyUI's editor keeps the whole UI graph in extra_data.extra_pnginfo: a few hundred KB at most.
 EXTRA_DATA_MAX_BYTES = 1024 * 1024
@@ -70,6 +71,7 @@ class PromptView(FrontDoorView):
             row = services.front_door_prompt_create(user=request.user, submission=submission)
         except IntegrityError:
             return _same_prompt_again(request.user, submission)
+        front_door_queue_changed(row.user_id)  # the client's socket says `status` now, as ComfyUI does
         return JsonResponse({"prompt_id": row.prompt_id, "number": row.number, "node_errors": {}})
 
 
@@ -144,10 +146,13 @@ class QueueView(FrontDoorView):
             ids = id_list(body, "delete", limit=IDS_PER_REQUEST)
         except (BodyRefused, ValueError) as exc:
             return refused(str(exc))
+        removed = 0
         if body.get("clear"):
-            services.front_door_queue_delete(user=request.user, prompt_ids=None)
+            removed += services.front_door_queue_delete(user=request.user, prompt_ids=None)
         if ids:
-            services.front_door_queue_delete(user=request.user, prompt_ids=ids)
+            removed += services.front_door_queue_delete(user=request.user, prompt_ids=ids)
+        if removed:
+            front_door_queue_changed(int(request.user.pk or 0))
         return _ok()
 
 

@@ -355,3 +355,22 @@ def test_what_the_front_door_does_not_do_is_a_clear_501(comfy):
         assert response.status_code == 501 and response.json()["error"]["type"] == "not_supported"
     mask = comfy.post("/comfy/upload/mask", {"image": ContentFile(png(), name="m.png")}, format="multipart")
     assert mask.status_code == 501
+
+
+def test_a_submitted_or_deleted_prompt_tells_the_callers_sockets_that_their_queue_changed(
+    comfy, artist, django_capture_on_commit_callbacks
+):
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from comfy_api.ws_announce import front_door_group
+
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(front_door_group(artist.pk), channel)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = submit(comfy, workflow())
+    assert async_to_sync(layer.receive)(channel)["type"] == "front_door.queue"
+    with django_capture_on_commit_callbacks(execute=True):
+        post_json(comfy, "/comfy/queue", {"delete": [answer["prompt_id"]]})
+    assert async_to_sync(layer.receive)(channel)["type"] == "front_door.queue"
