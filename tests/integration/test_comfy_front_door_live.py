@@ -6,8 +6,8 @@ ComfyUI simulator: each a process, tests/system.py), with only the base URL and 
 - comfy-api-simplified (PyPI), given the key as its `password` (it sends Basic credentials) and the
   site as its URL (it joins "/prompt" as an absolute path, so the front door answers at the root too).
 
-These follow a prompt over HTTP (polling /history), as ComfyUI's basic API example does; the websocket
-half has tests of its own.
+They follow a prompt over HTTP (polling /history), as ComfyUI's basic API example does, and over the
+front door's websocket as its websocket example does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import requests
+import websocket
 from comfy_api_simplified import ComfyApiWrapper
 
 from comfy_api.models import FrontDoorPrompt
@@ -78,6 +79,25 @@ def test_comfyuis_documented_api_usage_runs_a_prompt_and_fetches_its_image(docum
     assert data.startswith(b"\x89PNG")
     # The prompt's node ids are the client's own in the job and in what the history shows.
     assert entry["prompt"][2] == job.workflow and set(job.workflow) == {"1", "2", "3"}
+
+
+def test_comfyuis_documented_websocket_flow_follows_the_prompt_to_its_images(
+    documented_example: Any, account: tuple[str, str]
+) -> None:
+    """The example's own get_images(): queue, read the socket until `executing` with node null for
+    its prompt, then /history and /view. The socket is opened as the example opens it, plus the key."""
+    _, key = account
+    ws = websocket.WebSocket()
+    address = documented_example.server_address
+    ws.connect(f"ws://{address}/ws?clientId={documented_example.client_id}", header={"X-API-Key": key}, timeout=60)
+    try:
+        images = documented_example.get_images(ws, sleep_prompt(prefix="example_ws"))
+    finally:
+        ws.close()
+    [data] = images["3"]
+    assert data.startswith(b"\x89PNG")
+    row = FrontDoorPrompt.objects.get(client_id=documented_example.client_id)
+    assert row.job.status == JobStatus.COMPLETED and row.job.outputs.get().file.read() == data
 
 
 def test_comfy_api_simplified_submits_follows_fetches_and_uploads(account: tuple[str, str], tmp_path: Path) -> None:
