@@ -14,6 +14,7 @@ from access.ws_tickets import ws_ticket_issue
 from anime_production.asgi import application
 from comfy_api import consumers
 from comfy_api.models import FrontDoorPrompt
+from comfy_api.ws_announce import front_door_queue_changed
 from jobs import services
 from jobs.models import EventKind, Job, JobStatus
 from tests.factories import JobFactory, UserFactory, api_key_for
@@ -233,3 +234,56 @@ def test_open_sockets_per_user_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
 
     refused = async_to_sync(scenario)()
     assert refused["type"] == "websocket.close" and refused["code"] == 4429
+
+
+def test_a_new_prompt_is_told_as_the_callers_new_queue_at_once() -> None:
+    user = UserFactory.create()
+    key = api_key_for(user)
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = WebsocketCommunicator(application, "/comfy/ws?clientId=q", headers=with_key(key))
+        await ws.connect()
+        first = await ws.receive_json_from(timeout=5)
+        # What POST /comfy/prompt does after it made the job (a new job is not broadcast until a GPU takes it).
+        await database_sync_to_async(front_door_job)(user, "q")
+        await database_sync_to_async(front_door_queue_changed)(user.pk)
+        second = await ws.receive_json_from(timeout=5)
+        await ws.disconnect()
+        return [first, second]
+
+    first, second = async_to_sync(scenario)()
+    assert first["data"]["status"]["exec_info"]["queue_remaining"] == 0
+    assert second == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 1}}}}
+
+
+def test_several_prompts_of_one_client_are_each_told_under_their_own_prompt_id() -> None:
+    user = UserFactory.create()
+    first_job = front_door_job(user, "many", prompt_id="first")
+    second_job = front_door_job(user, "many", prompt_id="second")
+    for job in (first_job, second_job):
+        services.job_transition(job, JobStatus.SUBMITTED)
+        services.job_transition(job, JobStatus.RUNNING)
+    key = api_key_for(user)
+
+    async def scenario() -> list[dict[str, Any]]:
+        ws = WebsocketCommunicator(application, "/comfy/ws?clientId=many", headers=with_key(key))
+        await ws.connect()
+        opening = await receive_all(ws)
+        await database_sync_to_async(services.job_close)(second_job, JobStatus.COMPLETED)
+        second_end = await receive_all(ws, until=ends)
+        await database_sync_to_async(services.job_close)(first_job, JobStatus.CANCELLED)
+        first_end = await receive_all(ws, until=ends)
+        await ws.disconnect()
+        return [*opening, *second_end, *first_end]
+
+    told = async_to_sync(scenario)()
+    starts = [m["data"]["prompt_id"] for m in told if m["type"] == "execution_start"]
+    assert starts == ["first", "second"]  # resumed in queue-number order
+    ends_told = [
+        (m["type"], m["data"]["prompt_id"])
+        for m in told
+        if m["type"].startswith("execution_") and m["type"] not in ("execution_start", "execution_cached")
+    ]
+    assert ends_told == [("execution_success", "second"), ("execution_interrupted", "first")]
+    queues = [m["data"]["status"]["exec_info"]["queue_remaining"] for m in told if m["type"] == "status"]
+    assert queues == [2, 1, 0]
