@@ -4,7 +4,8 @@ ComfyUI simulator: each a process, tests/system.py), with only the base URL and 
 - ComfyUI's own documented API usage (tests/comfyui_api_example.py: queue a prompt with its own
   prompt_id, read /history, fetch each image through /view), the key added by a urllib opener;
 - comfy-api-simplified (PyPI), given the key as its `password` (it sends Basic credentials) and the
-  site as its URL (it joins "/prompt" as an absolute path, so the front door answers at the root too).
+  site as its URL (it joins "/prompt" as an absolute path, so the front door answers at the root too);
+- pycomfy (PyPI), the key in its base URL (`http://me:<key>@host/comfy`) and on its socket.
 
 They follow a prompt over HTTP (polling /history), as ComfyUI's basic API example does, and over the
 front door's websocket as its websocket example does.
@@ -24,6 +25,7 @@ import pytest
 import requests
 import websocket
 from comfy_api_simplified import ComfyApiWrapper
+from pycomfy import ComfyAPI
 
 from comfy_api.models import FrontDoorPrompt
 from jobs.models import Job, JobStatus
@@ -132,6 +134,30 @@ def test_comfy_api_simplified_submits_follows_fetches_and_uploads(account: tuple
     assert set(api.get_object_info("SaveImage")) == {"SaveImage"}
     assert api.get_system_stats()["system"]["argv"] == []
     assert isinstance(api.get_embeddings(), list)
+
+
+def test_pycomfy_executes_a_workflow_file_and_returns_its_image(account: tuple[str, str], tmp_path: Path) -> None:
+    """pycomfy (PyPI) as its README uses it: load an API-format workflow file, set a node, execute,
+    get PIL images. Its HTTP calls carry the key as Basic credentials from the base URL; its socket
+    (websocket-client, which sends no credentials of a URL) is opened with the key header and handed
+    to it, which its connect() accepts as already connected."""
+    url, key = account
+    host = url.removeprefix("http://")
+    client = ComfyAPI(f"http://artist:{key}@{host}/comfy")
+    client.ws = websocket.create_connection(
+        f"ws://{host}/comfy/ws?clientId={client.session_id}", header={"X-API-Key": key}, timeout=60
+    )
+    path = tmp_path / "workflow_api.json"
+    path.write_text(json.dumps(sleep_prompt(prefix="pycomfy")))
+    try:
+        flow = client.load_workflow(str(path))
+        flow.set_node(flow.get_nodes_by_class("TestSleep")[0], {"seconds": 0.3})
+        [image] = flow.execute()
+    finally:
+        client.close()
+    assert image.size == (32, 24)
+    row = FrontDoorPrompt.objects.get(client_id=client.session_id)
+    assert row.job.status == JobStatus.COMPLETED and row.job.workflow["2"]["inputs"]["seconds"] == 0.3
 
 
 def test_a_waiting_prompt_is_deleted_and_a_running_one_interrupted(account: tuple[str, str]) -> None:
