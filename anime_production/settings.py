@@ -3,6 +3,7 @@
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -149,6 +150,42 @@ STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 MEDIA_URL = os.environ.get("MEDIA_URL", "/media/")
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
+# Files (outputs, thumbnails, previews, input assets): the filesystem under MEDIA_ROOT by default; with
+# AWS_STORAGE_BUCKET_NAME set, an S3-compatible store (django-storages), so no two processes share a disk.
+# Credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or boto3's own chain).
+AWS_STORAGE_BUCKET_NAME = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")
+AWS_S3_ENDPOINT_URL = os.environ.get("AWS_S3_ENDPOINT_URL", "") or None
+AWS_ACCESS_KEY_ID = os.environ.get("AWS_ACCESS_KEY_ID", "")
+AWS_SECRET_ACCESS_KEY = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+# Downloads pass the project's permission checks first, then are streamed by the web process ("stream",
+# with HTTP Range) or answered by a redirect to a signed URL valid this many seconds ("redirect", S3 only).
+FILE_DOWNLOADS = os.environ.get("FILE_DOWNLOADS", "stream")
+FILE_DOWNLOAD_URL_SECONDS = int(os.environ.get("FILE_DOWNLOAD_URL_SECONDS", "60"))
+# How long the tracker keeps trying to store a finished job's outputs while the store is down.
+STORAGE_RETRY_SECONDS = float(os.environ.get("STORAGE_RETRY_SECONDS", "120"))
+STORAGES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if AWS_STORAGE_BUCKET_NAME:
+    STORAGES["default"] = {
+        "BACKEND": "assets.object_store.ObjectStore",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": AWS_S3_ENDPOINT_URL,
+            "access_key": AWS_ACCESS_KEY_ID or None,  # None: boto3's own chain (an instance role, a profile)
+            "secret_key": AWS_SECRET_ACCESS_KEY or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME", "") or None,
+            "location": os.environ.get("AWS_LOCATION", ""),  # a key prefix, to share a bucket
+            # Path style for MinIO, Ceph and moto; virtual-host style is AWS's default.
+            "addressing_style": os.environ.get("AWS_S3_ADDRESSING_STYLE", "") or None,
+            "signature_version": "s3v4",
+            "default_acl": None,  # objects stay private: every download goes through the project
+            "querystring_auth": True,
+            "querystring_expire": FILE_DOWNLOAD_URL_SECONDS,
+            "file_overwrite": True,  # every name is generated and unique: no HEAD before each PUT
+        },
+    }
 # Outputs of a 40-minute video job can be large; the tracker streams them to storage in chunks.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", str(5 * 1024 * 1024)))
 

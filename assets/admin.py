@@ -12,7 +12,8 @@ from typing import Any
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpRequest
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -127,8 +128,8 @@ class AssetAdmin(admin.ModelAdmin):
         )
         return [content, *super().get_urls()]
 
-    def content_view(self, request: HttpRequest, object_id: uuid.UUID) -> FileResponse:
+    def content_view(self, request: HttpRequest, object_id: uuid.UUID) -> HttpResponseBase:
         if not self.has_view_permission(request):
             raise PermissionDenied
         asset = get_object_or_404(Asset, pk=object_id)
-        return stored_file_response(asset.file, name=asset.name, default_stem="asset", what="asset's file")
+        return stored_file_response(request, asset.file, name=asset.name, default_stem="asset", what="asset's file")

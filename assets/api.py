@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db.models import QuerySet
-from django.http import FileResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -106,10 +106,10 @@ class AssetViewSet(viewsets.GenericViewSet):
 
     @extend_schema(responses=file_responses(SERVED_MEDIA_TYPES, "the file, served inert"))
     @action(detail=True, methods=["get"])
-    def content(self, request: Request, pk: str | None = None) -> FileResponse:
+    def content(self, request: Request, pk: str | None = None) -> HttpResponseBase:
         """The file, served inert (assets.serving) whatever it turns out to be."""
         asset = self.get_object()
-        return stored_file_response(asset.file, name=asset.name, default_stem="asset", what="asset's file")
+        return stored_file_response(request, asset.file, name=asset.name, default_stem="asset", what="asset's file")
 
 
 def _refused(reason: str) -> Response:

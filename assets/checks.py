@@ -1,4 +1,6 @@
-"""Configuration checks: a bad asset limit stops the start with a clear message."""
+"""Configuration checks: a bad asset limit or file storage setting stops the start with a clear message."""
+
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, register
@@ -21,3 +23,75 @@ def asset_limits_check(app_configs, **kwargs) -> list[Error]:
         for name in ASSET_LIMITS
         if not isinstance(getattr(settings, name), int | float) or getattr(settings, name) <= 0
     ]
+
+
+FILE_DOWNLOAD_MODES = ("stream", "redirect")
+# A signed URL lives long enough to start a download, not long enough to be passed around.
+FILE_DOWNLOAD_URL_MAX_SECONDS = 3600
+
+
+@register()
+def storage_check(app_configs, **kwargs) -> list[Error]:
+    """The file storage (README "Files and storage"): the filesystem, or an S3-compatible store."""
+    errors = []
+    if settings.FILE_DOWNLOADS not in FILE_DOWNLOAD_MODES:
+        errors.append(
+            Error(
+                f"FILE_DOWNLOADS must be one of {', '.join(FILE_DOWNLOAD_MODES)}, not {settings.FILE_DOWNLOADS!r}",
+                id="assets.E002",
+            )
+        )
+    if not 1 <= settings.FILE_DOWNLOAD_URL_SECONDS <= FILE_DOWNLOAD_URL_MAX_SECONDS:
+        errors.append(
+            Error(
+                f"FILE_DOWNLOAD_URL_SECONDS must be 1 to {FILE_DOWNLOAD_URL_MAX_SECONDS}, "
+                f"not {settings.FILE_DOWNLOAD_URL_SECONDS!r}",
+                id="assets.E003",
+            )
+        )
+    if not 0 <= settings.STORAGE_RETRY_SECONDS <= settings.JOB_MAX_SECONDS:
+        errors.append(
+            Error(
+                f"STORAGE_RETRY_SECONDS must be 0 to JOB_MAX_SECONDS, not {settings.STORAGE_RETRY_SECONDS!r}",
+                id="assets.E008",
+            )
+        )
+    if settings.AWS_STORAGE_BUCKET_NAME:
+        errors += _object_store_errors()
+    elif settings.FILE_DOWNLOADS == "redirect":
+        errors.append(
+            Error(
+                "FILE_DOWNLOADS=redirect needs an S3-compatible store (AWS_STORAGE_BUCKET_NAME): "
+                "the filesystem cannot sign a URL",
+                id="assets.E004",
+            )
+        )
+    return errors
+
+
+def _object_store_errors() -> list[Error]:
+    errors = []
+    bucket = settings.AWS_STORAGE_BUCKET_NAME
+    if not (3 <= len(bucket) <= 63) or not all(c.islower() or c.isdigit() or c in ".-" for c in bucket):
+        errors.append(
+            Error(
+                f"AWS_STORAGE_BUCKET_NAME {bucket!r} is no S3 bucket name (3-63 of a-z, 0-9, '.', '-')",
+                id="assets.E005",
+            )
+        )
+    endpoint = settings.AWS_S3_ENDPOINT_URL
+    if endpoint is not None:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            errors.append(
+                Error(
+                    f"AWS_S3_ENDPOINT_URL {endpoint!r} is no http(s) URL",
+                    hint="e.g. http://minio:9000; leave it unset for AWS itself",
+                    id="assets.E006",
+                )
+            )
+    if bool(settings.AWS_ACCESS_KEY_ID) != bool(settings.AWS_SECRET_ACCESS_KEY):
+        errors.append(
+            Error("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set together, or neither", id="assets.E007")
+        )
+    return errors

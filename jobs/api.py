@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.http import FileResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
@@ -147,9 +147,11 @@ class JobViewSet(viewsets.GenericViewSet):
         responses=file_responses(SERVED_MEDIA_TYPES, "the file: inert media inline, anything else as an attachment"),
     )
     @action(detail=True, methods=["get"], url_path=r"outputs/(?P<output_id>\d+)", url_name="output-download")
-    def output_download(self, request: Request, pk: str | None = None, output_id: str | None = None) -> FileResponse:
+    def output_download(
+        self, request: Request, pk: str | None = None, output_id: str | None = None
+    ) -> HttpResponseBase:
         job = self.get_object()
-        return output_response(get_object_or_404(job.outputs, pk=output_id))
+        return output_response(request, get_object_or_404(job.outputs, pk=output_id))
 
     @extend_schema(
         parameters=[OpenApiParameter("output_id", int, OpenApiParameter.PATH, description="an output's `id`")],
@@ -161,9 +163,11 @@ class JobViewSet(viewsets.GenericViewSet):
         url_path=r"outputs/(?P<output_id>\d+)/thumbnail",
         url_name="output-thumbnail",
     )
-    def output_thumbnail(self, request: Request, pk: str | None = None, output_id: str | None = None) -> FileResponse:
+    def output_thumbnail(
+        self, request: Request, pk: str | None = None, output_id: str | None = None
+    ) -> HttpResponseBase:
         job = self.get_object()
-        return thumbnail_response(get_object_or_404(job.outputs, pk=output_id))
+        return thumbnail_response(request, get_object_or_404(job.outputs, pk=output_id))
 
     @extend_schema(
         request=None,
@@ -216,9 +220,9 @@ class JobViewSet(viewsets.GenericViewSet):
 
     @extend_schema(responses=file_responses(sorted(RASTER_IMAGE_TYPES), "the latest preview image"))
     @action(detail=True, methods=["get"])
-    def preview(self, request: Request, pk: str | None = None) -> FileResponse:
+    def preview(self, request: Request, pk: str | None = None) -> HttpResponseBase:
         """The latest live preview of a running job (what the sampler shows at its current step)."""
-        return preview_response(self.get_object())
+        return preview_response(request, self.get_object())
 
     @extend_schema(responses=WebhookDeliverySerializer(many=True))
     @action(detail=True, methods=["get"], url_path="webhook-deliveries", pagination_class=None, filter_backends=[])

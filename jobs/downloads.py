@@ -10,38 +10,36 @@ sniffing and sandboxes whatever a browser might still make of it.
 from __future__ import annotations
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
 
-from assets.media_types import SNIFF_BYTES, sniff
-from assets.serving import stored_file_response, untrusted
+from assets.serving import storage_file_response, stored_file_response
 from jobs import services
 from jobs.models import Job, JobOutput
 
 
-def output_response(output: JobOutput) -> FileResponse:
-    return stored_file_response(output.file, name=output.comfy_filename, default_stem="output", what="output file")
+def output_response(request: HttpRequest, output: JobOutput) -> HttpResponseBase:
+    return stored_file_response(
+        request, output.file, name=output.comfy_filename, default_stem="output", what="output file"
+    )
 
 
-def thumbnail_response(output: JobOutput) -> FileResponse:
+def thumbnail_response(request: HttpRequest, output: JobOutput) -> HttpResponseBase:
     """The output's stored thumbnail (jobs.thumbnails), served by the same rules as the output."""
     if not output.thumbnail:
         raise Http404("this output has no thumbnail")
     return stored_file_response(
-        output.thumbnail, name=f"thumbnail_{output.comfy_filename}", default_stem="thumbnail", what="thumbnail"
+        request, output.thumbnail, name=f"thumbnail_{output.comfy_filename}", default_stem="thumbnail", what="thumbnail"
     )
 
 
-def preview_response(job: Job) -> FileResponse:
+def preview_response(request: HttpRequest, job: Job) -> HttpResponseBase:
     """The latest live preview: stored only when its bytes are a raster image (services.job_preview_store)."""
     path = services.job_preview_path(job)
     if path is None:
         raise Http404("no preview for this job")
-    handle = default_storage.open(path, "rb")
-    media = sniff(handle.read(SNIFF_BYTES))
-    handle.seek(0)
-    if not media.raster_image:
-        handle.close()
-        raise Http404("no preview for this job")
-    response = FileResponse(handle, content_type=media.media_type)
+    response = storage_file_response(
+        request, default_storage, path, download_stem="preview", what="preview for this job", raster_only=True
+    )
     response["Cache-Control"] = "no-store"
-    return untrusted(response)
+    return response

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db.models import Prefetch, QuerySet
-from django.http import FileResponse, HttpRequest
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.html import format_html
@@ -77,7 +78,7 @@ class OutputThumbnailColumn(admin.ModelAdmin):
         first = getattr(job, FIRST_OUTPUTS, None)
         return output_thumbnail_html(first[0] if first else None, box=LIST_BOX)
 
-    def output_thumbnail_view(self, request: HttpRequest, object_id: str, output_id: int) -> FileResponse:
+    def output_thumbnail_view(self, request: HttpRequest, object_id: str, output_id: int) -> HttpResponseBase:
         """Whoever may see the job may see its thumbnail: the API's rule (jobs.selectors.visible_jobs)."""
         job = get_object_or_404(selectors.visible_jobs(request.user), pk=object_id)
-        return thumbnail_response(get_object_or_404(job.outputs, pk=output_id))
+        return thumbnail_response(request, get_object_or_404(job.outputs, pk=output_id))
