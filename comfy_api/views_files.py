@@ -9,10 +9,12 @@ the job (REST's rules: its owner, staff with the permission to view jobs) or own
 from __future__ import annotations
 
 import inspect
+import json
 import uuid
-from typing import Any
+from typing import IO, Any, cast
 
 from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile, UploadedFile
 from django.db.models.fields.files import FieldFile
 from django.http import Http404, JsonResponse
 from django.http.response import HttpResponseBase
@@ -25,6 +27,7 @@ from comfy_api import services
 from comfy_api.endpoint import FrontDoorView
 from comfy_api.errors import not_supported, refused
 from comfy_api.input_names import split_name
+from comfy_api.masks import MaskRefused, mask_applied
 from comfy_api.models import FrontDoorInput
 from comfy_api.outputs import OUTPUT_TYPES
 from jobs.models import JobOutput
@@ -64,66 +67,125 @@ def served_file(request: Request, stored: FieldFile, **how: str) -> HttpResponse
     return respond(stored, **how)
 
 
-def _output_file(request: Request, subfolder: str, filename: str) -> HttpResponseBase:
+def stored_output(user: Any, subfolder: str, filename: str) -> JobOutput | None:
+    """The output /history named so, of a job `user` may see; None otherwise."""
     try:
         job_id = uuid.UUID(subfolder)
     except ValueError:
-        raise Http404("no such output: its subfolder is the id of the job that made it") from None
-    output = (
-        JobOutput.objects.filter(job_id=job_id, job__in=visible_jobs(request.user), file__endswith=f"/{filename}")
+        return None
+    return (
+        JobOutput.objects.filter(job_id=job_id, job__in=visible_jobs(user), file__endswith=f"/{filename}")
         .only("file", "comfy_filename")
         .first()
     )
+
+
+def uploaded_input(user: Any, subfolder: str, filename: str) -> FrontDoorInput | None:
+    """The caller's upload of that name (ComfyUI's "sub/x.png [input]" forms too); None otherwise."""
+    folder, name = split_name(f"{subfolder}/{filename}" if subfolder else filename)
+    return FrontDoorInput.objects.filter(user=user, subfolder=folder, name=name).select_related("asset").first()
+
+
+def _output_file(request: Request, subfolder: str, filename: str) -> HttpResponseBase:
+    output = stored_output(request.user, subfolder, filename)
     if output is None:
-        raise Http404("no such output of a job of yours")
+        raise Http404("no such output of a job of yours (its subfolder is the id of the job that made it)")
     return served_file(request, output.file, name=output.comfy_filename, default_stem="output", what="output")
 
 
 def _input_file(request: Request, subfolder: str, filename: str) -> HttpResponseBase:
-    folder, name = split_name(f"{subfolder}/{filename}" if subfolder else filename)
-    owner: Any = request.user
-    row = FrontDoorInput.objects.filter(user=owner, subfolder=folder, name=name).select_related("asset").first()
+    row = uploaded_input(request.user, subfolder, filename)
     if row is None:
         raise Http404("no such input of yours: upload it with POST /upload/image")
     return served_file(request, row.asset.file, name=row.name, default_stem="input", what="input")
+
+
+def _received(request: Request) -> tuple[UploadedFile, Any] | JsonResponse:
+    """The multipart upload's `image` and its form, within ASSET_MAX_BYTES; or the refusal."""
+    limit = settings.ASSET_MAX_BYTES
+    if declared_too_large(request._request, limit):
+        return refused(f"the upload is larger than the limit of {limit} bytes", status=413)
+    size_limit = limit_uploads(request._request, limit)
+    upload = request.FILES.get("image")
+    if size_limit.exceeded:
+        return refused(f"the file is larger than the limit of {limit} bytes", status=413)
+    if upload is None:
+        return refused("the upload has no 'image' file")
+    form: Any = request.data
+    kind = form.get("type") or "input"
+    if kind != "input":
+        return refused(f"uploads go to the input folder only (type 'input'), not {str(kind)[:32]!r}")
+    return upload, form
+
+
+def _stored_as_input(request: Request, upload: UploadedFile, form: Any) -> JsonResponse:
+    try:
+        row = services.front_door_input_store(
+            user=request.user,
+            upload=upload,
+            subfolder=str(form.get("subfolder") or ""),
+            overwrite=str(form.get("overwrite", "")).lower() in ("true", "1"),
+        )
+    except (services.UploadRefused, AssetRefused) as exc:
+        return refused(str(exc))
+    return JsonResponse({"name": row.name, "subfolder": row.subfolder, "type": "input"})
 
 
 class UploadImageView(FrontDoorView):
     throttle_scope = "upload"
 
     def post(self, request: Request) -> JsonResponse:
-        limit = settings.ASSET_MAX_BYTES
-        if declared_too_large(request._request, limit):
-            return refused(f"the upload is larger than the limit of {limit} bytes", status=413)
-        size_limit = limit_uploads(request._request, limit)
-        upload = request.FILES.get("image")
-        if size_limit.exceeded:
-            return refused(f"the file is larger than the limit of {limit} bytes", status=413)
-        if upload is None:
-            return refused("the upload has no 'image' file")
-        form: Any = request.data
-        kind = form.get("type") or "input"
-        if kind != "input":
-            return refused(f"uploads go to the input folder only (type 'input'), not {str(kind)[:32]!r}")
-        overwrite = str(form.get("overwrite", "")).lower() in ("true", "1")
-        try:
-            row = services.front_door_input_store(
-                user=request.user,
-                upload=upload,
-                subfolder=str(form.get("subfolder") or ""),
-                overwrite=overwrite,
-            )
-        except (services.UploadRefused, AssetRefused) as exc:
-            return refused(str(exc))
-        return JsonResponse({"name": row.name, "subfolder": row.subfolder, "type": "input"})
+        received = _received(request)
+        if isinstance(received, JsonResponse):
+            return received
+        return _stored_as_input(request, *received)
 
 
 class UploadMaskView(FrontDoorView):
+    """The original image (`original_ref`: an upload of the caller's, or an output of a job they may
+    see) with the uploaded mask's alpha, kept as an upload under the mask's name (comfy_api.masks)."""
+
     throttle_scope = "upload"
 
     def post(self, request: Request) -> JsonResponse:
-        return not_supported(
-            "POST /upload/mask",
-            why="painting a mask into an uploaded image is not done here; upload the masked image "
-            "(an RGBA PNG whose alpha is the mask) with POST /upload/image",
-        )
+        received = _received(request)
+        if isinstance(received, JsonResponse):
+            return received
+        mask, form = received
+        original = _original_of(request, form.get("original_ref"))
+        if isinstance(original, JsonResponse):
+            return original
+        try:
+            with original.open("rb") as handle:
+                combined = mask_applied(
+                    cast(IO[Any], handle), cast(IO[Any], mask), max_pixels=settings.ASSET_MAX_PIXELS
+                )
+        except FileNotFoundError:
+            return refused("the original image is no longer in storage", status=404, kind="not_found")
+        except MaskRefused as exc:
+            return refused(str(exc))
+        masked = SimpleUploadedFile(mask.name or "mask.png", combined, content_type="image/png")
+        return _stored_as_input(request, masked, form)
+
+
+def _original_of(request: Request, raw: Any) -> FieldFile | JsonResponse:
+    try:
+        ref = json.loads(str(raw or ""))
+    except ValueError:
+        ref = None
+    if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str) or not ref["filename"]:
+        return refused("original_ref must be JSON naming the image: {filename, subfolder, type}")
+    subfolder = str(ref.get("subfolder") or "")
+    filename = ref["filename"]
+    kind = ref.get("type") or "output"
+    if filename.endswith(" [input]"):
+        kind = "input"
+    if kind == "input":
+        row = uploaded_input(request.user, subfolder, filename)
+        if row is not None:
+            return row.asset.file
+    elif kind in OUTPUT_TYPES:
+        output = stored_output(request.user, subfolder, filename)
+        if output is not None:
+            return output.file
+    return refused("no such original image of yours (original_ref)", status=404, kind="not_found")

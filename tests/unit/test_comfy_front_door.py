@@ -353,8 +353,7 @@ def test_what_the_front_door_does_not_do_is_a_clear_501(comfy):
     for method, path in (("post", "/comfy/free"), ("get", "/comfy/api/userdata"), ("get", "/comfy/settings")):
         response = getattr(comfy, method)(path)
         assert response.status_code == 501 and response.json()["error"]["type"] == "not_supported"
-    mask = comfy.post("/comfy/upload/mask", {"image": ContentFile(png(), name="m.png")}, format="multipart")
-    assert mask.status_code == 501
+    assert comfy.get("/comfy/view", {"filename": "x.png", "channel": "a"}).status_code == 501
 
 
 def test_a_submitted_or_deleted_prompt_tells_the_callers_sockets_that_their_queue_changed(
@@ -374,3 +373,43 @@ def test_a_submitted_or_deleted_prompt_tells_the_callers_sockets_that_their_queu
     with django_capture_on_commit_callbacks(execute=True):
         post_json(comfy, "/comfy/queue", {"delete": [answer["prompt_id"]]})
     assert async_to_sync(layer.receive)(channel)["type"] == "front_door.queue"
+
+
+def test_a_mask_upload_paints_the_masks_alpha_into_the_original_as_comfyui_does(comfy):
+    import io
+
+    from PIL import Image
+
+    assert upload(comfy, "photo.png", png(6, 4, (200, 100, 50))).status_code == 200
+    mask = Image.new("RGBA", (6, 4), (0, 0, 0, 255))
+    mask.putpixel((1, 1), (0, 0, 0, 0))
+    painted = io.BytesIO()
+    mask.save(painted, format="PNG")
+    reference = json.dumps({"filename": "photo.png", "subfolder": "", "type": "input"})
+    answer = comfy.post(
+        "/comfy/upload/mask",
+        {"image": ContentFile(painted.getvalue(), name="clipspace-mask.png"), "original_ref": reference},
+        format="multipart",
+    )
+    assert answer.status_code == 200, answer.content
+    assert answer.json() == {"name": "clipspace-mask.png", "subfolder": "", "type": "input"}
+    served = comfy.get("/comfy/view", {"filename": "clipspace-mask.png", "type": "input"})
+    combined = Image.open(io.BytesIO(b"".join(served.streaming_content)))
+    assert combined.mode == "RGBA" and combined.size == (6, 4)
+    assert combined.getpixel((0, 0)) == (200, 100, 50, 255) and combined.getpixel((1, 1))[3] == 0
+
+    def mask_upload(data: bytes, ref: str) -> Any:
+        return comfy.post(
+            "/comfy/upload/mask", {"image": ContentFile(data, name="m.png"), "original_ref": ref}, format="multipart"
+        )
+
+    assert mask_upload(png(3, 3), reference).status_code == 400  # not the original's size
+    assert mask_upload(painted.getvalue(), "not json").status_code == 400
+    missing = json.dumps({"filename": "nope.png", "type": "input"})
+    assert mask_upload(painted.getvalue(), missing).status_code == 404
+    theirs = keyed(UserFactory()).post(
+        "/comfy/upload/mask",
+        {"image": ContentFile(painted.getvalue(), name="m.png"), "original_ref": reference},
+        format="multipart",
+    )
+    assert theirs.status_code == 404  # another user's upload is no original of theirs
