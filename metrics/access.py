@@ -34,20 +34,21 @@ def allowed_networks(entries: list[str]) -> list[Network]:
     return networks
 
 
-def _from_allowed_network(request: HttpRequest, networks: list[Network]) -> bool:
+def _from_allowed_network(remote_addr: str, networks: list[Network]) -> bool:
     try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        address = ipaddress.ip_address(remote_addr)
     except ValueError:
         return False
     return any(address in network for network in networks)
 
 
-def _carries_token(request: HttpRequest, token: str) -> bool:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+def _carries_token(authorization: str, token: str) -> bool:
+    scheme, _, given = authorization.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def metrics_refusal(request: HttpRequest) -> Refusal | None:
+def scrape_refusal(*, remote_addr: str, authorization: str) -> Refusal | None:
+    """Why a scrape from `remote_addr` with this Authorization header is refused; None: it is not."""
     token: str = settings.METRICS_TOKEN
     entries: list[str] = settings.METRICS_ALLOWED_NETWORKS
     if not token and not entries:
@@ -57,8 +58,14 @@ def metrics_refusal(request: HttpRequest) -> Refusal | None:
             networks = allowed_networks(entries)
         except ValueError:
             return Refusal.NETWORK  # the system check reports the bad entry; refuse meanwhile
-        if not _from_allowed_network(request, networks):
+        if not _from_allowed_network(remote_addr, networks):
             return Refusal.NETWORK
-    if token and not _carries_token(request, token):
+    if token and not _carries_token(authorization, token):
         return Refusal.TOKEN
     return None
+
+
+def metrics_refusal(request: HttpRequest) -> Refusal | None:
+    return scrape_refusal(
+        remote_addr=request.META.get("REMOTE_ADDR", ""), authorization=request.headers.get("Authorization", "")
+    )

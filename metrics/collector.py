@@ -75,9 +75,9 @@ def _jobs_family(jobs: Tally[tuple[str, str, str]], which: str) -> GaugeMetricFa
 def _finished_jobs() -> list[Metric]:
     """All-time finished jobs from the roll-ups, plus those finished since the roll-ups were refreshed."""
     refreshed = RollupState.objects.filter(name=STATE_NAME).values_list("refreshed_until", flat=True).first()
-    if refreshed is None:
-        return []  # never rolled up: counting a million jobs here is what the roll-ups avoid
     cells = Tally[tuple[str, str, str, str]]()
+    if refreshed is None:  # never rolled up: counting a million jobs here is what the roll-ups avoid
+        return _finished_families(cells)
     rolled = (
         JobRollup.objects.filter(period=RollupPeriod.DAY)
         .values("status", "backend", "job_type", "failure_category")
@@ -93,6 +93,10 @@ def _finished_jobs() -> list[Metric]:
     for row in [*rolled, *since]:
         key = (row["status"], row["backend"], row["job_type"], row["failure_category"])
         cells[key] += row["count"] or 0
+    return _finished_families(cells)
+
+
+def _finished_families(cells: Tally[tuple[str, str, str, str]]) -> list[Metric]:
     jobs = Tally[tuple[str, str, str]]()
     failed = Tally[tuple[str, str]]()
     for (status, backend, job_type, category), count in cells.items():

@@ -126,12 +126,17 @@ def test_live_jobs_and_queues_match_the_database(client):
     Job.objects.filter(pk=oldest.pk).update(created_at=old)
     JobFactory.create(status=JobStatus.RUNNING)
     JobFactory.create(status=JobStatus.BLOCKED)
+    JobFactory.create(status=JobStatus.QUEUED, backend="default")  # bound to a backend, not yet submitted
     samples = scrape(client)
-    assert value(samples, "anime_jobs", state="queued", backend="default", job_type="video") == 4
+    # Waiting jobs are bound to no backend until one takes them (late routing): "unbound".
+    assert value(samples, "anime_jobs", state="queued", backend="unbound", job_type="video") == 4
+    assert value(samples, "anime_jobs", state="queued", backend="default", job_type="image") == 1
     assert value(samples, "anime_jobs", state="running", backend="default", job_type="image") == 1
-    assert value(samples, "anime_jobs", state="blocked", backend="default", job_type="image") == 1
-    assert value(samples, "anime_queue_depth", backend="default") == 4
-    assert 595 <= value(samples, "anime_queue_oldest_wait_seconds", backend="default") <= 700
+    assert value(samples, "anime_jobs", state="blocked", backend="unbound", job_type="image") == 1
+    assert value(samples, "anime_queue_depth", backend="unbound") == 4
+    assert value(samples, "anime_queue_depth", backend="default") == 1
+    assert 595 <= value(samples, "anime_queue_oldest_wait_seconds", backend="unbound") <= 700
+    assert value(samples, "anime_queue_oldest_wait_seconds", backend="default") < 60
 
 
 def test_finished_jobs_and_failures_match_the_database_across_a_rollup(client):
@@ -206,7 +211,7 @@ def test_transitions_move_the_histograms_and_the_failure_counter(client):
     job = JobFactory.create()
     Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(seconds=40))
     job.refresh_from_db()
-    services.job_transition(job, JobStatus.SUBMITTED)
+    services.job_transition(job, JobStatus.SUBMITTED, backend="default")  # as a backend takes it (jobs.dispatch)
     services.job_transition(job, JobStatus.RUNNING, started_at=timezone.now() - timedelta(seconds=25))
     with override_settings(JOB_RETRY_LIMITS={}):
         services.job_fail(job, FailureCategory.OUT_OF_MEMORY, "CUDA out of memory")
@@ -224,7 +229,7 @@ def test_queue_wait_is_observed_in_its_bucket():
     job = JobFactory.create(job_type="upscale")
     Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(seconds=45))
     job.refresh_from_db()
-    services.job_transition(job, JobStatus.SUBMITTED)
+    services.job_transition(job, JobStatus.SUBMITTED, backend="default")
     assert process_value("anime_job_queue_wait_seconds_bucket", **labels, le="30.0") == below
     assert process_value("anime_job_queue_wait_seconds_bucket", **labels, le="60.0") == above + 1
 
