@@ -73,6 +73,9 @@ class TraceComfyUI(HostileComfyUI):
         self.recorded_id = prompt_id
         self.run = prompt_run(trace, prompt_id)
         self.before: Callable[[dict[str, Any]], None] = lambda message: None
+        # Seconds to wait after each preview frame: a recorded sampler's 50 ms steps can all fall between
+        # two of the tracker's broadcasts, and then (rightly) no preview is told at all.
+        self.after_preview = 0.0
         self.job_prompt_id = ""
         self.sockets: list[Any] = []
         self.any_file = PNG_1PX
@@ -146,6 +149,7 @@ class TraceComfyUI(HostileComfyUI):
                 await socket.send_str(self._rewrite(json.dumps(entry["msg"])))
             else:
                 await socket.send_bytes(self._binary(entry))
+                await asyncio.sleep(self.after_preview)
 
     def _binary(self, entry: dict[str, Any]) -> bytes:
         frame = base64.b64decode(entry["b64"])

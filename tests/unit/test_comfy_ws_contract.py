@@ -45,6 +45,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 CLIENT_ID = "comfy-client-1"
 PROMPT_ID = "the-clients-own-prompt-id"
 RUNS = "progress*"
+# The recorded sampler's steps are 50 ms apart: all of them can fall between two of the tracker's
+# broadcasts, and then no preview is told at all (rightly). Each preview is held this long more.
+PREVIEW_PACE = 0.3
 
 
 class Replayed:
@@ -56,15 +59,28 @@ class Replayed:
 
 
 def binary(frame: bytes) -> dict[str, Any]:
-    event_type, image_type = struct.unpack(">II", frame[:8])
-    return {"type": "preview", "data": {"event_type": event_type, "image_type": image_type, "image": frame[8:]}}
+    event_type, second = struct.unpack(">II", frame[:8])
+    if event_type == 4:  # 4-byte metadata length, the JSON metadata, the image
+        metadata = json.loads(frame[8 : 8 + second])
+        return {"type": "preview", "data": {"event_type": 4, "metadata": metadata, "image": frame[8 + second :]}}
+    return {"type": "preview", "data": {"event_type": event_type, "image_type": second, "image": frame[8:]}}
 
 
-def replay(trace_name: str, settings: Any, tmp_path: Path, *, index: int = 0, cancel_at: str = "") -> Replayed:
+def replay(
+    trace_name: str,
+    settings: Any,
+    tmp_path: Path,
+    *,
+    index: int = 0,
+    cancel_at: str = "",
+    preview_metadata: bool = False,
+    after_preview: float = 0.0,
+) -> Replayed:
     """The recorded prompt through the tracker, and what the front door told the client meanwhile."""
     trace = load_trace(trace_name)
     recorded_id = trace_prompts(trace)[index]
     fake = TraceComfyUI(trace, recorded_id).start()
+    fake.after_preview = after_preview
     settings.COMFYUI_BACKENDS = {"default": fake.url}
     settings.MEDIA_ROOT = tmp_path / "media"
     user = UserFactory.create()
@@ -79,6 +95,7 @@ def replay(trace_name: str, settings: Any, tmp_path: Path, *, index: int = 0, ca
 
         fake.before = cancel
     stream = ClientStream(user, CLIENT_ID)
+    stream.preview_metadata = preview_metadata  # the client sent ComfyUI's feature_flags asking for it
     frames: list[Any] = list(stream.opening())
 
     def delivered(state: dict[str, Any], user_id: int | None, events: Any = ()) -> None:
@@ -234,7 +251,7 @@ def test_a_reconnect_between_comfyui_and_the_tracker_loses_nothing(settings: Any
 
 
 def test_previews_are_comfyuis_binary_frames_with_the_samplers_own_images(settings: Any, tmp_path: Path) -> None:
-    run = replay("preview.jsonl", settings, tmp_path)
+    run = replay("preview.jsonl", settings, tmp_path, after_preview=PREVIEW_PACE)
     assert_told_as_comfyui(run)
     previews = [m["data"] for m in run.told if m["type"] == "preview"]
     assert previews, "a preview was told while the sampler ran"
@@ -242,3 +259,18 @@ def test_previews_are_comfyuis_binary_frames_with_the_samplers_own_images(settin
     for preview in previews:
         assert (preview["event_type"], preview["image_type"]) == (1, 1)  # PREVIEW_IMAGE, JPEG
         assert preview["image"] in recorded
+
+
+def test_a_client_that_asks_for_preview_metadata_gets_comfyuis_type_4_frames(settings: Any, tmp_path: Path) -> None:
+    run = replay("preview_metadata.jsonl", settings, tmp_path, preview_metadata=True, after_preview=PREVIEW_PACE)
+    assert_told_as_comfyui(run)
+    previews = [m["data"] for m in run.told if m["type"] == "preview"]
+    assert previews, "a preview was told while the sampler ran"
+    recorded = [binary(base64.b64decode(m["data"]["b64"]))["data"] for m in run.recorded if m["type"] == "preview"]
+    assert all(r["event_type"] == 4 for r in recorded)
+    for preview in previews:
+        assert preview["event_type"] == 4 and preview["image"] in {r["image"] for r in recorded}
+        # ComfyUI's metadata keys, naming the client's prompt id and node.
+        assert set(preview["metadata"]) == set(recorded[0]["metadata"])
+        assert preview["metadata"]["prompt_id"] == PROMPT_ID and preview["metadata"]["node_id"] == "2"
+        assert preview["metadata"]["image_type"] == "image/jpeg"
