@@ -156,12 +156,25 @@ class OutputReport:
     stored: int = 0
     too_large: int = 0  # past JOB_OUTPUT_MAX_BYTES: not stored
     unfetched: list[str] = field(default_factory=list)  # /view refused, redirected or broke off
+    unstored: list[str] = field(default_factory=list)  # the file store stayed down (STORAGE_RETRY_SECONDS)
 
 
 def failure_from_outputs(report: OutputReport) -> Failure | None:
     """A prompt that succeeded completes with the outputs that could be stored, the skipped ones named
     on its timeline. It fails `output_missing` when an output could not be fetched at all, or when
-    ComfyUI listed outputs and not one of them could be kept."""
+    ComfyUI listed outputs and not one of them could be kept; `storage_unavailable` when the file
+    store stayed down while they were stored (they are still in ComfyUI's output folder, named in the
+    details; the ones stored are kept)."""
+    if report.unstored:
+        more = f" (and {len(report.unstored) - 1} more)" if len(report.unstored) > 1 else ""
+        return Failure(
+            FailureCategory.STORAGE_UNAVAILABLE,
+            stored_message(
+                f"the file store was unavailable for {settings.STORAGE_RETRY_SECONDS:.0f}s: "
+                f"{len(report.unstored)} of {report.listed} outputs could not be stored: {report.unstored[0]}{more}"
+            ),
+            {"unstored": report.unstored[:DETAILS_ITEMS], "stored": report.stored},
+        )
     if report.unfetched:
         more = f" (and {len(report.unfetched) - 1} more)" if len(report.unfetched) > 1 else ""
         return Failure(

@@ -75,6 +75,8 @@ class FailureCategory(models.TextChoices):
     TIMED_OUT = "timed_out", "Timed out"
     WORKER_LOST = "worker_lost", "Worker lost"
     OUTPUT_MISSING = "output_missing", "Output missing"
+    # The file store (S3, the disk) stayed down while the outputs were stored (STORAGE_RETRY_SECONDS).
+    STORAGE_UNAVAILABLE = "storage_unavailable", "Storage unavailable"
     # The tracker itself broke on something unforeseen: the job ends instead of being retried forever.
     INTERNAL_ERROR = "internal_error", "Internal error"
     # An upstream job of a pipeline failed, was cancelled, or produced fewer outputs than referenced.

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from django.conf import settings
 
+from assets.object_store import STORE_ERRORS
 from comfyui import ComfyUIClient, ComfyUIError, HistoryEntry, OutputFile, history_outputs
 from comfyui.errors import OutputTooLarge
 from jobs import services
@@ -19,7 +20,7 @@ from jobs.failures import (
     failure_from_interruption,
     failure_from_outputs,
 )
-from jobs.models import EventKind, FailureCategory, Job, JobStatus
+from jobs.models import EventKind, FailureCategory, Job, JobOutput, JobStatus
 from jobs.output_files import output_label
 from jobs.progress import JobProgress
 from jobs.tracking.coalescer import Coalescer
@@ -30,6 +31,14 @@ logger = logging.getLogger(__name__)
 HISTORY_WAIT_SECONDS = 10.0
 # Outputs past JOB_MAX_OUTPUTS are named on the timeline up to this many characters of names.
 SKIPPED_LIST_CHARS = 128 * 1024
+# Waits between attempts to store an output while the file store is down: 1, 2, 4, 8, 15, 15 ... s,
+# for at most STORAGE_RETRY_SECONDS in all.
+STORE_RETRY_FIRST_SECONDS = 1.0
+STORE_RETRY_MAX_SECONDS = 15.0
+
+
+class StoreStillDown(OSError):
+    """An output not tried because the file store already stayed down for this job."""
 
 
 class TrackingEnded(Exception):
@@ -56,6 +65,8 @@ class JobEnding:
         # Why we interrupted the prompt ourselves (None: a user's cancel), so that ComfyUI's
         # "interrupted" is not taken for someone else's.
         self.interrupt_reason: Failure | None = None
+        # The file store stayed down past STORAGE_RETRY_SECONDS: the outputs left are not tried again.
+        self.store_down = False
 
     def finish(self) -> NoReturn:
         """ComfyUI is done with the prompt: close the job as its history says."""
@@ -135,7 +146,11 @@ class JobEnding:
     def _store_output(self, output: OutputFile, report: OutputReport) -> None:
         label = output_label(output)
         try:
-            stored = services.job_output_store(self.job, self.client, output)
+            stored = self._stored_while_store_recovers(output)
+        except STORE_ERRORS as exc:
+            report.unstored.append(f"{label}: {type(exc).__name__}: {exc}")
+            self._note_skipped(output, "storage_unavailable", f"{label} could not be stored: {exc}")
+            return
         except OutputTooLarge as exc:
             report.too_large += 1
             self._note_skipped(output, "too_large", f"{label}: larger than {exc.limit} bytes; not stored")
@@ -150,6 +165,47 @@ class JobEnding:
             node_id=output.node_id,
             data={"output_id": stored.pk, "filename": stored.comfy_filename, "media_type": stored.media_type},
         )
+
+    def _stored_while_store_recovers(self, output: OutputFile) -> JobOutput:
+        """One output fetched and stored, tried again with backoff while the file store is down (an
+        S3 endpoint that refuses or times out, a full disk), for at most STORAGE_RETRY_SECONDS. Each
+        try fetches the file from ComfyUI afresh (a download cut off by the store leaves nothing
+        behind: services.job_output_store), and the job stays running meanwhile: it completes only
+        with its outputs stored. Raises the store's last error when it stays down."""
+        if self.store_down:
+            raise StoreStillDown("the file store was down for this job's earlier outputs; not tried again")
+        deadline = time.monotonic() + settings.STORAGE_RETRY_SECONDS
+        delay = STORE_RETRY_FIRST_SECONDS
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return services.job_output_store(self.job, self.client, output)
+            except STORE_ERRORS as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.store_down = True
+                    logger.warning("job %s: the file store stayed down after %d tries: %s", self.job.id, tries, exc)
+                    raise
+                if tries == 1:
+                    self.timeline.event(
+                        EventKind.NOTE,
+                        node_id=output.node_id,
+                        data={
+                            "message": f"the file store is unavailable ({type(exc).__name__}); storing "
+                            f"{output_label(output)} is retried for up to {settings.STORAGE_RETRY_SECONDS:.0f}s",
+                            "reason": "storage_retry",
+                        },
+                    )
+                self._wait_beating(min(delay, left))
+                delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
+
+    def _wait_beating(self, seconds: float) -> None:
+        """Sleep, keeping the job's heartbeat fresh so that no sweep takes it for an orphan."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            self.coalescer.flush_if_due()
+            time.sleep(min(left, 1.0))
 
     def _note_skipped(self, output: OutputFile, reason: str, message: str) -> None:
         self.timeline.event(
