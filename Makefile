@@ -74,7 +74,7 @@ run: install
 # shown when it ends. pytest's exit code 5 ("no tests selected") is no failure for one part of a
 # split tier: a PYTEST_ARGS -k may pick tests from one part only.
 TEST_ENV := REDIS_URL=$(TEST_REDIS_URL)
-FAULT_TESTS := tests/integration/test_fault_injection.py
+FAULT_TESTS := tests/integration/test_fault_injection.py tests/integration/test_database_faults.py
 IN_PARALLEL := $(MAKE) --no-print-directory --output-sync=target -j3
 .PHONY: test test-unit test-integration test-browser test-integration-faults test-integration-rest
 
@@ -92,7 +92,7 @@ test-integration-faults: install
 	$(TEST_ENV) $(PY) -m pytest $(FAULT_TESTS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-integration-rest: install
-	$(TEST_ENV) $(PY) -m pytest tests/integration --ignore=$(FAULT_TESTS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(TEST_ENV) $(PY) -m pytest tests/integration $(addprefix --ignore=,$(FAULT_TESTS)) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-browser: install
 	$(TEST_ENV) $(PY) -m pytest tests/browser $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from access.access_log import AccessLogMiddleware  # noqa: E402
+from access.database_unavailable import DatabaseUnavailableWebsocket  # noqa: E402
 from access.in_flight import ListRequestsInFlight  # noqa: E402
 from assets.uploads import daphne_form_parsing_off  # noqa: E402
 from comfy_api.routing import websocket_urlpatterns as comfy_websocket_urlpatterns  # noqa: E402
@@ -23,8 +24,11 @@ application = AccessLogMiddleware(
         {
             # One user's flood of list requests must not hold the process's one thread for sync views.
             "http": ListRequestsInFlight(django_asgi_app),
-            "websocket": AllowedHostsOriginValidator(
-                TokenOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns + comfy_websocket_urlpatterns))
+            # A handshake that finds the database down is turned away as "try again later".
+            "websocket": DatabaseUnavailableWebsocket(
+                AllowedHostsOriginValidator(
+                    TokenOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns + comfy_websocket_urlpatterns))
+                )
             ),
         }
     )

@@ -75,6 +75,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # The database down: 503 with Retry-After, not a 500 (README fault matrix).
+    "access.database_unavailable.DatabaseUnavailableMiddleware",
 ]
 
 # --- HTTPS and cookies: secure unless DEBUG, each one settable (behind a TLS proxy, for example) ---
@@ -115,6 +117,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        # A kept connection is checked before each request or task reuses it: after a PostgreSQL
+        # restart the first request connects afresh instead of failing on the dead socket.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

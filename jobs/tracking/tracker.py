@@ -18,6 +18,7 @@ from jobs.models import EventKind, Job, JobStatus
 from jobs.node_catalog import NodeCatalog
 from jobs.progress import JobProgress
 from jobs.tracking.coalescer import Coalescer
+from jobs.tracking.database_outage import DATABASE_DOWN, DatabaseOutage, finish_again
 from jobs.tracking.ending import JobEnding, TrackingEnded
 from jobs.tracking.inputs import InputPlacement
 from jobs.tracking.session import ComfySession
@@ -113,25 +114,38 @@ class JobTracker:
         self.session.close()
 
     def _follow(self) -> NoReturn:
+        # The database down for a while (a PostgreSQL restart): ComfyUI is still followed and what
+        # would be written waits for it to come back (jobs/tracking/database_outage.py).
+        outage = DatabaseOutage(self.job)
         while True:
             try:
-                message = self.session.receive(self.coalescer.wait_time())
+                message = self.session.receive(outage.receive_timeout(self.coalescer.wait_time()))
             except ComfyUIError as exc:
                 logger.warning("job %s: %s; reconnecting", self.job.id, exc)
                 self.session.reconnect()
                 continue
-            # Broadcast on a message that changed what browsers see, or once ComfyUI went quiet:
-            # not on the `progress_state` that precedes each step's `progress`, which would show
-            # the step before.
-            fresh = message is None
-            if isinstance(message, WsMessage):
-                fresh = self._apply(message)
-            elif isinstance(message, PreviewFrame) and self.timeline.keep_preview(message):
-                self.coalescer.mark_changed()
-            self.coalescer.flush_if_due(hold_broadcast=not fresh)
-            self.watchdog.check_db_if_due()
-            self.watchdog.check_stuck()
-            self.session.reconcile_if_idle()
+            due = outage.retry_due()
+            try:
+                if due and self.progress.ended:
+                    finish_again(self.ending, self.timeline, self.job)  # the first try met the outage
+                # Broadcast on a message that changed what browsers see, or once ComfyUI went quiet:
+                # not on the `progress_state` that precedes each step's `progress`, which would show
+                # the step before.
+                fresh = message is None
+                if isinstance(message, WsMessage):
+                    fresh = self._apply(message)
+                elif isinstance(message, PreviewFrame) and self.timeline.keep_preview(message):
+                    self.coalescer.mark_changed()
+                if due:
+                    self.coalescer.flush_if_due(hold_broadcast=not fresh)
+                    self.watchdog.check_db_if_due()
+                self.watchdog.check_stuck()
+                self.session.reconcile_if_idle()
+            except DATABASE_DOWN as exc:
+                outage.failed(exc)
+                continue
+            if due:
+                outage.over()
 
     def _apply(self, message: WsMessage) -> bool:
         """Feed one message; True when what browsers see changed."""
