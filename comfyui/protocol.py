@@ -5,6 +5,7 @@ Pure parsing, no I/O. Everything here comes from a GPU machine and is untrusted 
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,22 +124,54 @@ class UndecodedFrame:
     def decode(self) -> WsMessage | None:
         return parse_text_frame(self.payload.decode("utf-8", errors="replace"))
 
+    def steps(self) -> tuple[str, float, float] | None:
+        """A `progress` frame's (node, value, max), when they are a node id and two finite numbers
+        with 0 <= value <= max; None otherwise. A hint for when the node may end, nothing more."""
+        message = self.decode() if self.type == "progress" else None
+        if message is None:
+            return None
+        node, value, most = (
+            message.data.get("node"),
+            _number(message.data.get("value")),
+            _number(message.data.get("max")),
+        )
+        if not isinstance(node, str) or value is None or most is None or not 0 <= value <= most < math.inf:
+            return None
+        return node, value, most
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
 
 # How ComfyUI's json.dumps begins the two frequent frames.
 _UNDECODED_PREFIXES = ((b'{"type": "progress", ', "progress"), (b'{"type": "progress_state", ', "progress_state"))
 
 
 def read_text_frame(payload: bytes) -> WsMessage | UndecodedFrame | None:
-    """A text frame: `progress` and `progress_state` left undecoded (UndecodedFrame), the rest parsed.
+    """A text frame: `progress` and `progress_state` left undecoded (UndecodedFrame), the rest parsed."""
+    kind = undecoded_kind(payload, 0, len(payload))
+    if kind is not None:
+        return UndecodedFrame(kind, payload)
+    return parse_text_frame(payload.decode("utf-8", errors="replace"))
 
-    The type is read from the first bytes only when no other key can be "type": JSON keeps the last
-    of repeated keys, and only a `\\u` escape can spell "type" without its bytes. Any doubt means a
-    full decode, so a frame cannot pass for another type.
+
+def undecoded_kind(data: bytes | bytearray, start: int, end: int) -> str | None:
+    """The kind of the text frame in data[start:end] when it is surely `progress` or `progress_state`.
+
+    Read in place (a reader can skip a superseded frame without copying it). The type is read from
+    the first bytes only when no other key can be "type": JSON keeps the last of repeated keys, and
+    only a `\\u` escape can spell "type" without its bytes. Any doubt means a full decode, so a frame
+    cannot pass for another type.
     """
     for prefix, kind in _UNDECODED_PREFIXES:
-        if payload.startswith(prefix) and payload.count(b'"type"') == 1 and b"\\u" not in payload:
-            return UndecodedFrame(kind, payload)
-    return parse_text_frame(payload.decode("utf-8", errors="replace"))
+        if (
+            data.startswith(prefix, start, end)
+            and data.count(b'"type"', start, end) == 1
+            and data.find(b"\\u", start, end) < 0
+        ):
+            return kind
+    return None
 
 
 def parse_text_frame(text: str) -> WsMessage | None:

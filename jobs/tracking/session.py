@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 # a reconnect, when ComfyUI may have unregistered our new socket: see ComfySession.reconcile).
 IDLE_RECONCILE_SECONDS = 10.0
 IDLE_AFTER_RECONNECT_SECONDS = 2.0
+# Sleeping through a sampler's steps (see ComfySession.receive) only for at least this long, and
+# waking this much before a write or broadcast is due, so the step that goes out is a fresh one.
+DOZE_MIN_SECONDS = 0.02
+DOZE_EARLY_SECONDS = 0.002
 
 
 class ComfySession:
@@ -48,10 +52,11 @@ class ComfySession:
         self.reconnected_at: float | None = None
         self.last_message = time.monotonic()
         self.message_gap = 1.0  # smoothed seconds between ComfyUI messages
-        self.messages = 0
+        self._messages_closed = 0  # received by sockets closed since
         # Progress received and not decoded yet (see receive), and messages decoded and not handed out.
         self.held: dict[str, UndecodedFrame] = {}  # by type, in the order the latest of each came
         self.ready: deque[WsMessage | PreviewFrame] = deque()
+        self.step_seen: tuple[str, float, float, float] | None = None  # node, value, max, when (see _doze_until)
 
     # --- connecting and submitting -------------------------------------------------------------
 
@@ -117,6 +122,10 @@ class ComfySession:
         and ends keep their order), or when ComfyUI goes quiet: what is never decoded is what
         nobody would have seen. A progress_state alone releases them only for a write, as a
         broadcast waits for the step's own `progress` (see JobTracker._follow).
+
+        While a node's steps come faster than anything is due, the thread sleeps instead of waking
+        for each one (see _doze_until) and then takes what came meanwhile in one read, where the
+        socket skips the superseded frames by their length (comfyui.ws).
         """
         if self.ready:
             return self.ready.popleft()
@@ -126,7 +135,10 @@ class ComfySession:
         broadcast_at, write_at = self.coalescer.due_at()
         # Held progress goes out when ComfyUI goes quiet, as a pending broadcast would.
         held_deadline = min(deadline, max(broadcast_at + BROADCAST_QUIET_SECONDS, now + 0.005))
+        wake_at = min(broadcast_at, write_at, deadline) - DOZE_EARLY_SECONDS
         while True:
+            if self.held and (until := self._doze_until(wake_at)) is not None:
+                time.sleep(max(until - time.monotonic(), 0.0))  # a busy machine may have passed it
             frame = self._next_frame(held_deadline if self.held else deadline)
             now = self.last_message  # when `frame` came
             if isinstance(frame, UndecodedFrame):
@@ -151,10 +163,39 @@ class ComfySession:
         frame = self.socket.receive(wait)
         if frame is not None:
             now = time.monotonic()
-            self.messages += 1
             self.message_gap = 0.8 * self.message_gap + 0.2 * min(now - self.last_message, IDLE_RECONCILE_SECONDS)
             self.last_message = now
         return frame
+
+    @property
+    def messages(self) -> int:
+        """ComfyUI's messages received, the ones skipped undecoded included."""
+        return self._messages_closed + (self.socket.messages if self.socket is not None else 0)
+
+    def _doze_until(self, wake_at: float) -> float | None:
+        """When to look at the socket again, when sleeping till then is safe; None to wait on it.
+
+        Held progress would go out only at `wake_at` (a write or broadcast due), so steps that
+        come before need not wake the thread, but a node's end must not wait: the sleep is at most
+        half the time the node's latest step says it still needs, at the rate its value grew since
+        the step seen before. Never with messages waiting, for a first step, or a stalled one.
+        """
+        held = self.held.get("progress")
+        if held is None or self.socket is None or self.socket.pending:
+            return None
+        now = time.monotonic()
+        if wake_at - now < DOZE_MIN_SECONDS:
+            return None
+        steps = held.steps()
+        if steps is None:
+            return None
+        node, value, most = steps
+        seen, self.step_seen = self.step_seen, (node, value, most, self.last_message)
+        if seen is None or seen[0] != node or seen[2] != most or value <= seen[1] or self.last_message <= seen[3]:
+            return None
+        rate = (value - seen[1]) / (self.last_message - seen[3])
+        until = min(wake_at, now + (most - value) / rate / 2)
+        return until if until - now >= DOZE_MIN_SECONDS else None
 
     def _hold(self, frame: UndecodedFrame) -> None:
         self.held.pop(frame.type, None)
@@ -203,6 +244,7 @@ class ComfySession:
 
     def close(self) -> None:
         if self.socket is not None:
+            self._messages_closed += self.socket.messages
             self.socket.close()
             self.socket = None
 
