@@ -13,7 +13,7 @@ from access.access_log import AccessLogMiddleware  # noqa: E402
 from access.database_unavailable import DatabaseUnavailableWebsocket  # noqa: E402
 from access.in_flight import ListRequestsInFlight  # noqa: E402
 from assets.uploads import daphne_form_parsing_off  # noqa: E402
-from comfy_api.routing import websocket_urlpatterns as comfy_websocket_urlpatterns  # noqa: E402
+from comfy_api.routing import FrontDoorWebsockets  # noqa: E402
 from jobs.routing import websocket_urlpatterns  # noqa: E402
 from jobs.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
 
@@ -26,8 +26,9 @@ application = AccessLogMiddleware(
             "http": ListRequestsInFlight(django_asgi_app),
             # A handshake that finds the database down is turned away as "try again later".
             "websocket": DatabaseUnavailableWebsocket(
-                AllowedHostsOriginValidator(
-                    TokenOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns + comfy_websocket_urlpatterns))
+                # The ComfyUI front door's sockets take ComfyUI clients' credentials (comfy_api.routing).
+                FrontDoorWebsockets(
+                    AllowedHostsOriginValidator(TokenOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns)))
                 )
             ),
         }

@@ -6,6 +6,7 @@ messages in ComfyUI's order, previews included as ComfyUI's binary frames."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import requests
 import websocket
+from comfy_api_simplified import ComfyApiWrapper
 
 from comfy_api.models import FrontDoorPrompt
 from jobs.models import JobStatus
@@ -155,3 +157,15 @@ def test_another_users_socket_with_the_same_client_id_hears_only_its_own_queue(l
         mine.close()
         theirs.close()
     assert heard == [], heard
+
+
+def test_comfy_api_simplified_waits_on_the_websocket_for_its_prompt(live: Any, web_server: str) -> None:
+    """comfy-api-simplified (PyPI) unchanged: the key as its Basic password, which its `websockets`
+    connection sends too (no Origin header), at `/ws` on the site's root (it joins an absolute path)."""
+    key = api_key_for(UserFactory.create())
+    api = ComfyApiWrapper(url=web_server, user="artist", password=key)
+    prompt_id, previews = asyncio.run(api.queue_prompt_and_wait(preview_prompt(steps=4, seconds_per_step=0.4)))
+    job = FrontDoorPrompt.objects.get(prompt_id=prompt_id).job
+    assert job.status == JobStatus.COMPLETED
+    # It keeps each binary frame's image: the sampler's previews, told while it ran.
+    assert previews and all(image.startswith(b"\xff\xd8\xff") for image in previews)

@@ -3,6 +3,7 @@ in-memory layer: who may connect, what a client hears first, and only its own pr
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -287,3 +288,58 @@ def test_several_prompts_of_one_client_are_each_told_under_their_own_prompt_id()
     assert ends_told == [("execution_success", "second"), ("execution_interrupted", "first")]
     queues = [m["data"]["status"]["exec_info"]["queue_remaining"] for m in told if m["type"] == "status"]
     assert queues == [2, 1, 0]
+
+
+# Closed before the handshake is accepted (the server answers HTTP 403), with no code of its own.
+REFUSED = 1000
+
+
+def basic(name: str, password: str) -> tuple[bytes, bytes]:
+    return (b"authorization", b"Basic " + base64.b64encode(f"{name}:{password}".encode()))
+
+
+def test_a_program_sending_the_key_as_basic_credentials_and_no_origin_is_let_in() -> None:
+    # What Python's `websockets` sends for ws://artist:<key>@host/comfy/ws (comfy-api-simplified does).
+    key = api_key_for(UserFactory.create())
+
+    async def scenario() -> Any:
+        ws = WebsocketCommunicator(application, "/comfy/ws?clientId=py", headers=[basic("artist", key)])
+        connected, _ = await ws.connect()
+        status = await ws.receive_json_from(timeout=5) if connected else None
+        await ws.disconnect()
+        return connected, status
+
+    connected, status = async_to_sync(scenario)()
+    assert connected and status["data"]["sid"] == "py"
+
+
+@pytest.mark.parametrize(
+    ("headers", "refused_with"),
+    [
+        # A page on another site, even with a good key: a browser sends its Origin, and it is not ours.
+        ("foreign origin", REFUSED),
+        # Basic credentials that are no live key never fall through to anything weaker.
+        ("basic without a key", 4401),
+        # The project's own sockets still want an Origin of ours.
+        ("project socket without origin", REFUSED),
+    ],
+)
+def test_sockets_from_elsewhere_or_with_a_bad_key_are_refused(headers: str, refused_with: int) -> None:
+    user = UserFactory.create()
+    key = api_key_for(user)
+    job = JobFactory.create(user=user)
+    path, sent = {
+        "foreign origin": (
+            "/comfy/ws?clientId=x",
+            [(b"origin", b"https://evil.example"), (b"x-api-key", key.encode())],
+        ),
+        "basic without a key": ("/comfy/ws?clientId=x", [basic("artist", "not-a-key")]),
+        "project socket without origin": (f"/ws/jobs/{job.id}/", [(b"x-api-key", key.encode())]),
+    }[headers]
+
+    async def scenario() -> Any:
+        ws = WebsocketCommunicator(application, path, headers=sent)
+        return await ws.connect()
+
+    connected, code = async_to_sync(scenario)()
+    assert not connected and code == refused_with
