@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -409,12 +410,16 @@ METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS")
 # The database's part of a scrape (jobs by state, queues, backend health) is read at most this often per process.
 METRICS_CACHE_SECONDS = float(os.environ.get("METRICS_CACHE_SECONDS", "5"))
-# Where this process keeps its counters and histograms (prometheus-client reads the same variable when
-# it is imported); run_system and Docker set it and empty it at start. Unset: this process's own only.
-PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-# What a scrape sums: every process's files in this directory and in its subdirectories (one per
-# container sharing a volume: pids repeat across containers); default PROMETHEUS_MULTIPROC_DIR.
+# What a scrape sums: every process's files in this directory and in its subdirectories; containers
+# sharing it as a volume each write to a directory of their own, named after their host name (pids
+# repeat across containers, and two processes with one pid would write one file).
 METRICS_MULTIPROC_ROOT = os.environ.get("METRICS_MULTIPROC_ROOT", "")
+# Where this process keeps its counters and histograms (prometheus-client reads the same variable when
+# it is imported: the metrics app sets it from here first); run_system sets and empties it. Unset, and
+# no root: this process's own only.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or (
+    str(Path(METRICS_MULTIPROC_ROOT) / socket.gethostname()) if METRICS_MULTIPROC_ROOT else ""
+)
 
 # --- API keys: hashed at rest, expiring, several named keys per user --------------------------------
 API_KEY_DAYS = int(os.environ.get("API_KEY_DAYS", "90"))

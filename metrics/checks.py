@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from django.conf import settings
@@ -38,12 +37,19 @@ def metrics_settings_check(app_configs: Any = None, **kwargs: Any) -> list[Check
             )
         )
     directory: str = settings.PROMETHEUS_MULTIPROC_DIR
-    if directory and not (os.path.isdir(directory) and os.access(directory, os.W_OK)):
+    if directory and not _multiprocess_mode():
         messages.append(
             Error(
-                f"PROMETHEUS_MULTIPROC_DIR={directory} is not a writable directory: this process cannot count",
-                hint="create it (empty) before the processes start; run_system and the Docker image do",
+                "prometheus-client was imported before the metrics app set PROMETHEUS_MULTIPROC_DIR: "
+                "this process counts for itself only, and no scrape sees its counters",
+                hint="set PROMETHEUS_MULTIPROC_DIR in the environment before the process starts",
                 id="metrics.E003",
             )
         )
     return messages
+
+
+def _multiprocess_mode() -> bool:
+    from prometheus_client import values
+
+    return values.ValueClass is not values.MutexValue

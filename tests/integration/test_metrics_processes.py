@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -101,9 +102,14 @@ def test_one_scrape_sums_the_counters_of_every_process(tmp_path, logs):
         count_reconnects_in_a_process(metrics_env(root, "worker-host-a"), 3)
         count_reconnects_in_a_process(metrics_env(root, "worker-host-a"), 4)
         count_reconnects_in_a_process(metrics_env(root, "worker-host-b"), 5)
+        # A container given only the root: the metrics app gives it a directory named after its host.
+        only_root = metrics_env(root, "unused", METRICS_MULTIPROC_ROOT=str(root))
+        del only_root["PROMETHEUS_MULTIPROC_DIR"]
+        count_reconnects_in_a_process(only_root, 6)
+        assert list((root / socket.gethostname()).glob("counter_*.db")), "no directory of its own under the root"
         # Each scrape reaches one of the two web processes; every one of them sees the sum.
         for _ in range(4):
-            assert value(scrape(url), "anime_tracker_reconnects_total", reason="dropped") == before + 12
+            assert value(scrape(url), "anime_tracker_reconnects_total", reason="dropped") == before + 18
     finally:
         server.stop(grace=10)
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -15,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs import services
 from jobs.models import FailureCategory, Job, JobStatus
+from metrics.apps import multiproc_dir_prepare
 from metrics.collector import DATABASE_COLLECTOR
 from metrics.recorder import PROCESS_REGISTRY
 from monitoring.models import BackendHealthSample
@@ -109,11 +111,18 @@ def test_system_check_rejects_bad_settings():
         assert _metrics_check_ids() == {"metrics.W001"}
 
 
-def test_system_check_rejects_a_missing_multiprocess_dir(tmp_path):
-    with override_settings(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "absent")):
-        assert "metrics.E003" in _metrics_check_ids()
+def test_a_process_counting_alone_is_reported(tmp_path):
     with override_settings(PROMETHEUS_MULTIPROC_DIR=str(tmp_path)):
-        assert "metrics.E003" not in _metrics_check_ids()
+        # This test process imported prometheus-client without the variable: its counters are its own.
+        assert _metrics_check_ids() == {"metrics.E003"}
+
+
+def test_the_multiprocess_dir_is_made_or_the_process_refuses_to_start(tmp_path):
+    multiproc_dir_prepare(str(tmp_path / "a" / "b"))
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ImproperlyConfigured, match="PROMETHEUS_MULTIPROC_DIR"):
+        multiproc_dir_prepare(str(tmp_path / "file" / "below"))
 
 
 # --- what the database says ------------------------------------------------------------------------
