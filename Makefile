@@ -74,7 +74,8 @@ run: install
 # shown when it ends. pytest's exit code 5 ("no tests selected") is no failure for one part of a
 # split tier: a PYTEST_ARGS -k may pick tests from one part only.
 TEST_ENV := REDIS_URL=$(TEST_REDIS_URL)
-FAULT_TESTS := tests/integration/test_fault_injection.py tests/integration/test_database_faults.py
+FAULT_TESTS := tests/integration/test_fault_injection.py tests/integration/test_database_faults.py \
+	tests/integration/test_object_store_faults.py
 IN_PARALLEL := $(MAKE) --no-print-directory --output-sync=target -j3
 .PHONY: test test-unit test-integration test-browser test-integration-faults test-integration-rest
 

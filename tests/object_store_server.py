@@ -64,8 +64,8 @@ class ObjectStoreServer:
         return self._server is not None
 
 
-def bucket_create(endpoint: str) -> str:
-    bucket = f"anime-test-{uuid.uuid4().hex[:16]}"
+def bucket_create(endpoint: str, bucket: str | None = None) -> str:
+    bucket = bucket or f"anime-test-{uuid.uuid4().hex[:16]}"
     s3_client(endpoint).create_bucket(Bucket=bucket)
     return bucket
 
@@ -119,27 +119,46 @@ def process_environment(endpoint: str, bucket: str) -> dict[str, str]:
     }
 
 
-@contextmanager
-def moto_server_process(log_dir: Path) -> Iterator[str]:
-    """moto's S3 server as a process of its own; yields its endpoint."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = (log_dir / "moto_server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
-    try:
+class MotoProcess:
+    """moto's S3 server as a process of its own, on one port for its life: stop() refuses connections
+    as a store that is down does; start() again is a store back, empty (moto keeps objects in memory)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_dir / "moto_server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoProcess:
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)], stdout=log, stderr=log
+            )
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(endpoint, timeout=1)
-                break
+                requests.get(self.endpoint, timeout=1)
+                return self
             except requests.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start; see {log.name}") from None
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start; see {self.log_path}") from None
                 time.sleep(0.1)
-        yield endpoint
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+
+@contextmanager
+def moto_server_process(log_dir: Path) -> Iterator[str]:
+    """moto's S3 server as a process of its own; yields its endpoint."""
+    server = MotoProcess(log_dir).start()
+    try:
+        yield server.endpoint
     finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
+        server.stop()
