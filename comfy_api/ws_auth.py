@@ -1,8 +1,8 @@
 """Who opens a front-door websocket, and from where: what ComfyUI's own clients send.
 
 - Credentials: ComfyUI's clients carry a credential as a user and password (often in the base URL,
-  `ws://me:<key>@host/comfy/ws`), which `websockets` and `websocket-client` send as HTTP Basic: the API
-  key as the password (or the name), as comfy_api.authentication reads it for HTTP. Without Basic
+  `ws://me:<key>@host/comfy/ws`, which Python's `websockets` sends as HTTP Basic): the API key as the
+  password (or the name), as comfy_api.authentication reads it for HTTP. Without Basic
   credentials, what the project's other sockets accept (jobs.ws_auth: a key header, `?ticket=`, the
   session). Basic credentials that hold no live key make the user anonymous (4401): never the session.
 - Origin: a browser always sends `Origin` with a websocket, so a page on another site is refused as on
