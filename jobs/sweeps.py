@@ -21,11 +21,12 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.utils import timezone
 
 from comfyui import ComfyUIError
-from fleet.backends import backend_client
+from fleet.backends import backend_client, gpu_queue
 from jobs import dependencies, dispatch, eta, services
 from jobs.eta import NodeEstimate
 from jobs.failures import Failure, lost_failure, stuck_or_timed_out
@@ -137,11 +138,16 @@ def sweep_waiting_jobs() -> int:
 
 
 def requeue_lost_messages(now: datetime) -> int:
-    """Wake the idle backends while jobs wait: a wake lost with Redis, or one held back by a backend
-    that was busy, draining or down when the job came, costs at most one sweep's wait. Backends
-    that cannot run what waits take nothing (jobs.dispatch). Returns the backends woken."""
-    idle = dispatch.backends_idle_with_work()
-    backends_wake(idle)
+    """Wake the idle backends with an empty queue while jobs wait: a wake lost with Redis, or one
+    held back by a backend that was busy, draining or down when the job came, costs at most one
+    sweep's wait. Backends that cannot run what waits take nothing (jobs.dispatch). Returns the
+    backends woken."""
+    idle = [
+        backend
+        for backend in dispatch.backends_idle_with_work()
+        if broker_queue_length(current_app, gpu_queue(backend)) == 0
+    ]
+    backends_wake(idle, force=True)
     return len(idle)
 
 

@@ -12,9 +12,9 @@ def job_run(job_id: str) -> None:
     tracking.job_track(job_id)
 
 
-# Acked on receipt: a lost wake is harmless (the beat sweep wakes idle backends), while a redelivered
-# one would only find its backend busy (jobs.dispatch locks the backend's row).
-@shared_task(acks_late=False, ignore_result=True)
+# Acked when done, and put back when the pool child dies: the next delivery re-attaches to the job it
+# was following (tracking.backend_work). A duplicate delivery finds its backend busy and stops.
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def backend_work(backend: str) -> None:
     """A backend's GPU worker takes the waiting jobs it can run, one after another (GPU queue only)."""
     wake_received(backend)

@@ -23,7 +23,7 @@ from django.conf import settings
 from comfyui import ComfyUIClient
 from fleet.backends import backend_client
 from jobs import dispatch, eta, services
-from jobs.models import Job, JobStatus
+from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.node_catalog import node_catalog
 from jobs.progress import JobProgress  # devtools.benchmarks.job_write_counts counts its messages here
 from jobs.tracking.claim import claim_when_free, heartbeat_seconds, must_wait, tracker_client_id
@@ -46,8 +46,11 @@ logger = logging.getLogger(__name__)
 def backend_work(backend: str) -> int:
     """Entry point of the GPU worker's wake task: take the best waiting job this backend can run,
     follow it to its end, take the next, until nothing waits that it can run. No broker round trip
-    between two jobs: a free GPU's next prompt is a few queries away. Returns the jobs it ran."""
-    ran = 0
+    between two jobs: a free GPU's next prompt is a few queries away. Returns the jobs it ran.
+
+    A wake delivered again because the worker's pool child died mid-job finds that job first and
+    re-attaches to it (job_track waits out the dead tracker's heartbeat), then goes on taking."""
+    ran = _orphan_resume(backend)
     while True:
         stack = ExitStack()
         try:
@@ -62,6 +65,14 @@ def backend_work(backend: str) -> int:
             _job_follow(job, stack)
         finally:
             stack.close()
+
+
+def _orphan_resume(backend: str) -> int:
+    orphan = Job.objects.filter(backend=backend, status__in=ACTIVE_STATUSES).order_by("heartbeat_at").first()
+    if orphan is None:
+        return 0
+    job_track(str(orphan.pk))  # a live tracker elsewhere keeps it: this one stops within a heartbeat
+    return 1
 
 
 def _job_follow(job: Job, announcements: ExitStack) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.core.cache import cache
 
 from fleet.models import Backend
-from jobs import services, sweeps
+from jobs import dispatch, sweeps
 from jobs.models import Job, JobStatus
 from jobs.tracking import job_track
+from jobs.wake import wake_mark
 from tests.factories import SLEEP_WORKFLOW, JobFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -17,6 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 def two_backends(simulator_session, settings):
     settings.COMFYUI_BACKENDS = {"drain-a": simulator_session.url, "drain-b": simulator_session.url}
     settings.COMFYUI_DEFAULT_BACKEND = "drain-a"
+    cache.delete_many([wake_mark("drain-a"), wake_mark("drain-b")])  # no wake pending from a test before
     yield
     from anime_production.celery import app
 
@@ -25,26 +28,40 @@ def two_backends(simulator_session, settings):
             connection.default_channel.client.delete(queue, *[f"{queue}:{i}" for i in range(1, 10)])
 
 
-def test_waiting_job_on_a_draining_backend_is_not_started(two_backends):
-    from anime_production.celery import app
-
+def test_a_draining_backend_takes_no_waiting_job_and_the_other_does(two_backends):
     Backend.objects.create(name="drain-a", draining=True)
-    job = JobFactory.create(backend="drain-a")
+    job = JobFactory.create()
+    assert dispatch.job_take_next("drain-a") is None
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and job.backend == "" and job.deliveries == 0
+    taken = dispatch.job_take_next("drain-b")
+    assert taken is not None and taken.pk == job.pk and taken.backend == "drain-b"
+
+
+def test_a_job_delivered_by_id_for_a_draining_backend_is_put_back(two_backends):
+    Backend.objects.create(name="drain-a", draining=True)
+    job = JobFactory.create(requested_backend="drain-a")
     job_track(str(job.id))
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED and job.submitted_at is None and job.deliveries == 0
-    # It is put back for later (a countdown message), not dropped.
-    assert sweeps.broker_queue_length(app, "gpu.drain-a") == 1
     assert Job.objects.get(pk=job.pk).enqueued_at is not None
 
 
-def test_new_jobs_without_a_backend_avoid_draining_ones(two_backends, api):
+def test_new_jobs_wake_only_backends_in_service_and_idle(two_backends, api):
+    from anime_production.celery import app
+
     Backend.objects.create(name="drain-a", draining=True)
     response = api.post("/api/jobs/", {"workflow": SLEEP_WORKFLOW, "job_type": "image"}, format="json")
-    assert response.status_code == 201 and response.json()["backend"] == "drain-b"
+    assert response.status_code == 201 and response.json()["backend"] == ""
+    assert sweeps.broker_queue_length(app, "gpu.drain-a") == 0
+    assert sweeps.broker_queue_length(app, "gpu.drain-b") == 1
 
 
-def test_new_jobs_go_to_the_least_busy_backend(two_backends):
+def test_a_busy_backend_is_not_woken(two_backends, api):
+    from anime_production.celery import app
+
     JobFactory.create(backend="drain-a", status=JobStatus.RUNNING)
-    assert services.backend_choose(None) == "drain-b"
-    assert services.backend_choose("drain-a") == "drain-a", "an explicit choice is kept"
+    response = api.post("/api/jobs/", {"workflow": SLEEP_WORKFLOW, "job_type": "image"}, format="json")
+    assert response.status_code == 201
+    assert sweeps.broker_queue_length(app, "gpu.drain-a") == 0
+    assert sweeps.broker_queue_length(app, "gpu.drain-b") == 1
