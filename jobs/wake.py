@@ -26,11 +26,14 @@ def wake_mark(backend: str) -> str:
     return f"dispatch-wake:{backend}"
 
 
-def backends_wake(backends: Iterable[str], *, countdown: float = 0) -> None:
+def backends_wake(backends: Iterable[str], *, countdown: float = 0, force: bool = False) -> None:
     """After the transaction commits, wake each backend's worker (once while a wake is pending).
-    A wake for later (a retry's backoff) is always sent: it must not hold back the wakes of now."""
+    A wake for later (a retry's backoff) is always sent: it must not hold back the wakes of now;
+    so is a forced one (the sweep's, when the backend's queue is empty: the pending wake was lost)."""
     for backend in backends:
-        if countdown <= 0 and not cache.add(wake_mark(backend), 1, timeout=WAKE_MARK_SECONDS):
+        if force:
+            cache.set(wake_mark(backend), 1, timeout=WAKE_MARK_SECONDS)
+        elif countdown <= 0 and not cache.add(wake_mark(backend), 1, timeout=WAKE_MARK_SECONDS):
             continue
         _send_on_commit(backend, countdown)
 
