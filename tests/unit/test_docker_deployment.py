@@ -109,12 +109,17 @@ def undeclared_variables(documents: list[dict[str, Any]], env: dict[str, str]) -
     return set().union(*(variables_used(document) for document in documents)) - set(env)
 
 
-def settings_backends(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The backend names anime_production/settings.py reads from env (the file run afresh, in this process)."""
+def runpy_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """anime_production/settings.py run afresh, in this process, with env as the environment."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("COMFYUI_URL", raising=False)
-    return list(runpy.run_path(str(SETTINGS))["COMFYUI_BACKENDS"])
+    return runpy.run_path(str(SETTINGS))
+
+
+def settings_backends(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The backend names anime_production/settings.py reads from env."""
+    return list(runpy_settings(env, monkeypatch)["COMFYUI_BACKENDS"])
 
 
 def gpu_worker_problems(services: dict[str, dict[str, Any]], backends: list[str]) -> list[str]:
@@ -267,6 +272,24 @@ def test_migrations_run_once_before_the_processes_that_use_the_database(compose:
     for name in set(users_of_the_database) - {"migrate"}:
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
         assert "migrate" not in " ".join(map(str, services[name]["command"])), name
+
+
+def test_every_process_keeps_its_files_in_the_object_store(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No two containers share a disk: the settings every app service gets switch storage to the
+    minio service's bucket, with the key storage-setup makes."""
+    env = env_example()
+    services = compose["services"]
+    app_environment = {k: interpolate(str(v), env) for k, v in services["web"]["environment"].items()}
+    assert all(services[name]["environment"] == services["web"]["environment"] for name in ("beat", "migrate"))
+    assert "volumes" not in services["web"], "a shared media volume is what the object store replaces"
+    stored = runpy_settings({**env, **app_environment}, monkeypatch)["STORAGES"]["default"]
+    assert stored["BACKEND"] == "assets.object_store.ObjectStore"
+    assert stored["OPTIONS"]["bucket_name"] == env["S3_BUCKET"]
+    assert stored["OPTIONS"]["endpoint_url"] == "http://minio:9000"
+    setup = " ".join(services["storage-setup"]["command"])
+    assert all(f"$${name}" in setup for name in ("S3_BUCKET", "S3_ACCESS_KEY", "S3_SECRET_KEY"))
 
 
 # --- Each rule fails on a broken copy ----------------------------------------------------------------------
