@@ -102,6 +102,7 @@ class PromptMessages:
     states_sent: int = 0
     last_step: tuple[float, float] | None = None
     last_seq: int = 0
+    finished_states: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     # --- feeding -------------------------------------------------------------------------------
 
@@ -209,7 +210,7 @@ class PromptMessages:
     def _new_attempt(self) -> None:
         self.started = self.cached_due = self.finish_unreported = False
         self.current, self.current_class, self.last_step = None, "", None
-        self.finished = {}
+        self.finished, self.finished_states = {}, {}
         self.states_sent = 0
 
     # --- pieces -------------------------------------------------------------------------------
@@ -270,15 +271,21 @@ class PromptMessages:
         return message("executing", {"node": node, "display_node": node, "prompt_id": self.prompt_id})
 
     def _progress_state(self, *, include_current: bool = True) -> Message:
-        nodes = {
-            node: self._node_state(node, value, maximum, "finished") for node, (value, maximum) in self.finished.items()
-        }
+        # A finished node's entry never changes: made once, not again for each of the run's steps.
+        nodes = {node: self._finished_state(node) for node in self.finished}
         if include_current and self.current is not None and self.current not in self.finished:
             value, maximum = self.last_step or (0.0, 1.0)
             nodes[self.current] = self._node_state(self.current, value, maximum, "running")
         self.finish_unreported = False
         self.states_sent += 1
         return message("progress_state", {"prompt_id": self.prompt_id, "nodes": nodes})
+
+    def _finished_state(self, node: str) -> dict[str, Any]:
+        value, maximum = self.finished[node]
+        made = self.finished_states.get(node)
+        if made is None or (made["value"], made["max"]) != (value, maximum):
+            made = self.finished_states[node] = self._node_state(node, value, maximum, "finished")
+        return made
 
     def _node_state(self, node: str, value: float, maximum: float, state: str) -> dict[str, Any]:
         return {
