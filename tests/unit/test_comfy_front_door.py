@@ -413,3 +413,23 @@ def test_a_mask_upload_paints_the_masks_alpha_into_the_original_as_comfyui_does(
         format="multipart",
     )
     assert theirs.status_code == 404  # another user's upload is no original of theirs
+
+
+def test_history_and_queue_pages_cost_the_same_queries_for_3_prompts_as_for_30(comfy):
+    def counted(path: str) -> int:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as queries:
+            assert comfy.get(path).status_code == 200
+        return len(queries)
+
+    def grow(to: int) -> None:
+        while FrontDoorPrompt.objects.count() < to:
+            finish(submit(comfy, workflow())["prompt_id"], image=png(4, 4))
+            submit(comfy, workflow())  # and one waiting
+
+    grow(6)
+    small = {path: counted(path) for path in ("/comfy/history", "/comfy/queue", "/comfy/prompt")}
+    grow(60)
+    assert {path: counted(path) for path in small} == small
