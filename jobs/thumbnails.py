@@ -91,7 +91,13 @@ def output_thumbnail_store(output: JobOutput) -> bool:
         logger.warning("output %s of job %s: no thumbnail: %s: %s", output.pk, output.job_id, type(exc).__name__, exc)
         return False
     stored = output.thumbnail
-    stored.save("thumbnail.webp", ContentFile(made.webp), save=False)
+    try:
+        stored.save("thumbnail.webp", ContentFile(made.webp), save=False)
+    except Exception as exc:  # the file store went down since the output was stored
+        logger.warning(
+            "output %s of job %s: thumbnail not stored: %s: %s", output.pk, output.job_id, type(exc).__name__, exc
+        )
+        return False
     kept = JobOutput.objects.filter(pk=output.pk, thumbnail="").update(
         thumbnail=stored.name, thumbnail_width=made.width, thumbnail_height=made.height
     )

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO, NoReturn, cast
 from django.conf import settings
 from django.db.models.fields.files import FieldFile
 
+from assets.object_store import STORE_ERRORS
 from assets.references import ASSET_PREFIX, OUTPUT_PREFIX, asset_references, distinct_assets, output_references
 from assets.selectors import assets_for_job
 from comfyui import ComfyUIClient, ComfyUIError, UploadedInput
@@ -170,6 +171,7 @@ class InputPlacement:
     def _place(self, item: StoredInput, index: int) -> UploadedInput:
         filename = input_filename(self.job.id, index, item.extension)
         deadline = time.monotonic() + settings.TRACKER_RECONNECT_SECONDS
+        store_deadline = time.monotonic() + settings.STORAGE_RETRY_SECONDS
         while True:
             try:
                 with item.file.storage.open(item.file.name or "", "rb") as handle:
@@ -193,6 +195,12 @@ class InputPlacement:
                 if time.monotonic() > deadline:
                     self.ending.fail(Failure(FailureCategory.COMFYUI_UNREACHABLE, str(exc)))
                 logger.warning("job %s: upload of %s failed: %s; retrying", self.job.id, item.value, exc)
+            except STORE_ERRORS as exc:
+                # The file store is down (S3 unreachable, a lost mount): wait for it as for ComfyUI.
+                if time.monotonic() > store_deadline:
+                    message = f"input {item.value} could not be read from the file store: {type(exc).__name__}: {exc}"
+                    self.ending.fail(Failure(FailureCategory.STORAGE_UNAVAILABLE, message))
+                logger.warning("job %s: reading %s from storage failed: %s; retrying", self.job.id, item.value, exc)
             time.sleep(1.0)
             self.coalescer.beat_if_due()
 

@@ -5,6 +5,7 @@ Events and timings wait here until the coalescer stores them in one batch.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -12,10 +13,13 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from assets.object_store import STORE_ERRORS
 from comfyui import PreviewFrame, WsMessage
 from jobs import services
 from jobs.models import EventKind, Job, JobEvent, NodeTiming, column_width
 from jobs.progress import JobProgress
+
+logger = logging.getLogger(__name__)
 
 NODE_ID_WIDTH = column_width(JobEvent, "node_id")
 CLASS_TYPE_WIDTH = column_width(NodeTiming, "class_type")
@@ -120,4 +124,9 @@ class Timeline:
         if now - self.last_preview < settings.TRACKER_PREVIEW_INTERVAL:
             return False
         self.last_preview = now
-        return services.job_preview_store(self.job, frame.image)
+        try:
+            return services.job_preview_store(self.job, frame.image)
+        except STORE_ERRORS as exc:
+            # A preview is a courtesy: a file store that is down costs the job this frame, nothing more.
+            logger.warning("job %s: preview not stored: %s: %s", self.job.id, type(exc).__name__, exc)
+            return False

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from jobs.models import EventKind, FailureCategory, Job, JobStatus
+from jobs.tracking import job_track
 from tests.hostile_comfyui import image_outputs
 from tests.media_files import png
 from tests.object_store_server import ObjectStoreServer, bucket_create, bucket_keys, storages_setting
@@ -106,3 +108,38 @@ def test_a_store_that_stays_down_fails_the_job_storage_unavailable_and_loses_not
 
     object_store.start()
     assert_nothing_half_recorded(job, object_store.endpoint, bucket)
+
+
+def test_an_input_the_store_cannot_give_fails_storage_unavailable_before_comfyui_sees_the_job(
+    bucket, object_store, settings, api, user, comfyui_sim
+):
+    from tests.media_files import asset_of
+    from tests.unit.test_input_assets_tracking import keyframe_workflow, submitted
+
+    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
+    settings.STORAGE_RETRY_SECONDS = 2
+    asset = asset_of(user, png(20, 10), "keyframe.png")
+    job = submitted(api, keyframe_workflow(asset))
+    object_store.stop()
+    job_track(str(job.id))
+    job.refresh_from_db()
+
+    assert job.status == JobStatus.FAILED and job.failure_category == FailureCategory.STORAGE_UNAVAILABLE
+    assert f"asset:{asset.id}" in job.error_message and "file store" in job.error_message
+    assert requests.get(f"{comfyui_sim.url}/sim/submissions", timeout=5).json() == [], "no prompt reached ComfyUI"
+
+
+def test_a_preview_the_store_cannot_keep_costs_that_frame_only(bucket, object_store, user):
+    from comfyui import PreviewFrame
+    from jobs.progress import JobProgress
+    from jobs.tracking.timeline import Timeline
+    from tests.factories import JobFactory
+    from tests.hostile_comfyui import PNG_1PX
+
+    job = JobFactory.create(user=user, status=JobStatus.RUNNING)
+    timeline = Timeline(job, JobProgress(prompt_id=str(job.id), workflow=job.workflow), prompt_id=str(job.id))
+    object_store.stop()
+    assert timeline.keep_preview(PreviewFrame(image=PNG_1PX, media_type="image/png")) is False
+    object_store.start()
+    timeline.last_preview = 0.0
+    assert timeline.keep_preview(PreviewFrame(image=PNG_1PX, media_type="image/png")) is True
