@@ -33,7 +33,7 @@ LIVE_STATUSES = (JobStatus.BLOCKED, JobStatus.QUEUED, JobStatus.SUBMITTED, JobSt
 
 def _live_jobs(now: datetime) -> list[Metric]:
     jobs = Tally[tuple[str, str, str]]()
-    depth = Tally[str]({backend_label(name): 0 for name in settings.COMFYUI_BACKENDS})
+    depth = Tally[str]({backend_label(name): 0 for name in [*settings.COMFYUI_BACKENDS, ""]})
     oldest: dict[str, datetime] = {}
     rows = (
         Job.objects.filter(status__in=LIVE_STATUSES)
