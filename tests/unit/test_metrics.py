@@ -254,3 +254,15 @@ def test_a_broken_recorder_never_breaks_a_transition(monkeypatch):
     job = JobFactory.create()
     assert services.job_transition(job, JobStatus.CANCELLED)
     assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
+
+
+def test_run_system_empties_the_last_runs_counters(tmp_path):
+    from jobs.management.commands.run_system import metrics_dir_emptied
+
+    directory = tmp_path / "metrics"
+    assert metrics_dir_emptied(directory) == directory and directory.is_dir()
+    (directory / "counter_123.db").write_bytes(b"old run")
+    (directory / "histogram_124.db").write_bytes(b"old run")
+    (directory / "README").write_text("not ours")
+    metrics_dir_emptied(directory)
+    assert sorted(path.name for path in directory.iterdir()) == ["README"]
