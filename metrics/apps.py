@@ -29,7 +29,11 @@ class MetricsConfig(AppConfig):
         directory: str = settings.PROMETHEUS_MULTIPROC_DIR
         if directory:
             multiproc_dir_prepare(directory)
-            os.environ.setdefault(MULTIPROC_ENV, directory)
+            os.environ[MULTIPROC_ENV] = directory
+        elif MULTIPROC_ENV in os.environ:
+            # Set but empty (an env file's `PROMETHEUS_MULTIPROC_DIR=`): prometheus-client would take
+            # the mere name for multiprocess mode and write its files into the working directory.
+            del os.environ[MULTIPROC_ENV]
 
         from jobs import instruments
         from metrics import checks  # noqa: F401  (registers the system checks)
