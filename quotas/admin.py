@@ -26,7 +26,7 @@ USAGE_COLUMNS = (
     ("running", "running"),
     ("waiting", "waiting"),
     ("gpu_today", "GPU-seconds today (UTC)"),
-    ("gpu_week", "GPU-seconds, 7 days"),
+    ("gpu_week", "GPU-seconds, 7 UTC days"),
     ("closeness", "closest limit"),
 )
 

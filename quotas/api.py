@@ -18,10 +18,10 @@ from rest_framework.views import APIView
 
 from access.openapi import DetailSerializer
 from quotas.limits import at_limit, default_limits, limits_from, user_quota_fields
-from quotas.overview import UserUsage, usage_overview
+from quotas.overview import UserUsage, usage_overview, user_week_usage
 from quotas.permissions import ViewsUsage
 from quotas.serializers import MyQuotaSerializer, UsagePageSerializer, UsageQuerySerializer
-from quotas.usage import user_usage, utc_day_start
+from quotas.usage import utc_day_start
 
 
 def user_usage_body(row: UserUsage) -> dict[str, Any]:
@@ -47,7 +47,7 @@ class MyQuotaView(APIView):
         assert user_id is not None  # IsAuthenticated: a user with a row of their own
         own = user_quota_fields(user_id)
         limits = limits_from(own, default_limits())
-        usage = user_usage(user_id, now=now)
+        usage = user_week_usage(user_id, now=now)
         row = UserUsage(
             user_id=user_id,
             username=user.get_username(),

@@ -31,3 +31,29 @@ class UserQuota(models.Model):
 
     def __str__(self) -> str:
         return f"quota of {self.user}"
+
+
+class UserDayUsage(models.Model):
+    """GPU-seconds of one user's jobs that started on one UTC day, kept once the day is over and its
+    jobs have ended (quotas.rollups): the 7-day figures read these instead of a week of jobs."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    gpu_seconds = models.PositiveBigIntegerField(default=0)
+    jobs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "user"], name="userdayusage_one_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} on {self.day}: {self.gpu_seconds} GPU-seconds"
+
+
+class UsageDayRolledUp(models.Model):
+    """A UTC day whose UserDayUsage rows are all written (a day with no usage has none)."""
+
+    day = models.DateField(unique=True)
+    rolled_up_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.day} rolled up"

@@ -21,7 +21,9 @@ class UsageSerializer(serializers.Serializer):
     running = serializers.IntegerField(help_text="jobs submitted to or running on a GPU")
     waiting = serializers.IntegerField(help_text="jobs queued or blocked")
     gpu_seconds_today = serializers.IntegerField(help_text="run time of jobs started since 00:00 UTC")
-    gpu_seconds_week = serializers.IntegerField(help_text="run time of jobs started in the last 7 days")
+    gpu_seconds_week = serializers.IntegerField(
+        help_text="run time of jobs started in the last 7 UTC days, today included"
+    )
 
 
 class UserUsageSerializer(serializers.Serializer):
