@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import requests
 import websocket
-from comfy_api_simplified import ComfyApiWrapper
+from comfy_api_simplified import ComfyApiWrapper, ComfyWorkflowWrapper
 from pycomfy import ComfyAPI
 
 from comfy_api.models import FrontDoorPrompt
@@ -134,6 +134,30 @@ def test_comfy_api_simplified_submits_follows_fetches_and_uploads(account: tuple
     assert set(api.get_object_info("SaveImage")) == {"SaveImage"}
     assert api.get_system_stats()["system"]["argv"] == []
     assert isinstance(api.get_embeddings(), list)
+
+
+def test_comfy_api_simplified_runs_a_titled_workflow_file_to_its_images(
+    account: tuple[str, str], tmp_path: Path
+) -> None:
+    """Its README's flow: a workflow file saved in API format, a node's input set by the node's title,
+    queue_and_wait_images (POST /prompt, its websocket at the root's /ws with the key as Basic
+    credentials until the prompt ends, /history, /view)."""
+    url, key = account
+    prompt = sleep_prompt(prefix="simplified_ws")
+    for node_id, title in (("1", "Blank"), ("2", "Wait"), ("3", "Save Image")):
+        prompt[node_id]["_meta"] = {"title": title}
+    path = tmp_path / "workflow_api.json"
+    path.write_text(json.dumps(prompt))
+    flow = ComfyWorkflowWrapper(str(path))
+    flow.set_node_param("Wait", "seconds", 0.4)
+    api = ComfyApiWrapper(url=url, user="artist", password=key)
+    images = api.queue_and_wait_images(flow, "Save Image")
+    [(name, data)] = images.items()
+    job = FrontDoorPrompt.objects.get().job  # this test's only prompt
+    assert job.workflow["2"]["inputs"]["seconds"] == 0.4 and job.status == JobStatus.COMPLETED
+    output = job.outputs.get()
+    assert data == output.file.read() and data.startswith(b"\x89PNG")
+    assert name == Path(output.file.name or "").name  # the project's name, as /history gave it
 
 
 def test_pycomfy_executes_a_workflow_file_and_returns_its_image(account: tuple[str, str], tmp_path: Path) -> None:
