@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 
 from access.api import api_not_found
 from access.docs import DocsView, SchemaView
-from comfy_api.urls import endpoint_patterns as comfy_endpoints
+from comfy_api.urls import root_patterns as comfy_root_patterns
 from metrics.views import metrics_view
 from monitoring.api import StatsView
 
@@ -25,7 +25,7 @@ urlpatterns = [
     path("api/", include("quotas.urls")),
     # ComfyUI's API (the front door), and its paths at the root for clients that drop a base path.
     path("comfy/", include("comfy_api.urls")),
-    path("", include(comfy_endpoints)),
+    path("", include(comfy_root_patterns)),
     # Last: whatever no route above took (a malformed id, an unknown path) is a JSON 404.
     re_path(r"^api/(?:[\s\S]*/)?$", api_not_found),  # [\s\S]: a newline (%0A) too
 ]

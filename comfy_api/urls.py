@@ -26,6 +26,13 @@ endpoint_patterns = [
     path("extensions", views_info.ExtensionsView.as_view()),
 ]
 
+# At the root, ComfyUI's other paths a client at the root may call answer 501 as under /comfy/ (the
+# rest of the site keeps its own 404s).
+UNSUPPORTED_AT_ROOT = (
+    r"^(?:free|users|i18n|workflow_templates|(?:v2/)?userdata|settings|internal|view_metadata|experiment)(?:/[\s\S]*)?$"
+)
+root_patterns = [*endpoint_patterns, re_path(UNSUPPORTED_AT_ROOT, views_info.NotSupportedView.as_view())]
+
 # Under /comfy/ (and /comfy/api/) only: anything else ComfyUI has (/free, /userdata, /settings,
 # /api/jobs, the web editor's page...) answers 501 with what is not supported.
 urlpatterns = [

@@ -354,6 +354,8 @@ def test_what_the_front_door_does_not_do_is_a_clear_501(comfy):
         response = getattr(comfy, method)(path)
         assert response.status_code == 501 and response.json()["error"]["type"] == "not_supported"
     assert comfy.get("/comfy/view", {"filename": "x.png", "channel": "a"}).status_code == 501
+    assert comfy.post("/free").status_code == 501 and comfy.get("/userdata/a.json").status_code == 501
+    assert comfy.get("/nothing-comfyui-has").status_code == 404  # the rest of the site keeps its own answers
 
 
 def test_a_submitted_or_deleted_prompt_tells_the_callers_sockets_that_their_queue_changed(
