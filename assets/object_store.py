@@ -3,13 +3,15 @@ store (django-storages), so that downloads can answer HTTP Range requests withou
 first, and S3 downloads can be answered with a short-lived signed URL.
 
 django-storages' own `S3File` downloads the whole object into a temporary file on its first read: a
-2-second seek into a 4 GiB video would fetch 4 GiB. Here an S3 read is one ranged GET.
+2-second seek into a 4 GiB video would fetch 4 GiB (into memory, with its default max_memory_size of 0).
+Here an S3 read is one (ranged) GET whose body is read as it arrives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, BinaryIO, cast
 
 from boto3.exceptions import Boto3Error
 from botocore.config import Config
@@ -19,6 +21,9 @@ from storages.backends.s3 import S3Storage
 from storages.utils import clean_name
 
 CHUNK_BYTES = 256 * 1024
+# What django-storages' S3File (thumbnails, anything else that opens a stored file) keeps in memory
+# before spooling to a temporary file; its default, 0, never spools: a whole video in memory.
+S3FILE_MEMORY_BYTES = 16 * 1024 * 1024
 # What a storage raises when it cannot take or give a file: the filesystem's OSError (a full disk, a
 # lost mount), boto3's and botocore's errors (an endpoint that refuses, times out or answers 5xx).
 STORE_ERRORS: tuple[type[Exception], ...] = (OSError, BotoCoreError, ClientError, Boto3Error)
@@ -39,6 +44,7 @@ class ObjectStore(S3Storage):
                 retries={"max_attempts": 3, "mode": "standard"},
             ),
         )
+        options.setdefault("max_memory_size", S3FILE_MEMORY_BYTES)
         super().__init__(**options)
 
     def object_key(self, name: str) -> str:
@@ -71,6 +77,21 @@ def stored_chunks(storage: Storage, name: str, start: int, end: int) -> Iterator
             yield chunk
 
 
+@contextmanager
+def stored_reader(storage: Storage, name: str) -> Iterator[BinaryIO]:
+    """A stored file as a stream read once from the start (to copy it elsewhere: an input placed in
+    ComfyUI). On S3, the object's body as it arrives. Raises FileNotFoundError when it is gone."""
+    if not isinstance(storage, ObjectStore):
+        with storage.open(name, "rb") as handle:
+            yield cast(BinaryIO, handle)
+        return
+    body = _object_get(storage, name)["Body"]
+    try:
+        yield cast(BinaryIO, body)
+    finally:
+        body.close()
+
+
 def signed_download_url(
     storage: Storage, name: str, *, content_type: str, disposition: str, seconds: int
 ) -> str | None:
@@ -87,18 +108,22 @@ def signed_download_url(
     return str(storage.url(name, parameters=parameters, expire=seconds))
 
 
-def _object_head(storage: ObjectStore, name: str, size: int) -> tuple[bytes, int]:
+def _object_get(storage: ObjectStore, name: str, **options: str) -> Any:
     client = storage.connection.meta.client
     try:
-        answer = client.get_object(
-            Bucket=storage.bucket_name, Key=storage.object_key(name), Range=f"bytes=0-{size - 1}"
-        )
+        return client.get_object(Bucket=storage.bucket_name, Key=storage.object_key(name), **options)
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code == "InvalidRange":  # an empty object has no byte 0
-            return b"", 0
-        if code in ("NoSuchKey", "404"):
+        if str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404"):
             raise FileNotFoundError(name) from exc
+        raise
+
+
+def _object_head(storage: ObjectStore, name: str, size: int) -> tuple[bytes, int]:
+    try:
+        answer = _object_get(storage, name, Range=f"bytes=0-{size - 1}")
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) == "InvalidRange":  # an empty object has no byte 0
+            return b"", 0
         raise
     body = answer["Body"]
     try:
@@ -111,9 +136,7 @@ def _object_head(storage: ObjectStore, name: str, size: int) -> tuple[bytes, int
 
 
 def _object_chunks(storage: ObjectStore, name: str, start: int, end: int) -> Iterator[bytes]:
-    client = storage.connection.meta.client
-    answer = client.get_object(Bucket=storage.bucket_name, Key=storage.object_key(name), Range=f"bytes={start}-{end}")
-    body = answer["Body"]
+    body = _object_get(storage, name, Range=f"bytes={start}-{end}")["Body"]
     try:
         yield from body.iter_chunks(CHUNK_BYTES)
     finally:

@@ -28,12 +28,12 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NoReturn, cast
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db.models.fields.files import FieldFile
 
-from assets.object_store import STORE_ERRORS
+from assets.object_store import STORE_ERRORS, stored_reader
 from assets.references import ASSET_PREFIX, OUTPUT_PREFIX, asset_references, distinct_assets, output_references
 from assets.selectors import assets_for_job
 from comfyui import ComfyUIClient, ComfyUIError, UploadedInput
@@ -174,9 +174,9 @@ class InputPlacement:
         store_deadline = time.monotonic() + settings.STORAGE_RETRY_SECONDS
         while True:
             try:
-                with item.file.storage.open(item.file.name or "", "rb") as handle:
+                with stored_reader(item.file.storage, item.file.name or "") as handle:
                     placed = self.client.upload_image(
-                        cast(BinaryIO, handle),
+                        handle,
                         filename=filename,
                         size=item.size,
                         subfolder=input_subfolder(self.job.id),

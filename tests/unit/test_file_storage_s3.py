@@ -191,3 +191,24 @@ def test_filesystem_downloads_answer_ranges_the_same_way(hostile_comfyui, api, u
     assert api.get(url, HTTP_RANGE=f"bytes={len(VIDEO)}-").status_code == 416
     assert api.get(url, HTTP_RANGE="bytes=5-2").status_code == 200, "an invalid range is ignored"
     assert api.get(url, HTTP_RANGE="bytes=0-9", HTTP_IF_RANGE='"old"').status_code == 200
+
+
+def test_an_asset_in_the_bucket_reaches_comfyui_and_the_output_comes_back_to_the_bucket(
+    bucket, object_store, api, user, settings, comfyui_sim
+):
+    from jobs.tracking import job_track
+    from tests.media_files import asset_of
+    from tests.unit.test_input_assets_tracking import keyframe_workflow, sim_get, submitted
+
+    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
+    asset = asset_of(user, png(37, 23, (12, 200, 77)), "keyframe.png")
+    assert str(asset.file.name) in bucket_keys(object_store.endpoint, bucket)
+    job = submitted(api, keyframe_workflow(asset))
+    job_track(str(job.id))
+    job.refresh_from_db()
+
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    (placed,) = sim_get(comfyui_sim, "/sim/uploads")
+    assert placed["sha256"] == asset.sha256, "ComfyUI got the asset's bytes, read from the bucket"
+    (output,) = job.outputs.all()
+    assert str(output.file.name) in bucket_keys(object_store.endpoint, bucket)
