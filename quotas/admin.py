@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
-from quotas.limits import default_limits
+from quotas.limits import default_limits, gpu_limits_forget
 from quotas.models import UserQuota
 from quotas.overview import SORT_KEYS, sort_choice, usage_overview
 from quotas.permissions import may_view_usage
@@ -46,6 +46,10 @@ class UserQuotaAdmin(admin.ModelAdmin):
     search_fields = ["user__username", "note"]
     raw_id_fields = ["user"]
     change_list_template = "quotas/userquota_change_list.html"
+
+    def save_model(self, request: HttpRequest, obj: UserQuota, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        gpu_limits_forget()  # this process's dispatches see a new daily limit at once, others within 10 s
 
     def get_urls(self) -> list[URLPattern]:
         usage = path("usage/", self.admin_site.admin_view(usage_view), name="quotas_usage")

@@ -11,12 +11,19 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobs.models import JobStatus
-from quotas.limits import default_limits, users_at_running_limit
+from quotas.limits import default_limits, gpu_limits_forget, users_at_running_limit
 from quotas.models import UserQuota
 from quotas.usage import utc_day_start
 from tests.factories import JobFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _forget_gpu_limits():
+    gpu_limits_forget()
+    yield
+    gpu_limits_forget()
 
 
 def running(user, n=1):
@@ -115,3 +122,29 @@ def test_defaults_read_from_settings(settings):
     settings.QUOTA_GPU_SECONDS_PER_DAY = 3600
     limits = default_limits()
     assert (limits.max_running_jobs, limits.max_waiting_jobs, limits.gpu_seconds_per_day) == (4, None, 3600)
+
+
+def test_a_users_own_daily_gpu_limit_holds_them_without_a_default(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = None
+    settings.QUOTA_GPU_SECONDS_PER_DAY = None
+    now = timezone.now()
+    start = max(utc_day_start(now), now - timedelta(seconds=200))
+    spender, other = UserFactory.create(), UserFactory.create()
+    UserQuota.objects.create(user=spender, gpu_seconds_per_day=60)
+    UserQuota.objects.create(user=other, max_running_jobs=5)
+    for user in (spender, other):
+        JobFactory.create(user=user, status=JobStatus.COMPLETED, started_at=start, finished_at=now)
+    if (now - start).total_seconds() < 60:
+        pytest.skip("too close to 00:00 UTC")
+    assert users_at_running_limit() == {spender.pk}
+
+
+def test_without_any_daily_gpu_limit_a_dispatch_reads_only_the_jobs_on_a_gpu(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = 2
+    settings.QUOTA_GPU_SECONDS_PER_DAY = None
+    UserQuota.objects.create(user=UserFactory.create(), max_running_jobs=1)
+    users_at_running_limit()  # asks once whether any user has a daily GPU limit
+    with CaptureQueriesContext(connection) as queries:
+        users_at_running_limit()
+    where = queries[0]["sql"].split(" WHERE ", 1)[1]
+    assert len(queries) == 1 and "finished_at" not in where, where
