@@ -8,7 +8,6 @@ the job (REST's rules: its owner, staff with the permission to view jobs) or own
 
 from __future__ import annotations
 
-import inspect
 import json
 import uuid
 from typing import IO, Any, cast
@@ -58,13 +57,8 @@ class ViewFileView(FrontDoorView):
 
 
 def served_file(request: Request, stored: FieldFile, **how: str) -> HttpResponseBase:
-    """assets.serving's inert response for a stored file. Its signature is changing (the storage
-    work passes the request first, for byte ranges and signed redirects): both are called rightly
-    until that lands, then this shim goes."""
-    respond: Any = serving.stored_file_response
-    if "request" in inspect.signature(respond).parameters:
-        return respond(request._request, stored, **how)
-    return respond(stored, **how)
+    """assets.serving's inert response (streamed with byte ranges, or a signed redirect on S3)."""
+    return serving.stored_file_response(request._request, stored, **how)
 
 
 def stored_output(user: Any, subfolder: str, filename: str) -> JobOutput | None:
