@@ -35,7 +35,7 @@ from django.utils import timezone  # noqa: E402
 from devtools.history import history_users  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from quotas.admission import QuotaExceeded, submit_check  # noqa: E402
-from quotas.limits import users_at_running_limit  # noqa: E402
+from quotas.limits import gpu_limits_forget, users_at_running_limit  # noqa: E402
 from quotas.models import UserQuota  # noqa: E402
 from quotas.overview import usage_overview  # noqa: E402
 
@@ -120,6 +120,14 @@ def main() -> None:
                 for name, action in operations.items():
                     median, p95, queries = timed(action, args.runs)
                     print(f"{name:<24} {median:>10.2f} {p95:>10.2f} {queries:>8} {GOAL_MS[name]:>8.0f}")
+                # The same dispatch read where no daily GPU limit is set: only the jobs on a GPU.
+                UserQuota.objects.filter(user_id__in=user_ids).update(gpu_seconds_per_day=None)
+                with override_settings(QUOTA_GPU_SECONDS_PER_DAY=None):
+                    gpu_limits_forget()
+                    median, p95, queries = timed(users_at_running_limit, args.runs)
+                print(f"{'  ... no daily GPU limit':<24} {median:>10.2f} {p95:>10.2f} {queries:>8} {10:>8.0f}")
+                UserQuota.objects.filter(user_id__in=user_ids).update(gpu_seconds_per_day=36_000)
+                gpu_limits_forget()
     finally:
         Job.objects.filter(name=MARK).delete()
         UserQuota.objects.filter(user_id__in=user_ids).delete()
