@@ -140,9 +140,9 @@ class MotoProcess:
         deadline = time.monotonic() + 30
         while True:
             try:
-                requests.get(self.endpoint, timeout=1)
+                requests.get(self.endpoint, timeout=5)
                 return self
-            except requests.ConnectionError:
+            except requests.RequestException:
                 if self._process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto_server did not start; see {self.log_path}") from None
                 time.sleep(0.1)
