@@ -259,7 +259,10 @@ class PromptMessages:
     def _step(self, value: Any, maximum: Any) -> list[Message]:
         if not isinstance(value, (int, float)) or not isinstance(maximum, (int, float)) or self.current is None:
             return []
-        if (value, maximum) == self.last_step:
+        last = self.last_step
+        # A timeline sample is stored (and numbered) up to a database write after it was taken: by then
+        # the live state may have told a later step of the same bar. A bar only moves forward.
+        if last is not None and float(maximum) == last[1] and float(value) <= last[0]:
             return []
         self.last_step = (float(value), float(maximum))
         return [

@@ -6,7 +6,7 @@ spends relaying the same broadcast (jobs.consumers.update_text, no decoding):
     DJANGO_SETTINGS_MODULE=anime_production.settings python devtools/benchmarks/front_door_ws.py
 
 The broadcasts are the tracker's own shape (jobs.live_state.job_live_state of a running job, with a
-sampler step each, and a node start every 20th), made once; no database, no sockets. Prints figures,
+sampler step each and a node start every 20th: a 30-node graph), made once; no database, no sockets. Prints figures,
 asserts nothing; noisy on a shared machine: read the median of several runs.
 """
 

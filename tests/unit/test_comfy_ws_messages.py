@@ -127,6 +127,9 @@ def test_steps_are_the_latest_the_live_state_holds_never_older_and_never_repeate
     # A state older than what the timeline already told (read after a gap) says nothing about steps.
     prompt.feed([event(3, "steps", "3", value=9, max=20)], state("running", 3))
     assert prompt.feed([], state("running", 2, current_node=running, step={"value": 6, "max": 20})) == []
+    # A timeline sample stored after the live state told a later step of the same bar says nothing.
+    prompt.feed([], state("running", 3, current_node=running, step={"value": 12, "max": 20}))
+    assert prompt.feed([event(4, "steps", "3", value=11, max=20)], state("running", 4)) == []
     # A state whose node the timeline has not told yet (it runs ahead by up to a write) waits.
     ahead = {"id": "4", "class_type": "VAEDecode"}
     assert prompt.feed([], state("running", 3, current_node=ahead, step={"value": 1, "max": 2})) == []
