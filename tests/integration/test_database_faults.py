@@ -311,7 +311,8 @@ def test_postgres_restarted_mid_job_the_job_completes_with_its_state_right(syste
             f"outage: {outage_s:.1f} s, 1 s into an 8 s node (pg_ctl stop -m fast, 5 s, start)",
             f"job completed {finished_s:.1f} s after the database went down; 1 attempt, 1 prompt, 1 output, "
             f"{len(events)} events, each node's started/finished once",
-            "tracker: " + " | ".join(line.split("]")[-1].strip() for line in log.splitlines() if "database" in line),
+            "tracker: "
+            + " | ".join(line.split("]")[-1].strip() for line in log.splitlines() if "the database is" in line),
         ],
     )
     # The user's own view agrees (the API, through the web process that lived through the restart).
