@@ -3,7 +3,7 @@ follows on from the last one (comfy_api.consumers: decode the state and events, 
 `ClientStream.fast`, the ComfyUI messages encoded and sent), beside what the project's own job socket
 spends relaying the same broadcast (jobs.consumers.update_text, no decoding):
 
-    DJANGO_SETTINGS_MODULE=anime_production.settings python devtools/benchmarks/front_door_ws.py
+    python -m devtools.benchmarks.front_door_ws
 
 The broadcasts are the tracker's own shape (jobs.live_state.job_live_state of a running job, with a
 sampler step each and a node start every 20th: a 30-node graph), made once; no database, no sockets. Prints figures,
@@ -13,6 +13,7 @@ asserts nothing; noisy on a shared machine: read the median of several runs.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 import uuid
@@ -20,6 +21,7 @@ from typing import Any
 
 import django
 
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "anime_production.settings")
 django.setup()
 
 from django.utils import timezone  # noqa: E402  (needs the apps loaded)
