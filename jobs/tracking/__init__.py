@@ -27,6 +27,7 @@ from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.node_catalog import node_catalog
 from jobs.progress import JobProgress  # devtools.benchmarks.job_write_counts counts its messages here
 from jobs.tracking.claim import claim_when_free, heartbeat_seconds, must_wait, tracker_client_id
+from jobs.tracking.database_outage import DATABASE_DOWN
 from jobs.tracking.ending import TrackingEnded, prompt_abandon
 from jobs.tracking.tracker import JobTracker
 
@@ -87,6 +88,10 @@ def _job_follow(job: Job, announcements: ExitStack) -> None:
         tracker.run(submitted=announcements.close)
     except TrackingEnded:
         pass
+    except DATABASE_DOWN as exc:
+        # The database went away outside the follow loop (which rides an outage out): nothing can be
+        # written, and the prompt may be running. Both are left as they are for the orphan sweep.
+        logger.warning("job %s: the database is unavailable (%s); left to the orphan sweep", job.id, exc)
     except Exception as exc:
         logger.exception("job %s: the tracker stopped on an unexpected error", job.id)
         if client is not None:
@@ -129,6 +134,10 @@ def job_track(job_id: str) -> None:
         tracker.run()
     except TrackingEnded:
         pass
+    except DATABASE_DOWN as exc:
+        # The database went away outside the follow loop (which rides an outage out): nothing can be
+        # written, and the prompt may be running. Both are left as they are for the orphan sweep.
+        logger.warning("job %s: the database is unavailable (%s); left to the orphan sweep", job.id, exc)
     except Exception as exc:
         logger.exception("job %s: the tracker stopped on an unexpected error", job.id)
         if owned or (tracker is not None and tracker.owns_job) or _still_waiting(job):
