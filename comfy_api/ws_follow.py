@@ -26,8 +26,9 @@ from jobs import services
 from jobs.models import EventKind, Job, JobEvent, JobOutput
 from jobs.serializers import JobEventSerializer
 
-# Events read from the timeline at once; a prompt further behind catches up over the next updates.
-BACKLOG_LIMIT = 500
+# Events read from the timeline at once (as jobs.consumers reads a reconnecting socket's backlog): about
+# 2.7 hours of a sampler's 2-second step samples; a prompt further behind catches up over the next updates.
+BACKLOG_LIMIT = 5000
 # Running prompts told to a socket when it connects (ComfyUI runs one at a time; the fleet, several).
 RESUME_LIMIT = 50
 # Jobs of the user's that are not this client's, remembered so their updates cost no query.
