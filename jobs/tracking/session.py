@@ -56,7 +56,10 @@ class ComfySession:
         # Progress received and not decoded yet (see receive), and messages decoded and not handed out.
         self.held: dict[str, UndecodedFrame] = {}  # by type, in the order the latest of each came
         self.ready: deque[WsMessage | PreviewFrame] = deque()
-        self.step_seen: tuple[str, float, float, float] | None = None  # node, value, max, when (see _doze_until)
+        # A sampler's latest step seen (node, value, max, when) and how fast its value grew: see _doze_until.
+        self.step_seen: tuple[str, float, float, float] | None = None
+        self.step_rate: float | None = None
+        self._step_frame: UndecodedFrame | None = None  # the held progress that step_seen is from
 
     # --- connecting and submitting -------------------------------------------------------------
 
@@ -137,7 +140,7 @@ class ComfySession:
         held_deadline = min(deadline, max(broadcast_at + BROADCAST_QUIET_SECONDS, now + 0.005))
         wake_at = min(broadcast_at, write_at, deadline) - DOZE_EARLY_SECONDS
         while True:
-            if self.held and (until := self._doze_until(wake_at)) is not None:
+            if (until := self._doze_until(wake_at)) is not None:
                 time.sleep(max(until - time.monotonic(), 0.0))  # a busy machine may have passed it
             frame = self._next_frame(held_deadline if self.held else deadline)
             now = self.last_message  # when `frame` came
@@ -152,6 +155,8 @@ class ComfySession:
                     self._release()
                 if frame is not None:
                     self.ready.append(frame)
+                if isinstance(frame, WsMessage):
+                    self.step_seen = self.step_rate = None  # a node may have ended: no more sleeping on its steps
             return self.ready.popleft() if self.ready else None
 
     def _next_frame(self, deadline: float) -> WsMessage | UndecodedFrame | PreviewFrame | None:
@@ -175,27 +180,36 @@ class ComfySession:
     def _doze_until(self, wake_at: float) -> float | None:
         """When to look at the socket again, when sleeping till then is safe; None to wait on it.
 
-        Held progress would go out only at `wake_at` (a write or broadcast due), so steps that
-        come before need not wake the thread, but a node's end must not wait: the sleep is at most
-        half the time the node's latest step says it still needs, at the rate its value grew since
-        the step seen before. Never with messages waiting, for a first step, or a stalled one.
+        Progress would go out only at `wake_at` (a write or broadcast due), so steps that come
+        before need not wake the thread, but a node's end must not wait: the sleep is at most half
+        the time the node still needs, from its latest step and the rate its value grew since the
+        step before. Never with messages waiting, before two steps of a node, or once it stalls.
         """
-        held = self.held.get("progress")
-        if held is None or self.socket is None or self.socket.pending:
+        if self.socket is None or self.socket.pending:
             return None
         now = time.monotonic()
         if wake_at - now < DOZE_MIN_SECONDS:
             return None
-        steps = held.steps()
-        if steps is None:
+        held = self.held.get("progress")
+        if held is not None and held is not self._step_frame:
+            self._step_frame = held
+            self._observe_step(held.steps(), self.last_message)
+        if self.step_seen is None or self.step_rate is None:
             return None
-        node, value, most = steps
-        seen, self.step_seen = self.step_seen, (node, value, most, self.last_message)
-        if seen is None or seen[0] != node or seen[2] != most or value <= seen[1] or self.last_message <= seen[3]:
-            return None
-        rate = (value - seen[1]) / (self.last_message - seen[3])
-        until = min(wake_at, now + (most - value) / rate / 2)
+        _, value, most, when = self.step_seen
+        needs = (most - value) / self.step_rate - (now - when)
+        until = min(wake_at, now + needs / 2)
         return until if until - now >= DOZE_MIN_SECONDS else None
+
+    def _observe_step(self, step: tuple[str, float, float] | None, when: float) -> None:
+        seen = self.step_seen
+        self.step_seen = (*step, when) if step is not None else None
+        if step is None or seen is None or seen[0] != step[0] or seen[2] != step[2]:
+            self.step_rate = None
+        elif step[1] > seen[1] and when > seen[3]:
+            self.step_rate = (step[1] - seen[1]) / (when - seen[3])
+        else:
+            self.step_rate = None  # stalled, or gone back: wait on the socket
 
     def _hold(self, frame: UndecodedFrame) -> None:
         self.held.pop(frame.type, None)
