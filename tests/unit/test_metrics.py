@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.core.checks import run_checks
@@ -18,7 +19,7 @@ from jobs import services
 from jobs.models import FailureCategory, Job, JobStatus
 from metrics.apps import multiproc_dir_prepare
 from metrics.collector import DATABASE_COLLECTOR
-from metrics.recorder import PROCESS_REGISTRY
+from metrics.recorder import PROCESS_REGISTRY, PrometheusRecorder
 from monitoring.models import BackendHealthSample
 from monitoring.rollups import stats_rollup_refresh
 from tests.factories import JobFactory
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.django_db
 TOKEN = "t0ken-for-the-metrics-tests-0123456789"
 BEARER = {"HTTP_AUTHORIZATION": f"Bearer {TOKEN}"}
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+BACKENDS = {"default": "http://127.0.0.1:8188"}  # the configured backends, whatever another test left
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +40,7 @@ def _fresh_read() -> Iterator[None]:
 
 
 def scrape(client, **headers) -> Samples:
-    with override_settings(METRICS_TOKEN=TOKEN, METRICS_ALLOWED_NETWORKS=[]):
+    with override_settings(METRICS_TOKEN=TOKEN, METRICS_ALLOWED_NETWORKS=[], COMFYUI_BACKENDS=BACKENDS):
         DATABASE_COLLECTOR.clear()
         response = client.get("/metrics", **(headers or BEARER))
     assert response.status_code == 200, response.content
@@ -188,8 +190,37 @@ def test_labels_are_bounded_whatever_the_rows_hold(client):
     assert value(samples, "anime_queue_depth", backend="unbound") == 1
     assert value(samples, "anime_queue_depth", backend="other") == 1
     assert value(samples, "anime_jobs", state="queued", backend="other", job_type="other") == 1
-    backends = {dict(labels).get("backend") for _, labels in samples}
+    # The database's series (the process's counters keep what other tests recorded under their settings).
+    backends = {dict(labels).get("backend") for name, labels in samples if not name.startswith("anime_job_")}
     assert backends <= {None, "default", "unbound", "other"}
+
+
+def test_recorded_labels_are_bounded_whatever_the_job_holds():
+    job = SimpleNamespace(
+        backend="gpu-from-a-request",
+        job_type="<script>",
+        failure_category="made-up",
+        attempt=1,
+        created_at=timezone.now() - timedelta(seconds=5),
+        not_before=None,
+        submitted_at=timezone.now(),
+        started_at=timezone.now() - timedelta(seconds=3),
+        finished_at=timezone.now(),
+    )
+    labels = {"backend": "other", "job_type": "other"}
+    before = process_value("anime_job_failures_total", **labels, category="other")
+    waits = process_value("anime_job_queue_wait_seconds_count", **labels)
+    recorder = PrometheusRecorder()
+    recorder.job_transitioned(job, JobStatus.QUEUED, JobStatus.SUBMITTED)
+    recorder.job_transitioned(job, JobStatus.RUNNING, JobStatus.FAILED)
+    recorder.tracker_reconnected("anything")
+    assert process_value("anime_job_failures_total", **labels, category="other") == before + 1
+    assert process_value("anime_job_queue_wait_seconds_count", **labels) == waits + 1
+    assert (
+        process_value("anime_job_failures_total", backend="gpu-from-a-request", job_type="<script>", category="made-up")
+        == 0
+    )
+    assert process_value("anime_tracker_reconnects_total", reason="anything") == 0
 
 
 def test_database_is_read_in_constant_queries_and_cached(client):
