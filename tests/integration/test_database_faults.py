@@ -33,7 +33,7 @@ import redis
 import requests
 import websocket
 
-from access.access_log import web_server_argv
+from access.access_log import uvicorn_argv, web_server_argv
 from devtools.processes import REPO, Process, free_port
 from devtools.simulator_process import SimulatorProcess
 from tests.factories import SLEEP_WORKFLOW
@@ -57,6 +57,7 @@ _http.trust_env = False
 class System:
     pg: PrivatePostgres
     web: str
+    uvicorn: str  # the server `make run` and Docker start, beside the tests' daphne
     key: str
     worker: CeleryWorker
     media_root: Path
@@ -147,7 +148,12 @@ def system(redis_of_this_run: None) -> Iterator[System]:
         url = f"http://127.0.0.1:{port}"
         web.start().wait_for_url(f"{url}/admin/login/", timeout=60)
         processes.append(web)
-        yield System(pg=pg, web=url, key=key, worker=worker, media_root=media_root, sim=sim)
+        port = free_port()
+        uvicorn = Process(uvicorn_argv("127.0.0.1", port, 1), env=env, log_path=folder / "uvicorn.log", name="uvicorn")
+        uvicorn_url = f"http://127.0.0.1:{port}"
+        uvicorn.start().wait_for_url(f"{uvicorn_url}/admin/login/", timeout=60)
+        processes.append(uvicorn)
+        yield System(pg=pg, web=url, uvicorn=uvicorn_url, key=key, worker=worker, media_root=media_root, sim=sim)
     finally:
         for process in reversed(processes):
             process.stop()
@@ -173,14 +179,14 @@ def admin_session(system: System) -> requests.Session:
     return session
 
 
-def websocket_answer(system: System) -> tuple[str, int | None, str]:
-    """Open the staff job list's websocket; what came back: ("open", None, first message) or
-    ("closed", close code, reason)."""
+def websocket_answer(system: System, server: str | None = None) -> tuple[str, int | None, str]:
+    """Open the staff job list's websocket; what came back: ("open", None, first message),
+    ("closed", close code, reason) or ("refused", HTTP status, message)."""
     ws = websocket.WebSocket()
     ws.settimeout(10)
     try:
         ws.connect(
-            system.web.replace("http", "ws", 1) + "/ws/jobs/",
+            (server or system.web).replace("http", "ws", 1) + "/ws/jobs/",
             header=[f"X-API-Key: {system.key}"],
             origin=ORIGIN,
         )
@@ -223,6 +229,13 @@ def test_postgres_down_at_submit_answers_503_and_makes_nothing(system: System) -
         listed = _http.get(f"{system.web}/api/jobs/", headers={"X-API-Key": system.key}, timeout=30)
         dashboard = admin.get(f"{system.web}/admin/jobs/job/", timeout=30)
         ws_answer = websocket_answer(system)
+        uvicorn_submitted = _http.post(
+            f"{system.uvicorn}/api/jobs/",
+            json={"workflow": sleep_workflow(0.2, "during-outage"), "job_type": "image"},
+            headers={"X-API-Key": system.key},
+            timeout=30,
+        )
+        uvicorn_ws_answer = websocket_answer(system, system.uvicorn)
     finally:
         system.pg.start()
     up_at = time.monotonic()
@@ -234,7 +247,9 @@ def test_postgres_down_at_submit_answers_503_and_makes_nothing(system: System) -
     assert listed.status_code == 503 and listed.headers["Retry-After"].isdigit()
     assert dashboard.status_code == 503 and dashboard.headers["Retry-After"].isdigit()
     assert "database is unavailable" in dashboard.text
-    assert ws_answer[:2] in {("closed", 4503), ("refused", 503)}, ws_answer
+    assert ws_answer[:2] == ("closed", 4503), ws_answer  # daphne lets the application choose no status
+    assert uvicorn_submitted.status_code == 503 and uvicorn_submitted.headers["Retry-After"].isdigit()
+    assert uvicorn_ws_answer[:2] == ("refused", 503), uvicorn_ws_answer
 
     # Nothing half-made: the one job is the one from before; no message waits for a GPU worker.
     assert system.sql("SELECT count(*) FROM jobs_job")[0][0] == 1
@@ -250,13 +265,15 @@ def test_postgres_down_at_submit_answers_503_and_makes_nothing(system: System) -
     assert system.wait_final(again.json()["id"]) == "completed"
     assert admin.get(f"{system.web}/admin/jobs/job/", timeout=10).status_code == 200
     assert websocket_answer(system)[0] == "open"
+    assert websocket_answer(system, system.uvicorn)[0] == "open"
     record(
         "PostgreSQL down at submit",
         [
             f"outage: {up_at - down_at:.1f} s (pg_ctl stop -m fast ... start)",
             f"POST /api/jobs/: {submitted.status_code} Retry-After {submitted.headers['Retry-After']} "
             f"in {submit_ms:.0f} ms; GET /api/jobs/ {listed.status_code}; admin {dashboard.status_code}; "
-            f"websocket {ws_answer[0]} {ws_answer[1]}",
+            f"websocket {ws_answer[0]} {ws_answer[1]} (daphne), {uvicorn_ws_answer[0]} {uvicorn_ws_answer[1]} "
+            f"(uvicorn; its POST {uvicorn_submitted.status_code})",
             "jobs made during the outage: 0; broker messages: 0",
             f"first 201 after the database was up: {recovered_s:.2f} s",
         ],
