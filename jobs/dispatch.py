@@ -9,8 +9,9 @@ serialize the whole thing instead.
 
 A job is skipped by a backend that cannot run it (jobs.fit), by a user at their running limit
 (quotas.limits, when that app is installed), and for a short while by a backend slower than
-another free one that can run it (the faster one was woken too; past SPEED_PREFERENCE_SECONDS of
-waiting any fitting backend takes it, so a dead faster worker never holds a job back).
+another free one that can run it: the faster one is woken, and the slower one again when the
+preference ends (SPEED_PREFERENCE_SECONDS after the job was made; then any fitting backend takes it),
+so a faster backend whose worker is gone holds a job back for seconds, not until the next sweep.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from __future__ import annotations
 import importlib
 import logging
 import socket
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
@@ -30,6 +32,7 @@ from fleet.catalog import BackendFacts, backend_facts
 from fleet.models import Backend
 from jobs import eta, fit, services
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from jobs.wake import backends_wake
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +80,10 @@ def job_take_next(backend: str) -> Job | None:
         free_others = [
             facts for name, facts in fleet.items() if name != backend and name not in busy and facts.in_service
         ]
-        chosen = _best_fitting(me, free_others, held)
+        deferred = Deferred()
+        chosen = _best_fitting(me, free_others, held, deferred)
         if chosen is None:
+            deferred.wake_later(backend)
             return None
         job = Job.objects.get(pk=chosen)
         services.job_transition(
@@ -95,7 +100,26 @@ def job_take_next(backend: str) -> Job | None:
     return job
 
 
-def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[int]) -> Any:
+@dataclass
+class Deferred:
+    """Jobs a backend left to faster free ones: those are woken now, and this backend again when
+    the preference ends, so a faster backend whose worker is gone holds nothing back for long."""
+
+    faster: set[str] = field(default_factory=set)
+    until: datetime | None = None
+
+    def add(self, faster: str, until: datetime) -> None:
+        self.faster.add(faster)
+        self.until = until if self.until is None else min(self.until, until)
+
+    def wake_later(self, backend: str) -> None:
+        if self.until is None:
+            return
+        backends_wake(sorted(self.faster))
+        backends_wake([backend], countdown=max((self.until - timezone.now()).total_seconds(), 0.0) + 0.1)
+
+
+def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[int], deferred: Deferred) -> Any:
     now = timezone.now()
     candidates = (
         waiting_in_order()
@@ -114,7 +138,9 @@ def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[i
             needs = fit.job_needs(row.requested_backend, row.requires, row.needs)
             if not fit.fits(needs, me):
                 continue
-            if row.created_at > young and _faster_elsewhere(row, needs, me, free_others):
+            faster = _faster_elsewhere(row, needs, me, free_others) if row.created_at > young else None
+            if faster is not None:
+                deferred.add(faster, row.created_at + timedelta(seconds=SPEED_PREFERENCE_SECONDS))
                 continue
             return row.pk
         if len(rows) < BATCH:
@@ -122,20 +148,21 @@ def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[i
     return None
 
 
-def _faster_elsewhere(row: Job, needs: fit.JobNeeds, me: BackendFacts, free_others: list[BackendFacts]) -> bool:
-    """Whether another free backend that can run the job is expected to finish it clearly sooner
-    (learned node timings per backend, jobs.eta); unknown timings prefer nobody."""
+def _faster_elsewhere(row: Job, needs: fit.JobNeeds, me: BackendFacts, free_others: list[BackendFacts]) -> str | None:
+    """Another free backend that can run the job and is expected to finish it clearly sooner
+    (learned node timings per backend, jobs.eta); None when there is none. Unknown timings prefer
+    nobody; a backend with no timings of its own is estimated from the others' (jobs.eta)."""
     others = [facts for facts in free_others if fit.fits(needs, facts)]
     if not others:
-        return False
+        return None
     mine = eta.expected_total_seconds(me.name, row.workflow)
     if mine is None:
-        return False
+        return None
     for facts in others:
         theirs = eta.expected_total_seconds(facts.name, row.workflow)
         if theirs is not None and theirs < mine * SPEED_MARGIN:
-            return True
-    return False
+            return facts.name
+    return None
 
 
 def backends_idle_with_work() -> list[str]:

@@ -198,6 +198,8 @@ class JobAdmin(JobTimesColumns, JobLabelsColumns, OutputThumbnailColumn, JobDepe
                     "status_badge",
                     "job_type",
                     "backend",
+                    "waiting_for",
+                    "requires",
                     "priority",
                     "user",
                     "progress_bar",

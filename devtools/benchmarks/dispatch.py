@@ -11,10 +11,11 @@ backend `b1`, daphne serving anime_production.asgi, and the GPU worker `manage.p
 - (a) dispatch: for each of `--pairs` jobs of `--seconds` (EmptyImage -> TestSleep -> SaveImage)
   made through `POST /api/jobs/` at priority 9, the time from the job's `created_at` to the simulator
   receiving its prompt (`GET /sim/submissions`), with W jobs waiting for the same backend. The
-  waiting jobs are rows made by jobs.services.job_create at priority 0 whose broker messages are
-  withheld: the queue the product reads, counts and announces is W long throughout, while the GPU
-  worker only ever gets the measured jobs (each made when the GPU is free, so it waits for nothing
-  but dispatch). The same backend, because a queue move announces that backend's queue.
+  waiting jobs are rows made by jobs.services.job_create at priority 0 for backend `b0`, which no
+  worker serves: the fleet's queue the product reads, counts and announces is W long throughout,
+  while the GPU worker only ever gets the measured jobs (each made when the GPU is free, so it waits
+  for nothing but dispatch). devtools.benchmarks.dispatch_fleet measures five backends taking from
+  one queue of runnable jobs.
 - (b) wall time: each of those jobs paired with the same workflow sent straight to the simulator
   (POST /prompt, then its websocket until the prompt ends), the order alternating within pairs;
   through the project it is POST /api/jobs/ until ws/jobs/<id>/ says `completed`.
@@ -68,6 +69,8 @@ from devtools.simulator_process import SimulatorProcess, free_port
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/anime_dispatch"
 ORIGIN = "http://localhost:8000"  # a host in ALLOWED_HOSTS (AllowedHostsOriginValidator)
 BACKEND = "b1"
+# The waiting jobs ask for a backend no worker serves (routing is late: any job b1 can run, b1 takes).
+PARKED = "b0"
 MEASURED_PRIORITY = 9
 WAITING_PRIORITY = 0
 FINAL = {"completed", "failed", "cancelled"}
@@ -202,7 +205,7 @@ def waiting_jobs_make(user: Any, count: int) -> list[str]:
                 workflow=sleep_workflow(1.0, next(_colours)),
                 job_type="other",
                 priority=WAITING_PRIORITY,
-                backend=BACKEND,
+                backend=PARKED,
             )
             made.append(str(job.pk))
     return made
@@ -292,16 +295,16 @@ def queue_move_measure() -> QueueMove:
     from jobs import selectors, services
     from jobs.models import Job, JobStatus
 
-    services.queue_moved(BACKEND)  # learns the ETA from history (once a minute), as any first read does
+    services.queue_moved()  # learns the ETA from history (once a minute), as any first read does
     with layer_sends() as sent, CaptureQueriesContext(connection) as queries:
         began = time.perf_counter()
-        services.queue_moved(BACKEND)  # outside a transaction: it announces at once
+        services.queue_moved()  # outside a transaction: it announces at once
         seconds = time.perf_counter() - began
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
     size = sum(len(layer.serialize(message)) for _, message in sent)
-    queued = list(Job.objects.filter(backend=BACKEND, status=JobStatus.QUEUED))
+    queued = list(Job.objects.filter(status=JobStatus.QUEUED))
     truth = selectors.queue_places(queued)
     told = sum(1 for job in queued if _told(job, truth[job.pk], sent))
     return QueueMove(len(queued), len(queries), len(sent), size, told, seconds)
@@ -328,7 +331,7 @@ def _place_from_announcement(job: Any, message: dict[str, Any]) -> tuple[int, An
         return None
     if message.get("type") != queue_announcements.MESSAGE_TYPE:
         return None
-    place = queue_announcements.place_of(message, queue_announcements.job_queue_key(job))
+    place = queue_announcements.place_of(message, queue_announcements.job_key(job.pk))
     if place is None:
         return None
     own = queue_announcements.own_seconds(job)
@@ -389,7 +392,7 @@ def bench_environment(sim: SimulatorProcess, database_url: str, work_dir: Path) 
         "dispatch",
         database_url,
         work_dir,
-        COMFYUI_BACKENDS=f"{BACKEND}={sim.url}",
+        COMFYUI_BACKENDS=f"{BACKEND}={sim.url},{PARKED}={sim.url}",
         # The benchmark's client makes one job a second or more: the submit rate is not what is measured.
         THROTTLE_SUBMIT="100000/min",
         THROTTLE_USER="100000/min",

@@ -16,6 +16,7 @@ locate, submit, receive, reconnect, reconcile), `timeline` (events, node timings
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import ExitStack
 
 from django.conf import settings
@@ -47,25 +48,37 @@ logger = logging.getLogger(__name__)
 def backend_work(backend: str) -> int:
     """Entry point of the GPU worker's wake task: take the best waiting job this backend can run,
     follow it to its end, take the next, until nothing waits that it can run. No broker round trip
-    between two jobs: a free GPU's next prompt is a few queries away. Returns the jobs it ran.
+    between two jobs: a free GPU's next prompt is a few queries away, and what is left to do for the
+    job that ended (closing its socket, learning its node timings) waits until that prompt is in.
+    Returns the jobs it ran.
 
     A wake delivered again because the worker's pool child died mid-job finds that job first and
     re-attaches to it (job_track waits out the dead tracker's heartbeat), then goes on taking."""
     ran = _orphan_resume(backend)
-    while True:
-        stack = ExitStack()
+    leftovers: list[Callable[[], None]] = []
+    try:
+        while True:
+            with ExitStack() as stack:
+                # Last out: the ended job's leftovers, once the next prompt is in (or nothing came).
+                stack.callback(_run_all, leftovers)
+                # The taken job's new status and the queue's move are told once its prompt is in ComfyUI.
+                stack.enter_context(services.queue_moves_held())
+                stack.enter_context(services.publications_held())
+                job = dispatch.job_take_next(backend)
+                if job is None:
+                    return ran
+                ran += 1
+                leftovers.append(_job_follow(job, stack))
+    finally:
+        _run_all(leftovers)
+
+
+def _run_all(calls: list[Callable[[], None]]) -> None:
+    while calls:
         try:
-            # The taken job's new status and the queue's move are told once its prompt is in ComfyUI.
-            stack.enter_context(services.queue_moves_held())
-            stack.enter_context(services.publications_held())
-            job = dispatch.job_take_next(backend)
-            if job is None:
-                stack.close()
-                return ran
-            ran += 1
-            _job_follow(job, stack)
-        finally:
-            stack.close()
+            calls.pop(0)()
+        except Exception:
+            logger.exception("after a job: cleaning up failed")
 
 
 def _orphan_resume(backend: str) -> int:
@@ -76,8 +89,9 @@ def _orphan_resume(backend: str) -> int:
     return 1
 
 
-def _job_follow(job: Job, announcements: ExitStack) -> None:
-    """Follow a job this backend took: its prompt first, then ComfyUI until it ends."""
+def _job_follow(job: Job, announcements: ExitStack) -> Callable[[], None]:
+    """Follow a job this backend took: its prompt first, then ComfyUI until it ends. Returns what is
+    left to do after it (its tracker's socket closed, its node timings learned)."""
     client: ComfyUIClient | None = None
     tracker: JobTracker | None = None
     try:
@@ -97,10 +111,14 @@ def _job_follow(job: Job, announcements: ExitStack) -> None:
         if client is not None:
             prompt_abandon(client, str(job.prompt_id))
         services.job_fail_unexpected(job, exc)
-    finally:
-        if tracker is not None:
-            tracker.close()
+    ended = tracker
+
+    def leftovers() -> None:
+        if ended is not None:
+            ended.close()
         eta.history_learn(job)
+
+    return leftovers
 
 
 def job_track(job_id: str) -> None:

@@ -4,6 +4,7 @@ and users at their running limit."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from unittest import mock
 
@@ -151,8 +152,6 @@ def test_users_at_their_running_limit_are_skipped(two_backends):
 
 
 def test_a_retry_before_its_backoff_is_not_taken(two_backends):
-    from datetime import timedelta
-
     from django.utils import timezone
 
     job = submit()
@@ -261,3 +260,51 @@ def test_a_wake_is_sent_again_once_the_worker_took_the_last(two_backends, django
         wake_received("gpu-a")
         backends_wake(["gpu-a"])
     assert sent.call_count == 2
+
+
+def test_the_admin_shows_what_a_waiting_job_waits_for_and_where_a_bound_one_runs(two_backends, admin_client):
+    waiting = submit(requires=["video"])
+    page = admin_client.get(f"/admin/jobs/job/{waiting.id}/change/").content.decode()
+    assert "a free backend with label video" in page
+    taken = dispatch.job_take_next("gpu-b")
+    assert taken is not None
+    page = admin_client.get(f"/admin/jobs/job/{taken.id}/change/").content.decode()
+    assert "gpu-b" in page and "a free backend" not in page
+
+
+def test_a_poison_job_fails_after_its_attempts_and_the_backend_is_not_blamed(two_backends, settings):
+    poison = submit()
+    for attempt in range(1, settings.JOB_MAX_ATTEMPTS + 1):
+        Job.objects.filter(pk=poison.pk).update(not_before=None)  # its backoff, skipped
+        taken = dispatch.job_take_next("gpu-a")
+        assert taken is not None and taken.pk == poison.pk and taken.attempt == attempt
+        services.job_transition(taken, JobStatus.RUNNING)
+        services.job_fail(taken, "lost", "ComfyUI dropped the prompt")  # it crashed ComfyUI again
+    poison.refresh_from_db()
+    assert poison.status == JobStatus.FAILED and poison.failure_category == "lost"
+    healthy = submit()
+    assert dispatch.job_take_next("gpu-a").pk == healthy.pk  # type: ignore[union-attr]
+
+
+def test_a_job_left_to_a_faster_free_backend_wakes_it_and_comes_back_after_the_preference(
+    two_backends, django_capture_on_commit_callbacks
+):
+    from jobs.wake import wake_received
+
+    job = submit()
+    for backend in ("gpu-a", "gpu-b"):
+        wake_received(backend)  # the wakes the submit sent have run
+    speeds = {"gpu-a": 10.0, "gpu-b": 2.0}
+    with (
+        mock.patch.object(dispatch.eta, "expected_total_seconds", side_effect=lambda name, _: speeds[name]),
+        mock.patch("celery.canvas.Signature.apply_async") as sent,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert dispatch.job_take_next("gpu-a") is None, "gpu-b is five times faster and free"
+    woken = {(call.kwargs["queue"], call.kwargs["countdown"] > 0) for call in sent.call_args_list}
+    assert woken == {("gpu.gpu-b", False), ("gpu.gpu-a", True)}, "the faster now, this one when the preference ends"
+    Job.objects.filter(pk=job.pk).update(
+        created_at=job.created_at - timedelta(seconds=dispatch.SPEED_PREFERENCE_SECONDS)
+    )
+    with mock.patch.object(dispatch.eta, "expected_total_seconds", side_effect=lambda name, _: speeds[name]):
+        assert dispatch.job_take_next("gpu-a").pk == job.pk  # type: ignore[union-attr]
