@@ -95,3 +95,30 @@ def _object_store_errors() -> list[Error]:
             Error("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set together, or neither", id="assets.E007")
         )
     return errors
+
+
+@register(deploy=True)
+def object_store_reachable_check(app_configs, **kwargs) -> list[Error]:
+    """`manage.py check --deploy`: the bucket answers with these credentials (a start does not wait
+    for the network: a store that is down at start is retried when files are stored)."""
+    if not settings.AWS_STORAGE_BUCKET_NAME:
+        return []
+    from django.core.files.storage import storages
+
+    from assets.object_store import STORE_ERRORS, ObjectStore
+
+    storage = storages["default"]
+    if not isinstance(storage, ObjectStore):
+        return []
+    try:
+        storage.connection.meta.client.head_bucket(Bucket=storage.bucket_name)
+    except STORE_ERRORS as exc:
+        return [
+            Error(
+                f"the bucket {storage.bucket_name!r} at {settings.AWS_S3_ENDPOINT_URL or 'AWS'} does not answer: "
+                f"{type(exc).__name__}: {exc}",
+                hint="check AWS_STORAGE_BUCKET_NAME, AWS_S3_ENDPOINT_URL and the credentials",
+                id="assets.E009",
+            )
+        ]
+    return []

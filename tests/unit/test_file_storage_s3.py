@@ -212,3 +212,19 @@ def test_an_asset_in_the_bucket_reaches_comfyui_and_the_output_comes_back_to_the
     assert placed["sha256"] == asset.sha256, "ComfyUI got the asset's bytes, read from the bucket"
     (output,) = job.outputs.all()
     assert str(output.file.name) in bucket_keys(object_store.endpoint, bucket)
+
+
+def test_check_deploy_says_whether_the_bucket_answers(bucket, object_store, settings):
+    from assets.checks import object_store_reachable_check
+
+    assert object_store_reachable_check(None) == []
+    settings.STORAGES = storages_setting(object_store.endpoint, "no-such-bucket")
+    (error,) = object_store_reachable_check(None)
+    assert "'no-such-bucket'" in error.msg and error.id == "assets.E009"
+    settings.STORAGES = storages_setting(object_store.endpoint, bucket)
+    object_store.stop()
+    try:
+        (error,) = object_store_reachable_check(None)
+        assert "does not answer" in error.msg and "EndpointConnectionError" in error.msg
+    finally:
+        object_store.start()
