@@ -49,10 +49,14 @@ def storage_check(app_configs, **kwargs) -> list[Error]:
                 id="assets.E003",
             )
         )
-    if not 0 <= settings.STORAGE_RETRY_SECONDS <= settings.JOB_MAX_SECONDS:
+    # The tracker retries storing a finished job's outputs this long with no progress from ComfyUI: the
+    # stuck sweep must not take the job for stuck meanwhile.
+    if not 0 <= settings.STORAGE_RETRY_SECONDS < settings.JOB_STUCK_FLOOR_SECONDS:
         errors.append(
             Error(
-                f"STORAGE_RETRY_SECONDS must be 0 to JOB_MAX_SECONDS, not {settings.STORAGE_RETRY_SECONDS!r}",
+                f"STORAGE_RETRY_SECONDS must be 0 or more and below JOB_STUCK_FLOOR_SECONDS "
+                f"({settings.JOB_STUCK_FLOOR_SECONDS}), not {settings.STORAGE_RETRY_SECONDS!r}",
+                hint="a job whose outputs wait for the store that long would be failed as stuck",
                 id="assets.E008",
             )
         )
