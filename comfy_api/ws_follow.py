@@ -55,6 +55,12 @@ class ClientStream:
         self.previews_due: dict[str, str] = {}
         self.ignored: OrderedDict[str, None] = OrderedDict()
         self.queue_remaining: int | None = None
+        # ComfyUI runs one prompt at a time and its clients expect it; the fleet runs several of a client's
+        # at once. One is told at a time, from its execution_start to its end; the news of the others waits
+        # (only their place: what happened stays in the timeline) and is told, from the timeline, after.
+        self.telling: str | None = None
+        self.held: dict[str, None] = {}  # job ids, in the order their news came
+        self.releasing = False
 
     # --- the database side (a thread) -------------------------------------------------------------
 
@@ -71,10 +77,14 @@ class ClientStream:
             job = front.job
             translation = PromptMessages(prompt_id=front.prompt_id)
             self.prompts[str(job.pk)] = translation
+            if self.telling is not None:
+                self.held[str(job.pk)] = None  # told from the timeline once the one being told ends
+                continue
             state = job_selectors.job_state(job)
             frames += translation.resume(state, finished_nodes(job))
             self._note_preview(str(job.pk), state)
             frames = self._place_preview(job, translation, frames)
+            self._mind_telling(str(job.pk), translation)
         return frames
 
     def learn(self, job_id: str) -> list[Frame] | None:
@@ -89,6 +99,9 @@ class ClientStream:
 
     def update(self, job_id: str, state: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[Frame]:
         """The messages for one broadcast of a followed prompt, reading what the broadcast left out."""
+        if self.telling not in (None, job_id):
+            self.held[job_id] = None
+            return []
         translation = self.prompts[job_id]
         fresh: Sequence[Mapping[str, Any]] = unseen(events, translation.last_seq)
         if not follows_on(fresh, translation.last_seq, state):
@@ -105,9 +118,39 @@ class ClientStream:
         frames: list[Frame] = list(translation.feed(fresh, state, outputs=outputs, queue_remaining=remaining))
         if translation.ended:
             self.forget(job_id)
-            return frames
-        self._note_preview(job_id, state)
-        return self._place_preview(job or Job(pk=job_id), translation, frames)
+        else:
+            self._note_preview(job_id, state)
+            frames = self._place_preview(job or Job(pk=job_id), translation, frames)
+        if self._mind_telling(job_id, translation) and not self.releasing:
+            frames += self._release_held()
+        return frames
+
+    def _mind_telling(self, job_id: str, translation: PromptMessages) -> bool:
+        """Keep `telling` on the prompt whose run is being told; True when that prompt's run ended."""
+        running = translation.started and not translation.ended
+        if running and self.telling is None:
+            self.telling = job_id
+        elif not running and self.telling == job_id:
+            self.telling = None
+            return True
+        return False
+
+    def _release_held(self) -> list[Frame]:
+        """The prompts whose news waited, told from the timeline in the order it came, until one of them
+        is still running (then it is the one told, and the rest wait on)."""
+        frames: list[Frame] = []
+        self.releasing = True  # a released prompt that ends hands on here, not by calling this again
+        try:
+            while self.held and self.telling is None:
+                job_id = next(iter(self.held))
+                del self.held[job_id]
+                job = Job.objects.filter(pk=job_id).first()
+                if job is None or job_id not in self.prompts:
+                    continue
+                frames += self.update(job_id, job_selectors.job_state(job), [])
+        finally:
+            self.releasing = False
+        return frames
 
     def deliver(self, job_id: str, state: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[Frame]:
         """One broadcast of a job of the user's, on this thread: what the consumer does, with its
@@ -135,13 +178,20 @@ class ClientStream:
 
     def fast(self, job_id: str, state: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[Frame] | None:
         """The messages for a broadcast that needs nothing from the database, or None when it does."""
+        if self.telling not in (None, job_id):
+            self.held[job_id] = None  # another prompt's run is being told: this one's news waits
+            return []
         translation = self.prompts[job_id]
         fresh = unseen(events, translation.last_seq)
         if not follows_on(fresh, translation.last_seq, state) or any(ends_prompt(event) for event in fresh):
             return None
+        if self.telling == job_id and any(event.get("kind") == EventKind.STATUS for event in fresh):
+            return None  # retried: back in the queue, the waiting prompts' news goes out (update)
         if job_id in self.previews_due or self._new_preview(job_id, state):
             return None
-        return list(translation.feed(fresh, state))
+        told: list[Frame] = list(translation.feed(fresh, state))
+        self._mind_telling(job_id, translation)
+        return told
 
     def ignore(self, job_id: str) -> None:
         self.ignored[job_id] = None
@@ -153,6 +203,7 @@ class ClientStream:
         self.prompts.pop(job_id, None)
         self.preview_urls.pop(job_id, None)
         self.previews_due.pop(job_id, None)
+        self.held.pop(job_id, None)
         self.ignore(job_id)
 
     def _new_preview(self, job_id: str, state: Mapping[str, Any]) -> bool:

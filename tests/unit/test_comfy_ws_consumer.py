@@ -257,37 +257,51 @@ def test_a_new_prompt_is_told_as_the_callers_new_queue_at_once() -> None:
     assert second == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 1}}}}
 
 
-def test_several_prompts_of_one_client_are_each_told_under_their_own_prompt_id() -> None:
+def test_several_prompts_of_one_client_are_told_one_run_at_a_time_as_comfyui_runs_them() -> None:
+    # The fleet runs both at once; ComfyUI (and its clients) one at a time: the second's run is told,
+    # whole and in order from its timeline, once the first's has ended.
     user = UserFactory.create()
     first_job = front_door_job(user, "many", prompt_id="first")
     second_job = front_door_job(user, "many", prompt_id="second")
     for job in (first_job, second_job):
         services.job_transition(job, JobStatus.SUBMITTED)
         services.job_transition(job, JobStatus.RUNNING)
+    services.job_event(second_job, EventKind.NODE_STARTED, node_id="1", data={"class_type": "EmptyImage"})
     key = api_key_for(user)
 
-    async def scenario() -> list[dict[str, Any]]:
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         ws = WebsocketCommunicator(application, "/comfy/ws?clientId=many", headers=with_key(key))
         await ws.connect()
         opening = await receive_all(ws)
         await database_sync_to_async(services.job_close)(second_job, JobStatus.COMPLETED)
-        second_end = await receive_all(ws, until=ends)
+        meanwhile = await receive_all(ws)
         await database_sync_to_async(services.job_close)(first_job, JobStatus.CANCELLED)
-        first_end = await receive_all(ws, until=ends)
+        rest = await receive_all(ws, until=lambda m: ends(m) and m["data"]["prompt_id"] == "second")
         await ws.disconnect()
-        return [*opening, *second_end, *first_end]
+        return [*opening, *meanwhile, *rest], meanwhile
 
-    told = async_to_sync(scenario)()
-    starts = [m["data"]["prompt_id"] for m in told if m["type"] == "execution_start"]
-    assert starts == ["first", "second"]  # resumed in queue-number order
-    ends_told = [
-        (m["type"], m["data"]["prompt_id"])
+    told, meanwhile = async_to_sync(scenario)()
+    assert meanwhile == [], "the second prompt ended while the first was told: it waits"
+    runs = [
+        (m["type"], m["data"].get("prompt_id"))
         for m in told
-        if m["type"].startswith("execution_") and m["type"] not in ("execution_start", "execution_cached")
+        if m["type"] in ("execution_start", "execution_success", "execution_interrupted")
+        or (m["type"] == "executing" and m["data"]["node"] is None)
     ]
-    assert ends_told == [("execution_success", "second"), ("execution_interrupted", "first")]
+    assert runs == [
+        ("execution_start", "first"),
+        ("execution_interrupted", "first"),
+        ("executing", "first"),
+        ("execution_start", "second"),
+        ("execution_success", "second"),
+        ("executing", "second"),
+    ]
+    # The second's run is told whole, from its timeline: its node too.
+    assert {"node": "1", "display_node": "1", "prompt_id": "second"} in [
+        m["data"] for m in told if m["type"] == "executing"
+    ]
     queues = [m["data"]["status"]["exec_info"]["queue_remaining"] for m in told if m["type"] == "status"]
-    assert queues == [2, 1, 0]
+    assert queues == [2, 0, 0]
 
 
 # Closed before the handshake is accepted (the server answers HTTP 403), with no code of its own.
