@@ -109,6 +109,7 @@ def test_one_query_whatever_the_number_of_users(settings):
             user = UserFactory.create()
             UserQuota.objects.create(user=user, max_running_jobs=2)
             running(user, 2)
+        users_at_running_limit()  # today's finished jobs, summed once a minute per process
         with CaptureQueriesContext(connection) as queries:
             held = users_at_running_limit()
         counts.append(len(queries))
@@ -148,3 +149,19 @@ def test_without_any_daily_gpu_limit_a_dispatch_reads_only_the_jobs_on_a_gpu(set
         users_at_running_limit()
     where = queries[0]["sql"].split(" WHERE ", 1)[1]
     assert len(queries) == 1 and "finished_at" not in where, where
+
+
+def test_a_job_finished_after_todays_sum_was_taken_counts_at_once(settings):
+    settings.QUOTA_MAX_RUNNING_JOBS = None
+    settings.QUOTA_GPU_SECONDS_PER_DAY = 100
+    now = timezone.now()
+    start = max(utc_day_start(now), now - timedelta(seconds=150))
+    if (now - start).total_seconds() < 120:
+        pytest.skip("too close to 00:00 UTC")
+    earlier, later = UserFactory.create(), UserFactory.create()
+    JobFactory.create(user=earlier, status=JobStatus.COMPLETED, started_at=start, finished_at=now)
+    assert users_at_running_limit() == {earlier.pk}, "summed from today's finished jobs"
+    JobFactory.create(user=later, status=JobStatus.COMPLETED, started_at=start, finished_at=timezone.now())
+    with CaptureQueriesContext(connection) as queries:
+        held = users_at_running_limit()
+    assert held == {earlier.pk, later.pk} and len(queries) == 1, "the sum is kept, the new finish read"
