@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,7 @@ def system(redis_of_this_run: None) -> Iterator[System]:
         for process in reversed(processes):
             process.stop()
         pg.destroy()
+        shutil.rmtree(folder, ignore_errors=True)  # the media, the simulator's outputs, the logs
 
 
 def admin_session(system: System) -> requests.Session:
