@@ -101,7 +101,7 @@ class ClientStream:
         """The messages for one broadcast of a followed prompt, reading what the broadcast left out."""
         if self.telling not in (None, job_id):
             self.held[job_id] = None
-            return []
+            return self._told_end_missed()
         translation = self.prompts[job_id]
         fresh: Sequence[Mapping[str, Any]] = unseen(events, translation.last_seq)
         if not follows_on(fresh, translation.last_seq, state):
@@ -134,6 +134,17 @@ class ClientStream:
             self.telling = None
             return True
         return False
+
+    def _told_end_missed(self) -> list[Frame]:
+        """The prompt being told may have ended with no broadcast reaching this socket (delivery is
+        at-most-once): its end is read from the timeline then, and the waiting prompts' news goes out."""
+        telling = self.telling
+        if telling is None or self.releasing:
+            return []
+        job = Job.objects.filter(pk=telling, status__in=list(FINAL)).first()
+        if job is None or telling not in self.prompts:
+            return []
+        return self.update(telling, job_selectors.job_state(job), [])
 
     def _release_held(self) -> list[Frame]:
         """The prompts whose news waited, told from the timeline in the order it came, until one of them
@@ -179,6 +190,8 @@ class ClientStream:
     def fast(self, job_id: str, state: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[Frame] | None:
         """The messages for a broadcast that needs nothing from the database, or None when it does."""
         if self.telling not in (None, job_id):
+            if any(event.get("kind") == EventKind.STATUS for event in events):
+                return None  # a moment to make sure the prompt being told has not ended unheard (update)
             self.held[job_id] = None  # another prompt's run is being told: this one's news waits
             return []
         translation = self.prompts[job_id]

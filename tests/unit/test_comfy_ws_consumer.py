@@ -16,8 +16,10 @@ from anime_production.asgi import application
 from comfy_api import consumers
 from comfy_api.models import FrontDoorPrompt
 from comfy_api.ws_announce import front_door_queue_changed
-from jobs import services
+from comfy_api.ws_follow import ClientStream
+from jobs import selectors, services
 from jobs.models import EventKind, Job, JobStatus
+from jobs.serializers import JobEventSerializer
 from tests.factories import JobFactory, UserFactory, api_key_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -357,3 +359,34 @@ def test_sockets_from_elsewhere_or_with_a_bad_key_are_refused(headers: str, refu
 
     connected, code = async_to_sync(scenario)()
     assert not connected and code == refused_with
+
+
+def test_the_end_of_the_prompt_being_told_is_not_waited_for_when_its_broadcast_was_lost() -> None:
+    user = UserFactory.create()
+    first_job = front_door_job(user, "lossy", prompt_id="first")
+    second_job = front_door_job(user, "lossy", prompt_id="second")
+    for job in (first_job, second_job):
+        services.job_transition(job, JobStatus.SUBMITTED)
+        services.job_transition(job, JobStatus.RUNNING)
+    stream = ClientStream(user, "lossy")
+    opening = stream.opening()
+    assert [m["data"]["prompt_id"] for m in opening if m["type"] == "execution_start"] == ["first"]
+    services.job_close(first_job, JobStatus.COMPLETED)  # its broadcast never reaches this socket
+    services.job_close(second_job, JobStatus.COMPLETED)
+    second_job.refresh_from_db()
+    last = second_job.events.order_by("-seq").first()
+    assert last is not None
+    told = stream.deliver(str(second_job.pk), selectors.job_state(second_job), [JobEventSerializer(last).data])
+    runs = [
+        (m["type"], m["data"]["prompt_id"])
+        for m in told
+        if m["type"] in ("execution_start", "execution_success")
+        or (m["type"] == "executing" and m["data"]["node"] is None)
+    ]
+    assert runs == [
+        ("execution_success", "first"),
+        ("executing", "first"),
+        ("execution_start", "second"),
+        ("execution_success", "second"),
+        ("executing", "second"),
+    ]
