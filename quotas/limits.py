@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -80,7 +81,7 @@ def users_at_running_limit() -> set[int]:
     reached their running limit, or their GPU-seconds today (UTC) reached their daily limit.
 
     One query: the jobs on a GPU (and, when a daily GPU limit is set anywhere, the jobs finished since
-    the per-process sum of today's finished jobs was taken: quotas.limits.FinishedToday), per user,
+    the fleet's sum of today's finished jobs was taken: quotas.limits.FinishedToday), per user,
     with the user's own limits joined. A snapshot: two backends choosing at the same instant may each
     start one more of a user's jobs."""
     now = timezone.now()
@@ -91,7 +92,7 @@ def users_at_running_limit() -> set[int]:
     if defaults.gpu_seconds_per_day is not None:
         finished = finished_today(now, only_own_limits=False)
         counted |= Q(finished_at__gte=finished.until)
-    elif gpu_limits_of_users_exist(now.timestamp()):
+    elif gpu_limits_of_users_exist():
         finished = finished_today(now, only_own_limits=True)
         counted |= Q(finished_at__gte=finished.until, user__quota__gpu_seconds_per_day__isnull=False)
     jobs = Job.objects.filter(counted, user__isnull=False)
@@ -103,7 +104,7 @@ def users_at_running_limit() -> set[int]:
         .annotate(running=Count("id", filter=Q(status__in=ACTIVE_STATUSES)), gpu_today=gpu_time(since=day, now=now))
         .order_by()
     )
-    before = finished.by_user if finished else {}
+    before = dict(finished.by_user) if finished else {}
     held: set[int] = set()
     for row in rows:
         limits = limits_from({**row, "max_waiting_jobs": None}, defaults)
@@ -136,24 +137,24 @@ class FinishedToday:
 
 
 # A dispatch reads the jobs finished today (4,000 at a million jobs: 22-50 ms of heap reads) once per
-# FINISHED_TTL seconds per process and in between only those finished since (a few), so that a daily
-# GPU limit costs a dispatch what the running limit costs. A job whose finish committed after the sum
-# was taken with an earlier finished_at is missed until the next sum, at most FINISHED_TTL later.
-FINISHED_TTL = 60.0
-_finished: FinishedToday | None = None
+# FINISHED_TTL seconds for the whole fleet, kept in the cache (Redis), and in between only those
+# finished since (a few), so that a daily GPU limit costs a dispatch what the running limit costs. A
+# job whose finish committed after the sum was taken with an earlier finished_at is missed until the
+# next sum, at most FINISHED_TTL later.
+FINISHED_TTL = 60
+FINISHED_KEY = "quotas:finished-today"
 
 
 def finished_today(now: datetime, *, only_own_limits: bool) -> FinishedToday:
-    global _finished
     day = utc_day_start(now)
-    cached = _finished
+    cached = cache.get(FINISHED_KEY)
     if (
-        cached is not None
+        isinstance(cached, FinishedToday)
         and cached.day == day
         and cached.only_own_limits == only_own_limits
         and 0 <= (now - cached.until).total_seconds() < FINISHED_TTL
     ):
-        return FinishedToday(day, cached.until, only_own_limits, dict(cached.by_user))
+        return cached
     jobs = Job.objects.filter(finished_at__gte=day, finished_at__lt=now, started_at__gte=day, user__isnull=False)
     if only_own_limits:
         jobs = jobs.filter(user__quota__gpu_seconds_per_day__isnull=False)
@@ -162,32 +163,31 @@ def finished_today(now: datetime, *, only_own_limits: bool) -> FinishedToday:
         row["user_id"]: (seconds(row["gpu"]), {name: cast(dict[str, Any], row)[name] for name in QUOTA_COLUMNS})
         for row in rows
     }
-    _finished = FinishedToday(day, now, only_own_limits, by_user)
-    return FinishedToday(day, now, only_own_limits, dict(by_user))
+    summed = FinishedToday(day, now, only_own_limits, by_user)
+    cache.set(FINISHED_KEY, summed, FINISHED_TTL)
+    return summed
 
 
-# Whether any user has a daily GPU limit of their own, asked at most once per GPU_LIMITS_TTL seconds per
-# process: without one, a dispatch reads only the jobs on a GPU (tens of rows), not every job finished
-# today (4,000 rows and 20-50 ms at a million jobs). A limit set in the admin applies within that time.
-GPU_LIMITS_TTL = 10.0
-_gpu_limits_seen: tuple[float, bool] | None = None
+# Whether any user has a daily GPU limit of their own, asked at most once per GPU_LIMITS_TTL seconds (the
+# answer kept in the cache): without one, a dispatch reads only the jobs on a GPU (tens of rows), not the
+# jobs finished today. A limit set in the admin applies at once (UserQuotaAdmin forgets the answer).
+GPU_LIMITS_TTL = 10
+GPU_LIMITS_KEY = "quotas:user-gpu-limits"
 
 
-def gpu_limits_of_users_exist(now: float) -> bool:
-    global _gpu_limits_seen
-    if _gpu_limits_seen is None or now - _gpu_limits_seen[0] >= GPU_LIMITS_TTL:
+def gpu_limits_of_users_exist() -> bool:
+    found = cache.get(GPU_LIMITS_KEY)
+    if found is None:
         from quotas.models import UserQuota
 
         found = UserQuota.objects.filter(gpu_seconds_per_day__isnull=False, unlimited=False).exists()
-        _gpu_limits_seen = (now, found)
-    return _gpu_limits_seen[1]
+        cache.set(GPU_LIMITS_KEY, found, GPU_LIMITS_TTL)
+    return bool(found)
 
 
 def gpu_limits_forget() -> None:
-    """Tests, and an admin save: the next dispatch asks again and sums today's finished jobs again."""
-    global _gpu_limits_seen, _finished
-    _gpu_limits_seen = None
-    _finished = None
+    """An admin save (and tests): the next dispatch asks again and sums today's finished jobs again."""
+    cache.delete_many([GPU_LIMITS_KEY, FINISHED_KEY])
 
 
 def at_limit(used: int, limit: int | None) -> bool:

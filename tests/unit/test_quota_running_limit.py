@@ -165,3 +165,21 @@ def test_a_job_finished_after_todays_sum_was_taken_counts_at_once(settings):
     with CaptureQueriesContext(connection) as queries:
         held = users_at_running_limit()
     assert held == {earlier.pk, later.pk} and len(queries) == 1, "the sum is kept, the new finish read"
+
+
+def test_a_daily_limit_saved_in_the_admin_holds_the_user_at_once(settings, admin_client):
+    settings.QUOTA_MAX_RUNNING_JOBS = None
+    settings.QUOTA_GPU_SECONDS_PER_DAY = None
+    now = timezone.now()
+    start = max(utc_day_start(now), now - timedelta(seconds=200))
+    if (now - start).total_seconds() < 100:
+        pytest.skip("too close to 00:00 UTC")
+    artist = UserFactory.create()
+    JobFactory.create(user=artist, status=JobStatus.COMPLETED, started_at=start, finished_at=now)
+    assert users_at_running_limit() == set(), "no daily limit anywhere yet (and that answer is kept)"
+    response = admin_client.post(
+        "/admin/quotas/userquota/add/",
+        {"user": artist.pk, "gpu_seconds_per_day": "60", "max_running_jobs": "", "max_waiting_jobs": "", "note": ""},
+    )
+    assert response.status_code == 302
+    assert users_at_running_limit() == {artist.pk}
