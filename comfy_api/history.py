@@ -76,7 +76,7 @@ def execution_error(prompt_id: str, job: Job) -> dict[str, Any]:
         "prompt_id": prompt_id,
         "node_id": str(node_id) if node_id is not None else None,
         "node_type": details.get("node_type") or job.current_node_class or None,
-        "executed": list(details.get("executed") or []),
+        "executed": list(details.get("executed") or executed_nodes(job)),
         "exception_message": details.get("exception_message") or job.error_message,
         "exception_type": details.get("exception_type") or job.failure_category,
         "traceback": list(details.get("traceback") or []),
@@ -90,5 +90,12 @@ def execution_interrupted(prompt_id: str, job: Job) -> dict[str, Any]:
         "prompt_id": prompt_id,
         "node_id": job.current_node_id or None,
         "node_type": job.current_node_class or None,
-        "executed": [],
+        "executed": executed_nodes(job),
     }
+
+
+def executed_nodes(job: Job) -> list[str]:
+    """The nodes that ran (or came from cache) in the job's last attempt, as ComfyUI's `executed`
+    lists them: from its node timings, which a history page prefetches."""
+    ran = [timing.node_id for timing in job.node_timings.all() if timing.attempt == job.attempt]
+    return list(dict.fromkeys([*map(str, job.cached_nodes or []), *ran]))

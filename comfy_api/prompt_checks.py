@@ -87,43 +87,74 @@ def _node_errors(prompt: dict[str, Any], object_info: dict[str, Any], outputs: l
     errors: dict[str, list[dict[str, Any]]] = {}
     for node_id, node in prompt.items():
         spec = object_info[node["class_type"]]
-        required = spec.get("input", {}).get("required", {}) if isinstance(spec.get("input"), dict) else {}
+        declared = _mapping(spec.get("input"))
+        required, optional = _mapping(declared.get("required")), _mapping(declared.get("optional"))
         inputs = _inputs(node)
-        for name, config in required.items() if isinstance(required, dict) else ():
+        for name, config in [*required.items(), *optional.items()]:
             if name not in inputs:
-                errors.setdefault(str(node_id), []).append(
-                    comfy_error(
-                        "required_input_missing",
-                        "Required input is missing",
-                        name,
-                        {"input_name": name},
+                if name in required:
+                    errors.setdefault(str(node_id), []).append(
+                        comfy_error("required_input_missing", "Required input is missing", name, {"input_name": name})
                     )
-                )
                 continue
-            problem = _choice_problem(node["class_type"], name, config, inputs[name])
+            problem = _value_problem(node["class_type"], name, config, inputs[name])
             if problem:
                 errors.setdefault(str(node_id), []).append(problem)
     return _with_dependents(prompt, errors, outputs)
 
 
-def _choice_problem(class_type: str, name: str, config: Any, value: Any) -> dict[str, Any] | None:
-    """A choice input (a list of options, or ["COMBO", {"options": [...]}]) given something else.
-    Loader inputs are not judged here: an uploaded name became an asset reference, which its own
-    check judges, and a GPU machine's input folder is not the front door's to list."""
+def _value_problem(class_type: str, name: str, config: Any, value: Any) -> dict[str, Any] | None:
+    """What ComfyUI's validate_inputs says of a constant: a choice input (a list of options, or
+    ["COMBO", {"options": [...]}]) given something else; an INT or FLOAT that does not convert, or
+    is below its min or above its max. Loader inputs are not judged here: an uploaded name became an
+    asset reference, which its own check judges, and a GPU machine's input folder is not the front
+    door's to list."""
     if (class_type, name) in LOADER_KINDS or is_link(value):
         return None
     if isinstance(value, str) and value.startswith((ASSET_PREFIX, OUTPUT_PREFIX)):
         return None
     options = _options(config)
-    if options is None or value in options:
+    if options is not None:
+        return None if value in options else _not_in_list(name, config, value, options)
+    kind = config[0] if isinstance(config, list) and config and isinstance(config[0], str) else ""
+    if kind not in ("INT", "FLOAT"):
         return None
+    extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+    received = value if _scalar(value) else None
+    try:
+        number = int(value) if kind == "INT" else float(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        return comfy_error(
+            "invalid_input_type",
+            f"Failed to convert an input value to a {kind} value",
+            f"{name}, {str(value)[:200]}, {exc}",
+            {"input_name": name, "input_config": config, "received_value": received, "exception_message": str(exc)},
+        )
+    info = {"input_name": name, "input_config": config, "received_value": number}
+    low, high = _number_or_none(extra.get("min")), _number_or_none(extra.get("max"))
+    if low is not None and number < low:
+        return comfy_error("value_smaller_than_min", f"Value {number} smaller than min of {low}", name, info)
+    if high is not None and number > high:
+        return comfy_error("value_bigger_than_max", f"Value {number} bigger than max of {high}", name, info)
+    return None
+
+
+def _not_in_list(name: str, config: Any, value: Any, options: list[Any]) -> dict[str, Any]:
     shown = ", ".join(repr(option) for option in options[:20]) + (", ..." if len(options) > 20 else "")
     return comfy_error(
         "value_not_in_list",
         "Value not in list",
         f"{name}: '{str(value)[:200]}' not in [{shown}]",
-        {"input_name": name, "input_config": None, "received_value": value if _scalar(value) else None},
+        {"input_name": name, "input_config": config, "received_value": value if _scalar(value) else None},
     )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number_or_none(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _options(config: Any) -> list[Any] | None:

@@ -195,7 +195,7 @@ def _bounded_int(raw: str | None, name: str, low: int, high: int) -> int | None:
 
 def _history_page(user: Any, max_items: int, offset: int) -> list[FrontDoorPrompt]:
     """As ComfyUI pages its history: oldest first; without an offset, the newest `max_items`."""
-    rows = selectors.history_prompts(user).prefetch_related("job__outputs")
+    rows = selectors.history_prompts(user).prefetch_related("job__outputs", "job__node_timings")
     if offset < 0:
         newest = list(rows.order_by("-job__finished_at", "-id")[:max_items])
         return newest[::-1]

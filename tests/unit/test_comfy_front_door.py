@@ -435,3 +435,11 @@ def test_history_and_queue_pages_cost_the_same_queries_for_3_prompts_as_for_30(c
     small = {path: counted(path) for path in ("/comfy/history", "/comfy/queue", "/comfy/prompt")}
     grow(60)
     assert {path: counted(path) for path in small} == small
+
+
+def test_numbers_are_checked_against_the_fleets_min_and_max_as_comfyui_does(comfy):
+    body = post_json(comfy, "/comfy/prompt", {"prompt": workflow(**{"2": {"seconds": -1}})}).json()
+    [error] = body["node_errors"]["2"]["errors"]
+    assert error["type"] == "value_smaller_than_min" and error["details"] == "seconds"
+    assert error["extra_info"]["received_value"] == -1
+    assert Job.objects.count() == 0
