@@ -141,6 +141,9 @@ def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[i
             faster = _faster_elsewhere(row, needs, me, free_others) if row.created_at > young else None
             if faster is not None:
                 deferred.add(faster, row.created_at + timedelta(seconds=SPEED_PREFERENCE_SECONDS))
+                # That backend takes one job when it wakes: the next job it would be faster for
+                # too is this backend's, which finishes it before the faster one could start it.
+                free_others = [facts for facts in free_others if facts.name != faster]
                 continue
             return row.pk
         if len(rows) < BATCH:

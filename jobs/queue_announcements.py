@@ -40,7 +40,7 @@ FLEET_QUEUE_GROUP = "queue.fleet"  # the channel-layer group of every waiting jo
 
 def waiting_order() -> Any:
     """Every waiting job in the order backends take them (jobs.dispatch reads the same index)."""
-    return Job.objects.filter(status=JobStatus.QUEUED).order_by("-priority", "fair_turn", "created_at")
+    return Job.objects.filter(status=JobStatus.QUEUED).order_by("-priority", "fair_turn", "created_at", "id")
 
 
 def job_key(job_id: Any) -> int:

@@ -72,6 +72,7 @@ class Window:
     posts: list[float] = field(default_factory=list)
     take_queries: int = 0
     post_queries: int = 0
+    cold_post_queries: int = 0
 
 
 # --- in this process: the queue, its users, the query counts -------------------------------------
@@ -268,6 +269,7 @@ async def window(
     await orm(take_queries)  # the first in a process also reads the ETA's history (once a minute)
     result.take_queries = await orm(take_queries)
     await orm(probe_in_service, False)  # the real backends must not leave jobs to it
+    result.cold_post_queries = await orm(post_queries, users[0][0])  # may read the ETA's history (once a minute)
     result.post_queries = await orm(post_queries, users[0][0])
     await orm(backends_wake_all)
     since = time.time()
@@ -327,7 +329,8 @@ def report(windows: list[Window], idle: list[float], post_counts: list[int]) -> 
             f"{f'(b) queries of one take, W={win.waiting:,}':<60} | {win.take_queries:>26} | {'same at any W':>16} |",
             f"{f'(c) POST /api/jobs/ through HTTP, W={win.waiting:,} (p50/p99)':<60} | "
             f"{f'{ms(p50)} / {ms(p99)} ms':>26} | {f'p99 <= {GOAL_MS:g} ms':>16} | {verdict(p99 * 1000 <= GOAL_MS)}",
-            f"{f'(c) POST /api/jobs/ queries, W={win.waiting:,}':<60} | {win.post_queries:>26} | "
+            f"{f'(c) POST /api/jobs/ queries (the one before it), W={win.waiting:,}':<60} | "
+            f"{f'{win.post_queries} ({win.cold_post_queries})':>26} | "
             f"{f'<= {POST_QUERIES_GOAL}':>16} | {verdict(win.post_queries <= POST_QUERIES_GOAL)}",
         ]
     if idle:

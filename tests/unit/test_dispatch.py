@@ -308,3 +308,23 @@ def test_a_job_left_to_a_faster_free_backend_wakes_it_and_comes_back_after_the_p
     )
     with mock.patch.object(dispatch.eta, "expected_total_seconds", side_effect=lambda name, _: speeds[name]):
         assert dispatch.job_take_next("gpu-a").pk == job.pk  # type: ignore[union-attr]
+
+
+def test_a_faster_free_backend_is_left_one_job_not_all_of_them(two_backends):
+    first, second = submit(), submit()
+    speeds = {"gpu-a": 10.0, "gpu-b": 2.0}
+    with mock.patch.object(dispatch.eta, "expected_total_seconds", side_effect=lambda name, _: speeds[name]):
+        taken = dispatch.job_take_next("gpu-a")
+    assert taken is not None and taken.pk == second.pk, "gpu-b will start the first; the second is gpu-a's"
+    assert Job.objects.get(pk=first.pk).status == JobStatus.QUEUED
+
+
+def test_one_jobs_counted_place_agrees_with_the_whole_queue_read(two_backends):
+    from jobs import selectors
+
+    alice, bob = UserFactory.create(), UserFactory.create()
+    jobs = [submit(alice) for _ in range(4)] + [submit(bob), submit(bob, priority=9), submit(alice, priority=0)]
+    whole = selectors.queue_places(jobs)
+    assert sorted(place.position for place in whole.values()) == list(range(1, 8))
+    for job in jobs:
+        assert selectors.queue_places([job])[job.pk].position == whole[job.pk].position
