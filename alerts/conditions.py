@@ -84,27 +84,34 @@ def _down_since(backend: str) -> tuple[datetime | None, str]:
 
 
 def job_waiting(rule: Rule, now: datetime) -> dict[str, Condition]:
-    """Backends with a job waiting in the queue for longer than `minutes` (one alert per backend,
-    however many jobs wait)."""
+    """Jobs waiting in the queue for longer than `minutes`, one alert however many wait: per backend a
+    job asked for, and for the jobs that any backend may take (routing binds a job only when a
+    backend takes it: jobs.dispatch), under FLEET, the fleet's queue (rules of every backend)."""
+    requested = rule_backends(rule) if rule.backend else [*rule_backends(rule), ""]
     rows = (
         Job.objects.filter(
             status=JobStatus.QUEUED,
             created_at__lt=now - timedelta(minutes=rule.minutes),
-            backend__in=rule_backends(rule),
+            requested_backend__in=requested,
         )
-        .values("backend")
+        .values("requested_backend")
         .annotate(waiting=Count("pk"), oldest=Min("created_at"))
         .order_by()
     )
     firing = {}
     for row in rows:
+        where = row["requested_backend"] or FLEET
         minutes = round((now - row["oldest"]).total_seconds() / 60, 1)
-        firing[row["backend"]] = Condition(
-            f"{row['backend']}: {row['waiting']} jobs waiting longer than {rule.minutes:g} minutes "
+        firing[where] = Condition(
+            f"{where}: {row['waiting']} jobs waiting longer than {rule.minutes:g} minutes "
             f"(the oldest for {minutes:g})",
             {"waiting": row["waiting"], "oldest_created_at": row["oldest"].isoformat(), "minutes": rule.minutes},
         )
     return firing
+
+
+# Where jobs wait that any backend may take.
+FLEET = "fleet"
 
 
 READERS: dict[str, Callable[[Rule, datetime], dict[str, Condition]]] = {

@@ -75,7 +75,7 @@ def running_remaining_seconds(backend: str, now: datetime) -> float | None:
     return max((finish_at - now).total_seconds(), 0.0) if finish_at else None
 
 
-FEW_JOBS = 3  # up to this many waiting jobs shown together, each one's place is counted on its own
+FEW_JOBS = 1  # one waiting job shown alone: its place is counted (the same one query as reading the ids)
 
 
 def queue_position(job: Job) -> int | None:

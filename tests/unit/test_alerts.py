@@ -138,7 +138,7 @@ def test_admin_rules_alert_on_their_own_backend_and_stop_when_switched_off(on_ca
     settings.COMFYUI_BACKENDS = {"default": "http://127.0.0.1:8188", "gpu2": "http://127.0.0.1:8189"}
     rule = AlertRule.objects.create(name="gpu2 queue", kind=AlertKind.JOB_WAITING, backend="gpu2", minutes=5)
     for backend in ("default", "gpu2"):
-        job = JobFactory.create(backend=backend)
+        job = JobFactory.create(requested_backend=backend)  # it asked for that backend
         Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(minutes=10))
     (change,) = evaluate()
     assert (change.state.rule_name, change.state.backend) == ("gpu2 queue", "gpu2")
