@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -100,6 +101,10 @@ def job_take_next(backend: str) -> Job | None:
     return job
 
 
+def deferred_mark(job_id: Any) -> str:
+    return f"dispatch-left-to:{job_id}"
+
+
 @dataclass
 class Deferred:
     """Jobs a backend left to faster free ones: those are woken now, and this backend again when
@@ -138,8 +143,13 @@ def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[i
             needs = fit.job_needs(row.requested_backend, row.requires, row.needs)
             if not fit.fits(needs, me):
                 continue
-            faster = _faster_elsewhere(row, needs, me, free_others) if row.created_at > young else None
+            faster = None
+            if row.created_at > young and cache.get(deferred_mark(row.pk)) != me.name:
+                faster = _faster_elsewhere(row, needs, me, free_others)
             if faster is not None:
+                # Each worker learns timings of its own: two backends could each find the other
+                # faster. The one a job was left to takes it, whatever it estimates.
+                cache.set(deferred_mark(row.pk), faster, timeout=SPEED_PREFERENCE_SECONDS + 5)
                 deferred.add(faster, row.created_at + timedelta(seconds=SPEED_PREFERENCE_SECONDS))
                 # That backend takes one job when it wakes: the next job it would be faster for
                 # too is this backend's, which finishes it before the faster one could start it.

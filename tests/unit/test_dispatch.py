@@ -328,3 +328,15 @@ def test_one_jobs_counted_place_agrees_with_the_whole_queue_read(two_backends):
     assert sorted(place.position for place in whole.values()) == list(range(1, 8))
     for job in jobs:
         assert selectors.queue_places([job])[job.pk].position == whole[job.pk].position
+
+
+def test_two_backends_that_each_find_the_other_faster_do_not_both_leave_a_job(two_backends):
+    job = submit()
+    # Each worker learned its own timings: gpu-a thinks gpu-b is faster, gpu-b thinks gpu-a is.
+    a_view = {"gpu-a": 10.0, "gpu-b": 2.0}
+    b_view = {"gpu-a": 2.0, "gpu-b": 10.0}
+    with mock.patch.object(dispatch.eta, "expected_total_seconds", side_effect=lambda name, _: a_view[name]):
+        assert dispatch.job_take_next("gpu-a") is None, "left to gpu-b"
+    with mock.patch.object(dispatch.eta, "expected_total_seconds", side_effect=lambda name, _: b_view[name]):
+        taken = dispatch.job_take_next("gpu-b")
+    assert taken is not None and taken.pk == job.pk, "the backend a job was left to takes it"
