@@ -72,3 +72,37 @@ class FrontDoorInput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subfolder}/{self.name}" if self.subfolder else self.name
+
+
+# The web editor's own per-user state (comfy_api/editor_files.py): settings and saved files.
+EDITOR_PATH_MAX_CHARS = 255
+
+
+class EditorSettings(models.Model):
+    """The ComfyUI editor's settings of one user (GET/POST /settings): ComfyUI keeps them in
+    comfy.settings.json in the user's folder."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="editor_settings")
+    values = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"editor settings of {self.user_id}"
+
+
+class EditorFile(models.Model):
+    """A file the editor saved in the user's folder (/userdata/{path}): workflows/<name>.json, mostly."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="editor_files")
+    path = models.CharField(max_length=EDITOR_PATH_MAX_CHARS)
+    content = models.BinaryField()
+    size = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    modified_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["path"]
+        constraints = [models.UniqueConstraint(fields=["user", "path"], name="editorfile_unique_path")]
+
+    def __str__(self) -> str:
+        return self.path

@@ -5,6 +5,7 @@ base URL as an absolute path, dropping any prefix. The websocket (/ws) is comfy_
 from django.urls import include, path, re_path
 
 from comfy_api import views_files, views_info, views_prompts
+from comfy_api.urls_editor import editor_api_patterns, editor_page_patterns
 
 # ComfyUI's paths the front door answers; at the root too.
 endpoint_patterns = [
@@ -24,13 +25,12 @@ endpoint_patterns = [
     path("models/<str:folder>", views_info.ModelFolderView.as_view()),
     path("features", views_info.FeaturesView.as_view()),
     path("extensions", views_info.ExtensionsView.as_view()),
+    *editor_api_patterns,  # what the web editor asks besides running prompts: per user, by the project
 ]
 
 # At the root, ComfyUI's other paths a client at the root may call answer 501 as under /comfy/ (the
 # rest of the site keeps its own 404s).
-UNSUPPORTED_AT_ROOT = (
-    r"^(?:free|users|i18n|workflow_templates|(?:v2/)?userdata|settings|internal|view_metadata|experiment)(?:/[\s\S]*)?$"
-)
+UNSUPPORTED_AT_ROOT = r"^(?:free|internal|view_metadata|experiment)(?:/[\s\S]*)?$"
 root_patterns = [*endpoint_patterns, re_path(UNSUPPORTED_AT_ROOT, views_info.NotSupportedView.as_view())]
 
 # Under /comfy/ (and /comfy/api/) only: anything else ComfyUI has (/free, /userdata, /settings,
@@ -38,5 +38,6 @@ root_patterns = [*endpoint_patterns, re_path(UNSUPPORTED_AT_ROOT, views_info.Not
 urlpatterns = [
     path("api/", include(endpoint_patterns)),
     *endpoint_patterns,
+    *editor_page_patterns,  # the web editor's page and files (login required)
     re_path(r"^[\s\S]*$", views_info.NotSupportedView.as_view()),  # [\s\S]: a newline (%0A) too
 ]

@@ -350,11 +350,15 @@ def test_a_fleet_that_does_not_answer_leaves_lists_empty(comfy, settings):
 
 
 def test_what_the_front_door_does_not_do_is_a_clear_501(comfy):
-    for method, path in (("post", "/comfy/free"), ("get", "/comfy/api/userdata"), ("get", "/comfy/settings")):
+    for method, path in (
+        ("post", "/comfy/free"),
+        ("get", "/comfy/api/internal/logs"),
+        ("get", "/comfy/view_metadata/x"),
+    ):
         response = getattr(comfy, method)(path)
         assert response.status_code == 501 and response.json()["error"]["type"] == "not_supported"
     assert comfy.get("/comfy/view", {"filename": "x.png", "channel": "a"}).status_code == 501
-    assert comfy.post("/free").status_code == 501 and comfy.get("/userdata/a.json").status_code == 501
+    assert comfy.post("/free").status_code == 501 and comfy.get("/internal/logs").status_code == 501
     assert comfy.get("/nothing-comfyui-has").status_code == 404  # the rest of the site keeps its own answers
 
 
