@@ -101,6 +101,14 @@ def editor_user_css(request: HttpRequest) -> HttpResponse:
     return HttpResponse("", content_type="text/css")
 
 
+def editor_templates_index(request: HttpRequest) -> HttpResponse:
+    """/comfy/templates/index.json: ComfyUI's example workflows (the comfyui-workflow-templates
+    package) are not served; the editor shows an empty template list."""
+    if not request.user.is_authenticated:
+        return HttpResponse(status=403)
+    return HttpResponse("[]", content_type="application/json")
+
+
 def editor_static(request: HttpRequest, name: str) -> HttpResponseBase:
     """A file of the editor, to a logged-in user; nothing outside the package's static folder."""
     if request.method not in ("GET", "HEAD"):

@@ -23,5 +23,6 @@ editor_api_patterns = [
 editor_page_patterns = [
     path("", editor.editor_page, name="comfy-editor"),
     path("user.css", editor.editor_user_css),
+    path("templates/index.json", editor.editor_templates_index),
     re_path(editor.STATIC_PATTERN, editor.editor_static),
 ]

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from django.http import HttpResponse, JsonResponse
+from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 
 from comfy_api.editor_files import (
@@ -34,6 +35,20 @@ from comfy_api.fleet_info import fleet_model_folders, fleet_models
 MOVE = "/move/"
 
 
+class AnyBody(BaseParser):
+    """The editor posts settings and files with any Content-Type (often text/plain); the views read
+    the raw body themselves, so no parser refuses it (415) during the session's CSRF check."""
+
+    media_type = "*/*"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> dict[str, Any]:
+        return {}
+
+
+class EditorView(FrontDoorView):
+    parser_classes = [AnyBody]
+
+
 def _flag(request: Request, name: str, default: bool) -> bool:
     """ComfyUI's query flags: overwrite is true unless "false"; full_info, recurse false unless "true"."""
     value = request.query_params.get(name)
@@ -48,7 +63,7 @@ def _refusal(exc: EditorFileRefused) -> JsonResponse:
     return refused(str(exc))
 
 
-class UsersView(FrontDoorView):
+class UsersView(EditorView):
     """ComfyUI's single-user answer: the editor uses the logged-in user and asks for no user name."""
 
     def get(self, request: Request) -> JsonResponse:
@@ -58,7 +73,7 @@ class UsersView(FrontDoorView):
         return refused("users are the project's accounts: ask an administrator", status=400)
 
 
-class SettingsView(FrontDoorView):
+class SettingsView(EditorView):
     def get(self, request: Request) -> JsonResponse:
         return JsonResponse(editor_settings_get(request.user))
 
@@ -73,7 +88,7 @@ class SettingsView(FrontDoorView):
         return HttpResponse(status=200)
 
 
-class SettingView(FrontDoorView):
+class SettingView(EditorView):
     def get(self, request: Request, setting_id: str) -> JsonResponse:
         return JsonResponse(editor_settings_get(request.user).get(setting_id), safe=False)
 
@@ -85,7 +100,7 @@ class SettingView(FrontDoorView):
         return HttpResponse(status=200)
 
 
-class UserDataListView(FrontDoorView):
+class UserDataListView(EditorView):
     """GET /userdata?dir=workflows&recurse=true&full_info=true&split=false."""
 
     def get(self, request: Request) -> JsonResponse:
@@ -108,7 +123,7 @@ class UserDataListView(FrontDoorView):
         return JsonResponse(paths, safe=False)
 
 
-class UserDataListV2View(FrontDoorView):
+class UserDataListV2View(EditorView):
     """GET /v2/userdata?path=: one folder's files and folders."""
 
     def get(self, request: Request) -> JsonResponse:
@@ -128,7 +143,7 @@ class UserDataListV2View(FrontDoorView):
         return JsonResponse(list(entries.values()), safe=False)
 
 
-class UserDataFileView(FrontDoorView):
+class UserDataFileView(EditorView):
     """GET/POST/DELETE /userdata/{path} and POST /userdata/{path}/move/{destination}. The path comes
     percent-encoded in one segment (workflows%2Fa.json); a server gives it decoded, so a move is told
     from a save by the raw path when the server keeps it (ASGI's raw_path), else by "/move/"."""
@@ -184,7 +199,7 @@ def _move_of(request: Request, path: str) -> tuple[str, str] | None:
     return (source, destination) if sep else None
 
 
-class EmptyDictView(FrontDoorView):
+class EmptyDictView(EditorView):
     """/i18n, /workflow_templates, /global_subgraphs: custom nodes' translations, templates and
     subgraphs, which the fleet does not serve to the editor."""
 
@@ -192,14 +207,14 @@ class EmptyDictView(FrontDoorView):
         return JsonResponse({})
 
 
-class ExperimentModelFoldersView(FrontDoorView):
+class ExperimentModelFoldersView(EditorView):
     """The editor's model library: the fleet's model folders (comfy_api.fleet_info)."""
 
     def get(self, request: Request) -> JsonResponse:
         return JsonResponse([{"name": folder, "folders": []} for folder in fleet_model_folders()], safe=False)
 
 
-class ExperimentModelFolderView(FrontDoorView):
+class ExperimentModelFolderView(EditorView):
     def get(self, request: Request, folder: str) -> JsonResponse:
         files = fleet_models(folder)
         if files is None:

@@ -162,3 +162,30 @@ def test_what_the_editor_reads_on_load_answers_in_comfyuis_shapes(comfy, setting
     ]
     assert comfy.get("/comfy/api/experiment/models/nothing").status_code == 404
     assert comfy.get("/comfy/api/internal/logs").status_code == 501
+
+
+def test_the_editors_session_posts_with_the_pages_csrf_token(artist, settings, comfyui_sim):
+    """As the editor posts: the session, the token the page carries, any Content-Type or none."""
+    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
+    fleet_info_forget()
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(artist)
+    page = browser.get("/comfy/").content.decode()
+    token = json.loads(page.split("var token = ", 1)[1].split(",", 1)[0])
+
+    def post(path: str, body: str, content_type: str = "text/plain;charset=UTF-8", csrf: str = "") -> Any:
+        headers = {"X-CSRFToken": csrf} if csrf else {}
+        return browser.generic("POST", path, body, content_type=content_type, headers=headers)
+
+    assert post("/comfy/api/settings/Comfy.Locale", '"en"').status_code == 403, "no token: refused"
+    assert post("/comfy/api/settings/Comfy.Locale", '"en"', csrf=token).status_code == 200
+    assert browser.get("/comfy/api/settings").json() == {"Comfy.Locale": "en"}
+    saved = post("/comfy/api/userdata/workflows%2Fa.json", "{}", "application/json", csrf=token)
+    assert saved.status_code == 200 and saved.json() == "workflows/a.json"
+    from tests.factories import SLEEP_WORKFLOW
+
+    body = json.dumps({"prompt": SLEEP_WORKFLOW, "client_id": "editor-tab"})
+    queued = post("/comfy/api/prompt", body, "application/json", csrf=token)
+    assert queued.status_code == 200, queued.content
+    assert browser.get("/comfy/api/queue").json()["queue_pending"][0][1] == queued.json()["prompt_id"]
+    assert browser.get("/comfy/templates/index.json").json() == []
