@@ -239,13 +239,13 @@ def session_on(comfy: ComfySocket, due: DueAt) -> ComfySession:
 def test_the_progress_released_when_a_write_is_due_is_the_latest_that_came(
     server: RawServer, comfy: ComfySocket
 ) -> None:
-    session = session_on(comfy, DueAt(broadcast_in=60, write_in=0.3))
+    session = session_on(comfy, DueAt(broadcast_in=60, write_in=1.0))
 
     def sampler() -> None:
         for value in range(1, 6):
             server.send(text(progress_state(value)) + text(progress(value)))
             time.sleep(0.01)
-        time.sleep(0.4)  # the write is due by now: the next frame releases everything held
+        time.sleep(1.1)  # the write is due by now: the next frame releases everything held
         server.send(text(progress_state(6)))
 
     threading.Thread(target=sampler, daemon=True).start()
