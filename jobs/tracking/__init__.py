@@ -100,17 +100,8 @@ def _job_follow(job: Job, announcements: ExitStack) -> Callable[[], None]:
             job, client, client_id=job.client_id, catalog=node_catalog(job.backend, client), taken=True
         )
         tracker.run(submitted=announcements.close)
-    except TrackingEnded:
-        pass
-    except DATABASE_DOWN as exc:
-        # The database went away outside the follow loop (which rides an outage out): nothing can be
-        # written, and the prompt may be running. Both are left as they are for the orphan sweep.
-        logger.warning("job %s: the database is unavailable (%s); left to the orphan sweep", job.id, exc)
     except Exception as exc:
-        logger.exception("job %s: the tracker stopped on an unexpected error", job.id)
-        if client is not None:
-            prompt_abandon(client, str(job.prompt_id))
-        services.job_fail_unexpected(job, exc)
+        _tracking_stopped(job, exc, client, ours=lambda: True)
     ended = tracker
 
     def leftovers() -> None:
@@ -150,24 +141,33 @@ def job_track(job_id: str) -> None:
             owned = True
         tracker = JobTracker(job, client, client_id=client_id, catalog=node_catalog(job.backend, client))
         tracker.run()
-    except TrackingEnded:
-        pass
-    except DATABASE_DOWN as exc:
-        # The database went away outside the follow loop (which rides an outage out): nothing can be
-        # written, and the prompt may be running. Both are left as they are for the orphan sweep.
-        logger.warning("job %s: the database is unavailable (%s); left to the orphan sweep", job.id, exc)
     except Exception as exc:
-        logger.exception("job %s: the tracker stopped on an unexpected error", job.id)
-        if owned or (tracker is not None and tracker.owns_job) or _still_waiting(job):
-            if client is not None:
-                prompt_abandon(client, str(job.prompt_id))
-            services.job_fail_unexpected(job, exc)
+        _tracking_stopped(
+            job, exc, client, ours=lambda: owned or (tracker is not None and tracker.owns_job) or _still_waiting(job)
+        )
     finally:
         if tracker is not None:
             tracker.close()
         # This job's node timings are new history: the next job here learns from them (without
         # reading the history again: that took seconds at a million jobs, before every job).
         eta.history_learn(job)
+
+
+def _tracking_stopped(job: Job, exc: Exception, client: ComfyUIClient | None, *, ours: Callable[[], bool]) -> None:
+    """What a tracker stopped by an exception leaves: the job as it is when it ended or the database
+    is gone; otherwise failed `internal_error` (with its prompt abandoned) if it is this tracker's to fail."""
+    if isinstance(exc, TrackingEnded):
+        return
+    if isinstance(exc, DATABASE_DOWN):
+        # The database went away outside the follow loop (which rides an outage out): nothing can be
+        # written, and the prompt may be running. Both are left as they are for the orphan sweep.
+        logger.warning("job %s: the database is unavailable (%s); left to the orphan sweep", job.id, exc)
+        return
+    logger.error("job %s: the tracker stopped on an unexpected error", job.id, exc_info=exc)
+    if ours():
+        if client is not None:
+            prompt_abandon(client, str(job.prompt_id))
+        services.job_fail_unexpected(job, exc)
 
 
 def _still_waiting(job: Job) -> bool:
