@@ -103,8 +103,7 @@ def job_waiting(rule: Rule, now: datetime) -> dict[str, Condition]:
         where = row["requested_backend"] or FLEET
         minutes = round((now - row["oldest"]).total_seconds() / 60, 1)
         firing[where] = Condition(
-            f"{where}: {row['waiting']} jobs waiting longer than {rule.minutes:g} minutes "
-            f"(the oldest for {minutes:g})",
+            f"{where}: {row['waiting']} jobs waiting longer than {rule.minutes:g} minutes (the oldest for {minutes:g})",
             {"waiting": row["waiting"], "oldest_created_at": row["oldest"].isoformat(), "minutes": rule.minutes},
         )
     return firing
