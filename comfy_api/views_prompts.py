@@ -140,14 +140,11 @@ class QueueView(FrontDoorView):
 
     def post(self, request: Request) -> HttpResponse:
         try:
-            body = json_body(request, empty={})
-            if not isinstance(body, dict):
-                raise ValueError("the body must be an object with 'delete' or 'clear'")
-            ids = id_list(body, "delete", limit=IDS_PER_REQUEST)
+            clear, ids = _delete_or_clear(request)
         except (BodyRefused, ValueError) as exc:
             return refused(str(exc))
         removed = 0
-        if body.get("clear"):
+        if clear:
             removed += services.front_door_queue_delete(user=request.user, prompt_ids=None)
         if ids:
             removed += services.front_door_queue_delete(user=request.user, prompt_ids=ids)
@@ -168,17 +165,22 @@ class HistoryView(FrontDoorView):
 
     def post(self, request: Request) -> HttpResponse:
         try:
-            body = json_body(request, empty={})
-            if not isinstance(body, dict):
-                raise ValueError("the body must be an object with 'delete' or 'clear'")
-            ids = id_list(body, "delete", limit=IDS_PER_REQUEST)
+            clear, ids = _delete_or_clear(request)
         except (BodyRefused, ValueError) as exc:
             return refused(str(exc))
-        if body.get("clear"):
+        if clear:
             services.front_door_history_hide(user=request.user, prompt_ids=None)
         if ids:
             services.front_door_history_hide(user=request.user, prompt_ids=ids)
         return _ok()
+
+
+def _delete_or_clear(request: Request) -> tuple[bool, list[str] | None]:
+    """What POST /queue and POST /history ask: {"clear": true} and/or {"delete": [prompt ids]} (bounded)."""
+    body = json_body(request, empty={})
+    if not isinstance(body, dict):
+        raise ValueError("the body must be an object with 'delete' or 'clear'")
+    return bool(body.get("clear")), id_list(body, "delete", limit=IDS_PER_REQUEST)
 
 
 def _bounded_int(raw: str | None, name: str, low: int, high: int) -> int | None:
