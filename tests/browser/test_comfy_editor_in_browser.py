@@ -10,13 +10,15 @@ The ORM is touched only before and after the browser (Playwright's loop runs in 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from comfy_api.models import EditorSettings, FrontDoorPrompt
+from comfy_api.models import EditorFile, EditorSettings, FrontDoorPrompt
 from jobs.models import JobStatus
 from tests.browser.test_admin_in_browser import chromium, shot
 from tests.integration.test_job_lifecycle import sleep_workflow
@@ -34,10 +36,10 @@ SAMPLE = """() => {
         bars: [...document.querySelectorAll('[style*="job-progress-secondary"], [style*="job-progress-primary"]')]
             .map(bar => (bar.style.background.includes("secondary") ? "node " : "total ") + bar.style.width),
         image: img ? {src: img.src, loaded: img.complete && img.naturalWidth > 0} : null,
-        listed: [...document.querySelectorAll("img")]
-            .filter(el => el.src.includes("/comfy/api/view?") && el.complete && el.naturalWidth > 0).length,
     };
 }"""
+LISTED_IMAGE = """() => [...document.querySelectorAll("img")]
+    .some(el => el.src.includes("/comfy/api/view?") && el.complete && el.naturalWidth > 0)"""
 
 
 def test_the_editor_queues_a_workflow_on_the_fleet_and_shows_it_run(live, web_server):
@@ -58,7 +60,12 @@ def test_the_editor_queues_a_workflow_on_the_fleet_and_shows_it_run(live, web_se
     image = samples[-1]["image"]
     assert image and image["loaded"] and "/comfy/api/view?" in image["src"], image
     assert samples[-1]["listed"], f"the finished job's image is not in the queue panel; {failed_requests}"
-    assert not [line for line in failed_requests if not line.startswith("(seen)")], failed_requests
+    assert not [line for line in failed_requests if not line.startswith("(")], failed_requests
+
+    assert "(saved) 200" in failed_requests, failed_requests
+    saved = EditorFile.objects.get(user=artist)
+    assert saved.path == "workflows/shot 010.json"
+    assert len(json.loads(bytes(saved.content))["nodes"]) == 3
 
     entry = FrontDoorPrompt.objects.select_related("job").get(user=artist)
     assert entry.job.user == artist and entry.job.status == JobStatus.COMPLETED
@@ -98,11 +105,28 @@ def _queue_in_the_editor(browser: Any, base: str, prompt: dict) -> tuple[list[di
     while time.monotonic() < deadline:
         sample = page.evaluate(SAMPLE)
         samples.append(sample)
-        if sample["image"] and sample["image"]["loaded"] and sample["listed"]:
+        if sample["image"] and sample["image"]["loaded"]:
             break
         if sample["running"] is not None and len(samples) % 20 == 0:
             shot(page, "comfy-editor-running")
         page.wait_for_timeout(50)
+    # The job queue panel: the finished job with its image.
+    page.locator('button[aria-label="Expand job queue"]').first.click()
+    try:
+        page.wait_for_function(LISTED_IMAGE, timeout=15_000)
+        samples[-1]["listed"] = True
+    except PlaywrightTimeout:
+        samples[-1]["listed"] = False
     shot(page, "comfy-editor-done")
+
+    # Save the workflow as an artist does (Save, accept the proposed name): it is kept as theirs.
+    with page.expect_response(
+        lambda r: "/comfy/api/userdata/workflows" in r.url and r.request.method == "POST"
+    ) as saved:
+        page.evaluate("() => { window.app.extensionManager.command.execute('Comfy.SaveWorkflow'); }")
+        page.locator(".p-dialog input").first.wait_for(timeout=10_000)
+        page.locator(".p-dialog input").first.fill("shot 010")
+        page.keyboard.press("Enter")
+    failed.append(f"(saved) {saved.value.status}")
     page.close()
     return samples, failed
