@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "anime_production.settings")
 
@@ -30,31 +26,14 @@ import django
 
 django.setup()
 
-from django.db import connection  # noqa: E402
-from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from devtools.benchmarks.timed_queries import timed  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from metrics.collector import DATABASE_COLLECTOR, database_metrics  # noqa: E402
 from metrics.exposition import metrics_text  # noqa: E402
 
 MARK = "metrics-bench"
-
-
-def timed(action: Callable[[], Any], runs: int) -> tuple[float, float, int]:
-    DATABASE_COLLECTOR.clear()
-    action()  # warm-up
-    times = []
-    queries = 0
-    for _ in range(runs):
-        DATABASE_COLLECTOR.clear()
-        with CaptureQueriesContext(connection) as captured:
-            start = time.perf_counter()
-            action()
-            times.append((time.perf_counter() - start) * 1000)
-        queries = len(captured)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], queries
 
 
 def jobs_add(waiting: int, finished_since: int) -> None:
@@ -101,7 +80,7 @@ def main() -> None:
         jobs_add(waiting, args.finished_since)
         try:
             for name, action in (("database_metrics", database_metrics), ("whole scrape text", metrics_text)):
-                median, p95, queries = timed(action, args.runs)
+                median, p95, queries = timed(action, args.runs, before=DATABASE_COLLECTOR.clear)
                 print(f"{waiting:>8,} {name:<24} {median:>10.1f} {p95:>8.1f} {queries:>8}")
         finally:
             jobs_remove()

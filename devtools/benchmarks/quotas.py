@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,10 +26,10 @@ import django
 
 django.setup()
 
-from django.db import connection  # noqa: E402
-from django.test.utils import CaptureQueriesContext, override_settings  # noqa: E402
+from django.test.utils import override_settings  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from devtools.benchmarks.timed_queries import timed  # noqa: E402
 from devtools.history import history_users  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from quotas.admission import QuotaExceeded, submit_check  # noqa: E402
@@ -42,20 +40,6 @@ from quotas.overview import usage_overview  # noqa: E402
 MARK = "quota-bench"
 # Per operation: a dispatch reads users_at_running_limit inside its 50 ms p99 budget (issue 14).
 GOAL_MS = {"users_at_running_limit": 10.0, "submit_check": 10.0, "usage_overview": 300.0}
-
-
-def timed(action: Callable[[], Any], runs: int) -> tuple[float, float, int]:
-    action()  # warm-up
-    times = []
-    queries = 0
-    for _ in range(runs):
-        with CaptureQueriesContext(connection) as captured:
-            start = time.perf_counter()
-            action()
-            times.append((time.perf_counter() - start) * 1000)
-        queries = len(captured)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.95))], queries
 
 
 def jobs_add(user_ids: list[int], waiting: int) -> None:
