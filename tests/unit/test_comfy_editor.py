@@ -189,3 +189,20 @@ def test_the_editors_session_posts_with_the_pages_csrf_token(artist, settings, c
     assert queued.status_code == 200, queued.content
     assert browser.get("/comfy/api/queue").json()["queue_pending"][0][1] == queued.json()["prompt_id"]
     assert browser.get("/comfy/templates/index.json").json() == []
+
+
+def test_a_save_named_like_a_move_is_told_apart_by_the_servers_raw_path():
+    """ASGI servers (daphne, uvicorn) keep the encoded path: workflows%2Fmove%2Fx.json is one name."""
+    from django.test import RequestFactory
+    from rest_framework.request import Request
+
+    from comfy_api.views_editor import _move_of
+
+    request = RequestFactory().post("/comfy/api/userdata/workflows/move/x.json")
+    request.scope = {"raw_path": b"/comfy/api/userdata/workflows%2Fmove%2Fx.json"}  # type: ignore[attr-defined]
+    assert _move_of(Request(request), "workflows/move/x.json") is None
+    request.scope = {"raw_path": b"/comfy/api/userdata/workflows%2Fa.json/move/workflows%2Fb.json"}  # type: ignore[attr-defined]
+    assert _move_of(Request(request), "workflows/a.json/move/workflows/b.json") == (
+        "workflows/a.json",
+        "workflows/b.json",
+    )
