@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import factory
 import pytest
 import requests
 from django.utils import timezone
@@ -18,7 +19,7 @@ QUEUE = f"gpu.{BACKEND}"
 
 
 class JobFactory(BaseJobFactory):
-    backend = BACKEND
+    backend = factory.LazyAttribute(lambda job: BACKEND)
 
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
