@@ -35,8 +35,10 @@ def _candidates(prompt: dict[str, Any]) -> list[tuple[str, str, str]]:
         if not isinstance(inputs, dict):
             continue
         for input_name, value in inputs.items():
+            class_type = node.get("class_type")
             if (
-                (node.get("class_type"), input_name) in LOADER_KINDS
+                isinstance(class_type, str)  # anything else is prompt_checks' to refuse (unhashable here)
+                and (class_type, input_name) in LOADER_KINDS
                 and isinstance(value, str)
                 and not value.startswith((ASSET_PREFIX, OUTPUT_PREFIX))
             ):

@@ -172,6 +172,8 @@ def _original_of(request: Request, raw: Any) -> FieldFile | JsonResponse:
     subfolder = str(ref.get("subfolder") or "")
     filename = ref["filename"]
     kind = ref.get("type") or "output"
+    if not isinstance(kind, str):
+        return refused("original_ref's type must be one of input, output, temp")
     if filename.endswith(" [input]"):
         kind = "input"
     if kind == "input":

@@ -93,9 +93,10 @@ def _submission_fields(body: dict[str, Any]) -> dict[str, Any] | JsonResponse:
         return _field_refused(f"prompt_id must be at most {PROMPT_ID_MAX_CHARS} letters, digits, '.', '_', ':' or '-'")
     number = body.get("number")
     if number is not None:
-        if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+        if isinstance(number, bool) or not isinstance(number, int | float):
             return _field_refused("number must be a number")
-        if abs(number) >= NUMBER_LIMIT:
+        # abs() first: math.isfinite of an integer beyond a float's range raises OverflowError.
+        if abs(number) >= NUMBER_LIMIT or not math.isfinite(number):
             return _field_refused(f"number must be within ±{NUMBER_LIMIT}")
         number = int(number)
     extra_data = body.get("extra_data") or {}
