@@ -36,6 +36,8 @@ if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (a long random string, kept secret)")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://localhost:8000,http://127.0.0.1:8000")
+# The login for every active user (access.login): the editor's artists are not staff.
+LOGIN_URL = "/accounts/login/"
 
 INSTALLED_APPS = [
     "daphne",

@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 
 from access.api import api_not_found
 from access.docs import DocsView, SchemaView
+from access.login import StudioLoginView
 from comfy_api.urls import root_patterns as comfy_root_patterns
 from metrics.views import metrics_view
 from monitoring.api import StatsView
@@ -13,6 +14,8 @@ urlpatterns = [
     # Before admin.site.urls, whose catch-all would otherwise answer these with a 404.
     path("admin/dashboard/", include("monitoring.urls")),
     path("admin/", admin.site.urls),
+    # Every active user, staff or not (the editor's artists); the admin's login admits staff only.
+    path("accounts/login/", StudioLoginView.as_view(), name="login"),
     path("metrics", metrics_view, name="metrics"),
     path("api/stats/", StatsView.as_view(), name="api-stats"),
     path("api/schema/", SchemaView.as_view(), name="api-schema"),

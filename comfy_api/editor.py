@@ -21,7 +21,6 @@ import comfyui_frontend_package  # type: ignore[import-untyped]
 from django.contrib.auth.views import redirect_to_login
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.middleware.csrf import get_token
-from django.urls import reverse
 from django.utils.http import http_date
 from django.views.static import was_modified_since
 
@@ -76,11 +75,11 @@ def _index_html() -> str:
 
 
 def editor_page(request: HttpRequest) -> HttpResponse:
-    """/comfy/: the editor, to a logged-in user; the admin login (and back) for anyone else."""
+    """/comfy/: the editor, to a logged-in user; the project's login (and back) for anyone else."""
     if request.method not in ("GET", "HEAD"):
         return HttpResponse(status=405, headers={"Allow": "GET, HEAD"})
     if not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path(), login_url=reverse("admin:login"))
+        return redirect_to_login(request.get_full_path())  # settings.LOGIN_URL: for every active user
     page = _index_html()
     script = CSRF_SCRIPT % json.dumps(get_token(request))
     marker = '<script type="module"'
@@ -114,7 +113,7 @@ def editor_static(request: HttpRequest, name: str) -> HttpResponseBase:
     if request.method not in ("GET", "HEAD"):
         return HttpResponse(status=405, headers={"Allow": "GET, HEAD"})
     if not request.user.is_authenticated:
-        return HttpResponse("log in at /admin/login/ first", status=403, content_type="text/plain")
+        return HttpResponse("log in at /accounts/login/ first", status=403, content_type="text/plain")
     path = _static_file(name)
     if path is None:
         raise Http404("no such file of the editor")

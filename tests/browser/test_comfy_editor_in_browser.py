@@ -43,7 +43,8 @@ LISTED_IMAGE = """() => [...document.querySelectorAll("img")]
 
 
 def test_the_editor_queues_a_workflow_on_the_fleet_and_shows_it_run(live, web_server):
-    artist = get_user_model().objects.create_user("storyboard", password=PASSWORD, is_staff=True)
+    # An artist, not staff: the admin would not let them in; the project's login does.
+    artist = get_user_model().objects.create_user("storyboard", password=PASSWORD)
     # A returning artist: a first visit opens the templates browser (empty: none served) over the canvas.
     EditorSettings.objects.create(user=artist, values={"Comfy.TutorialCompleted": True})
     prompt = sleep_workflow(3.0, prefix="editor")
@@ -82,7 +83,7 @@ def _queue_in_the_editor(browser: Any, base: str, prompt: dict) -> tuple[list[di
         lambda r: failed.append(f"{r.status} {r.url}") if "/comfy/api/" in r.url and r.status >= 500 else None,
     )
     page.goto(f"{base}/comfy/")
-    assert "/admin/login/" in page.url, "not logged in: the admin's login, then back"
+    assert "/accounts/login/" in page.url, "not logged in: the project's login, then back"
     page.fill("#id_username", "storyboard")
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")

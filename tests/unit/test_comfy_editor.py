@@ -17,6 +17,8 @@ from comfy_api.fleet_info import fleet_info_forget
 from comfy_api.models import EditorFile
 from tests.factories import UserFactory, api_key_for
 
+PASSWORD = "pw-for-tests"  # tests.factories.UserFactory's
+
 pytestmark = pytest.mark.django_db
 
 WORKFLOW = {"last_node_id": 1, "nodes": [{"id": 1, "type": "SaveImage"}], "links": [], "version": 0.4}
@@ -42,10 +44,32 @@ def save(client: APIClient, path: str, body: str, query: str = "") -> Any:
     return client.generic("POST", f"/comfy/api/userdata/{path}{query}", body, content_type="application/json")
 
 
+def test_an_artist_who_is_not_staff_logs_in_and_gets_the_editor():
+    artist = UserFactory.create(is_staff=False)  # password: PASSWORD (tests.factories)
+    browser = Client()
+    assert browser.get("/comfy/")["Location"] == "/accounts/login/?next=/comfy/"
+    assert browser.get("/admin/login/?next=/comfy/").status_code == 200  # (the admin's would refuse them)
+
+    wrong = browser.post("/accounts/login/?next=/comfy/", {"username": artist.username, "password": "nope"})
+    assert wrong.status_code == 200 and browser.get("/comfy/").status_code == 302
+    answer = browser.post("/accounts/login/?next=/comfy/", {"username": artist.username, "password": PASSWORD})
+    assert answer.status_code == 302 and answer["Location"] == "/comfy/"
+    assert browser.get("/comfy/").status_code == 200
+    assert browser.get("/admin/").status_code == 302, "the editor's login gives no admin"
+
+
+def test_the_login_sends_nobody_to_another_site():
+    artist = UserFactory.create(is_staff=False)  # password: PASSWORD (tests.factories)
+    answer = Client().post(
+        "/accounts/login/?next=https://evil.example/", {"username": artist.username, "password": PASSWORD}
+    )
+    assert answer.status_code == 302 and not answer["Location"].startswith("https://evil.example")
+
+
 def test_the_page_and_its_files_only_to_a_logged_in_user(artist):
     browser = Client()
     response = browser.get("/comfy/")
-    assert response.status_code == 302 and response["Location"] == "/admin/login/?next=/comfy/"
+    assert response.status_code == 302 and response["Location"] == "/accounts/login/?next=/comfy/"
     script = next(STATIC_ROOT.glob("assets/index-*.js")).name
     assert browser.get(f"/comfy/assets/{script}").status_code == 403
 
