@@ -7,6 +7,7 @@ import math
 import re
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError
 from django.http import HttpResponse, JsonResponse
 from rest_framework.request import Request
@@ -60,6 +61,9 @@ class PromptView(FrontDoorView):
         if isinstance(fields, JsonResponse):
             return fields
         prompt = body["prompt"]
+        if isinstance(prompt, dict) and len(prompt) > settings.WORKFLOW_MAX_NODES:
+            # Before anything reads it node by node (each loader's name is a lookup of the caller's uploads).
+            return _field_refused(f"the prompt has {len(prompt)} nodes; the limit is {settings.WORKFLOW_MAX_NODES}")
         workflow, names = uploaded_names_resolved(prompt, request.user) if isinstance(prompt, dict) else (prompt, {})
         verdict = prompt_verdict(prompt, workflow, request.user, fleet_object_info())
         if verdict.error is not None:

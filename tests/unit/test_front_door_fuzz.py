@@ -181,3 +181,49 @@ def test_a_mask_upload_with_an_odd_original_ref(comfy, value):
     raw = json.dumps(value)
     response = comfy.post("/comfy/upload/mask", {"image": mask, "original_ref": raw}, format="multipart")
     assert_refused_not_failed(response, f"original_ref={raw[:60]}")
+
+
+# --- the project's other new endpoints ---------------------------------------------------------
+
+
+@pytest.fixture
+def staff() -> APIClient:
+    user: Any = UserFactory(is_staff=True, is_superuser=True)
+    client = APIClient(raise_request_exception=False)
+    client.credentials(HTTP_X_API_KEY=api_key_for(user))
+    return client
+
+
+@pytest.mark.parametrize("path", ["/api/quotas/", "/api/quotas/me/"])
+@pytest.mark.parametrize("param", ["page", "page_size", "ordering"])
+@pytest.mark.parametrize("value", QUERY_VALUES)
+def test_quota_pages_with_odd_query_values(staff, path, param, value):
+    assert_refused_not_failed(staff.get(path, {param: value}), f"{path} {param}={value!r}")
+
+
+@pytest.mark.parametrize("value", [*ODD_VALUES, ["video\n"], ["x"] * 17, ["\x00"], [None], [["a"]]])
+def test_a_job_with_odd_required_labels(comfy, value):
+    from tests.factories import SLEEP_WORKFLOW
+
+    body = {"workflow": SLEEP_WORKFLOW, "requires": value}
+    response = comfy.post("/api/jobs/", body, format="json")
+    assert_refused_not_failed(response, f"requires={value!r:.60}")
+
+
+@pytest.mark.parametrize(
+    "authorization", ["", "Bearer", "Bearer ", "Bearer é", "Basic x", "bearer " + "x" * 10000, "Bearer \x00"]
+)
+def test_metrics_with_odd_credentials(settings, authorization):
+    settings.METRICS_TOKEN = "s3cret-token"
+    client = APIClient(raise_request_exception=False)
+    response = client.get("/metrics", HTTP_AUTHORIZATION=authorization)
+    assert response.status_code == 401, response.status_code
+
+
+def test_a_prompt_of_more_nodes_than_the_limit_is_refused_before_its_names_are_looked_up(comfy, settings):
+    # Each LoadImage name is a lookup of the caller's uploads: 40,000 of them were one query of 80,000
+    # parameters (over PostgreSQL's 65,535 and SQLite's expression depth: a 500) before the node limit.
+    prompt = {str(n): {"class_type": "LoadImage", "inputs": {"image": f"i{n}.png"}} for n in range(40_000)}
+    response = post_raw(comfy, "/comfy/prompt", json.dumps({"prompt": prompt}))
+    assert response.status_code == 400, response.content[:300]
+    assert str(settings.WORKFLOW_MAX_NODES) in response.content.decode()
