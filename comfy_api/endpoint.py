@@ -52,7 +52,7 @@ def json_body(request: Request, *, empty: Any = None) -> Any:
     if not raw.strip():
         return empty
     try:
-        value = json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError as exc:
         raise BodyRefused("the body is not UTF-8 text") from exc
     except RecursionError as exc:
@@ -63,6 +63,11 @@ def json_body(request: Request, *, empty: Any = None) -> Any:
     if problem:
         raise BodyRefused(f"unacceptable JSON: {problem}")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; no JSON column (jsonb, SQLite's JSON_VALID) can store them.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def id_list(body: dict[str, Any], key: str, *, limit: int) -> list[str] | None:

@@ -227,3 +227,66 @@ def test_a_prompt_of_more_nodes_than_the_limit_is_refused_before_its_names_are_l
     response = post_raw(comfy, "/comfy/prompt", json.dumps({"prompt": prompt}))
     assert response.status_code == 400, response.content[:300]
     assert str(settings.WORKFLOW_MAX_NODES) in response.content.decode()
+
+
+# --- the web editor's per-user state (comfy_api.views_editor) ------------------------------------
+
+EDITOR_BODIES = [b"", b"\x00", b"\xff", b"[", b"null", b"[1]", b'"x"', b'{"a": NaN}', b'{"\\u0000": 1}', b"9" * 5000]
+
+
+@pytest.mark.parametrize(
+    "path", ["/comfy/settings", "/comfy/settings/Comfy.X", "/settings/%00", "/comfy/userdata/a.json"]
+)
+@pytest.mark.parametrize("body", EDITOR_BODIES)
+def test_editor_writes_with_odd_bodies(comfy, path, body):
+    assert_refused_not_failed(post_raw(comfy, path, body), f"{path} {body[:40]!r}")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/comfy/userdata?dir=..",
+        "/comfy/userdata?dir=%00",
+        "/comfy/userdata?dir=/etc&recurse=true&split=x&full_info=1",
+        "/comfy/userdata?dir=" + "a/" * 50,
+        "/comfy/v2/userdata?path=..",
+        "/comfy/v2/userdata?path=%00",
+        "/comfy/userdata/..%2F..%2Fetc%2Fpasswd",
+        "/comfy/userdata/%00",
+        "/comfy/userdata/a%2F..%2Fb",
+        "/comfy/userdata/" + "a" * 5000,
+        "/comfy/settings/" + "a" * 5000,
+        "/comfy/experiment/models/%00",
+        "/comfy/experiment/models/..",
+    ],
+)
+def test_editor_reads_with_odd_paths(comfy, path):
+    assert_refused_not_failed(comfy.get(path), path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/comfy/userdata/a.json/move/..%2Fb.json",
+        "/comfy/userdata/%00/move/b.json",
+        "/comfy/userdata/a.json/move/%00",
+        "/comfy/userdata/..%2Fa.json",
+        "/comfy/userdata/" + "a%2F" * 20 + "x.json",
+    ],
+)
+def test_editor_saves_and_moves_with_odd_paths(comfy, path):
+    response = post_raw(comfy, path, b"{}")
+    assert_refused_not_failed(response, path)
+    assert response.status_code != 200 or ".." not in response.content.decode()
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("path", ["/comfy/prompt", "/comfy/settings", "/comfy/settings/Comfy.X", "/comfy/queue"])
+def test_json_numbers_that_json_cannot_store_are_refused_with_the_reason(comfy, path, constant):
+    # Python's json reads them; JSON (a JSONField, PostgreSQL's jsonb, SQLite's JSON_VALID) cannot hold them.
+    body = '{"prompt": {"1": {"class_type": "SaveImage", "inputs": {"x": VALUE}}}, "a": VALUE}'.replace(
+        "VALUE", constant
+    )
+    response = post_raw(comfy, path, body)
+    assert response.status_code == 400, response.content[:300]
+    assert constant.lstrip("-") in response.content.decode()
