@@ -33,3 +33,24 @@ def ws_token_in_url_check(app_configs, **kwargs) -> list[Warning]:
             )
         ]
     return []
+
+
+# docker/env.example's placeholder, and the key settings.py uses only when DEBUG is on: both public.
+PUBLIC_SECRET_KEYS = ("change-me-to-a-long-random-string", "dev-only-insecure-key-change-me")
+
+
+@register()
+def secret_key_placeholder_check(app_configs, **kwargs) -> list[Error]:
+    """An env file copied without editing its SECRET_KEY would sign every session and CSRF token with
+    a key anyone can read in the repository; migrate (the Docker start) stops on it."""
+    if not settings.DEBUG and (
+        settings.SECRET_KEY in PUBLIC_SECRET_KEYS or settings.SECRET_KEY.startswith("change-me")
+    ):
+        return [
+            Error(
+                "SECRET_KEY is a placeholder from the repository, so anyone can forge sessions",
+                hint='set a long random one: python3 -c "import secrets; print(secrets.token_urlsafe(50))"',
+                id="access.E002",
+            )
+        ]
+    return []
