@@ -69,6 +69,8 @@ def api_keys_live(user: Any) -> Any:
 
 def api_key_user(key: str) -> Any | None:
     """The active user a live key belongs to, or None (unknown, revoked, expired, inactive user)."""
+    if not (key.isascii() and key.strip().isprintable()):
+        return None  # keys are printable ASCII; a NUL would reach the lookup (PostgreSQL refuses it: a 500)
     parts = key.strip().split("_", 2)
     if len(parts) != 3 or f"{parts[0]}_" != KEY_START or len(parts[1]) != PREFIX_CHARS:
         return None
