@@ -9,6 +9,7 @@ the job (REST's rules: its owner, staff with the permission to view jobs) or own
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import IO, Any, cast
 
@@ -32,6 +33,7 @@ from comfy_api.outputs import OUTPUT_TYPES
 from jobs.models import JobOutput
 from jobs.selectors import visible_jobs
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # ComfyUI's /view options that change the bytes it sends: the front door sends the stored file as it is.
 CONVERTING_OPTIONS = ("channel",)
 
@@ -46,6 +48,9 @@ class ViewFileView(FrontDoorView):
             return refused("filename is required")
         if "/" in filename or "\\" in filename or filename in (".", ".."):
             return refused("filename must be a file name, not a path")
+        if _CONTROL.search(filename) or _CONTROL.search(subfolder):
+            # No stored name holds one; a NUL would reach the lookup (PostgreSQL refuses it: a 500).
+            return refused("filename and subfolder must not hold control characters")
         for option in CONVERTING_OPTIONS:
             if query.get(option, "rgba") != "rgba":
                 return not_supported(f"/view with {option}={query.get(option)!r}", why="only the whole image is sent")

@@ -211,7 +211,9 @@ def _history_page(user: Any, max_items: int, offset: int) -> list[FrontDoorPromp
 
 class HistoryItemView(FrontDoorView):
     def get(self, request: Request, prompt_id: str) -> JsonResponse:
-        row = selectors.history_prompts(request.user).filter(prompt_id=prompt_id[:PROMPT_ID_MAX_CHARS]).first()
+        if len(prompt_id) > PROMPT_ID_MAX_CHARS or not PROMPT_ID.match(prompt_id):
+            return JsonResponse({})  # no prompt has such an id (a NUL would reach PostgreSQL: a 500)
+        row = selectors.history_prompts(request.user).filter(prompt_id=prompt_id).first()
         return JsonResponse({row.prompt_id: history_entry(row)} if row is not None else {})
 
 

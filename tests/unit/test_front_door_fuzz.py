@@ -235,7 +235,20 @@ EDITOR_BODIES = [b"", b"\x00", b"\xff", b"[", b"null", b"[1]", b'"x"', b'{"a": N
 
 
 @pytest.mark.parametrize(
-    "path", ["/comfy/settings", "/comfy/settings/Comfy.X", "/settings/%00", "/comfy/userdata/a.json"]
+    "path",
+    [
+        "/comfy/settings",
+        "/comfy/settings/Comfy.X",
+        pytest.param(
+            "/settings/%00",
+            marks=pytest.mark.xfail(
+                reason="on PostgreSQL a 500: views_editor.SettingView stores a setting id holding NUL (jsonb refuses "
+                "it); the editor's own files, left to their owner (security review report)",
+                strict=False,
+            ),
+        ),
+        "/comfy/userdata/a.json",
+    ],
 )
 @pytest.mark.parametrize("body", EDITOR_BODIES)
 def test_editor_writes_with_odd_bodies(comfy, path, body):
@@ -290,3 +303,17 @@ def test_json_numbers_that_json_cannot_store_are_refused_with_the_reason(comfy, 
     response = post_raw(comfy, path, body)
     assert response.status_code == 400, response.content[:300]
     assert constant.lstrip("-") in response.content.decode()
+
+
+def test_a_nul_in_a_name_is_refused_before_any_lookup(comfy):
+    # PostgreSQL refuses NUL in text (a 500 there, while SQLite simply finds nothing): such names never
+    # reach a query. The fuzz above runs on PostgreSQL with DATABASE_URL set.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    response = comfy.get("/comfy/view", {"filename": "a\x00.png", "subfolder": "00000000-0000-0000-0000-000000000000"})
+    assert response.status_code == 400 and "control characters" in response.json()["error"]["message"]
+    with CaptureQueriesContext(connection) as queries:
+        response = comfy.get("/comfy/history/a%00b")
+    assert response.status_code == 200 and response.json() == {}
+    assert not [query for query in queries.captured_queries if "prompt_id" in query["sql"]]
