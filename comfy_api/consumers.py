@@ -112,7 +112,15 @@ class ComfyClientConsumer(JobSocketConsumer):
             sent = json.loads(text_data)
         except ValueError:
             return
-        if isinstance(sent, dict) and sent.get("type") == "feature_flags" and isinstance(sent.get("data"), dict):
+        if (
+            isinstance(sent, dict)
+            and sent.get("type") == "feature_flags"
+            and isinstance(sent.get("data"), dict)
+            and not getattr(self, "flags_answered", False)
+        ):
+            # Once per socket, as ComfyUI reads them (its first message): a client's repeats are not
+            # each worth an answer, whatever rate it sends them at.
+            self.flags_answered = True
             self.stream.preview_metadata = sent["data"].get("supports_preview_metadata") is True
             await self.send_json({"type": "feature_flags", "data": FEATURE_FLAGS})
 
