@@ -143,10 +143,15 @@ def editor_settings_update(user: Any, changes: dict[str, Any]) -> dict[str, Any]
     too_long = [key for key in changes if len(key) > EDITOR_SETTING_ID_MAX_CHARS]
     if too_long:
         raise EditorFileRefused(f"a setting id is longer than {EDITOR_SETTING_ID_MAX_CHARS} characters")
+    if any(not key.isprintable() for key in changes):
+        raise EditorFileRefused("a setting id holds a control character")
     row, _ = EditorSettings.objects.select_for_update().get_or_create(user=user)
     values = {**row.values, **changes}
-    if len(json.dumps(values)) > EDITOR_SETTINGS_MAX_BYTES:
+    stored = json.dumps(values)
+    if len(stored) > EDITOR_SETTINGS_MAX_BYTES:
         raise EditorFileRefused(f"the settings would be larger than {EDITOR_SETTINGS_MAX_BYTES} bytes")
+    if "\\u0000" in stored:  # PostgreSQL's jsonb cannot hold a NUL character, in a key or a value
+        raise EditorFileRefused("a setting holds a NUL character")
     row.values = values
     row.save(update_fields=["values", "updated_at"])
     return values

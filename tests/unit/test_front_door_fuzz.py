@@ -239,14 +239,7 @@ EDITOR_BODIES = [b"", b"\x00", b"\xff", b"[", b"null", b"[1]", b'"x"', b'{"a": N
     [
         "/comfy/settings",
         "/comfy/settings/Comfy.X",
-        pytest.param(
-            "/settings/%00",
-            marks=pytest.mark.xfail(
-                reason="on PostgreSQL a 500: views_editor.SettingView stores a setting id holding NUL (jsonb refuses "
-                "it); the editor's own files, left to their owner (security review report)",
-                strict=False,
-            ),
-        ),
+        "/settings/%00",
         "/comfy/userdata/a.json",
     ],
 )
