@@ -119,6 +119,7 @@ def test_rest_sorts_and_pages() -> None:
     assert [row["username"] for row in body["results"]] == ["user2", "user3"]
     assert (body["count"], body["page"], body["pages"]) == (5, 2, 3)
     assert client.get("/api/quotas/", {"ordering": "password"}).status_code == 400
+    assert client.get("/api/quotas/", {"ordering": ""}).status_code == 400, "a blank ordering is no column"
     assert client.get("/api/quotas/", {"page_size": "0"}).status_code == 400
     assert client.get("/api/quotas/", {"page": "9"}).status_code == 404
 
