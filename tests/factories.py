@@ -1,8 +1,10 @@
 import uuid
+from typing import Any
 
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
+from rest_framework.test import APIClient
 
 from access.keys import api_key_create
 from jobs.models import Job, JobStatus
@@ -44,3 +46,10 @@ class JobFactory(factory.django.DjangoModelFactory[Job]):
 def api_key_for(user: User) -> str:
     """A new API key of the user's (keys are stored hashed: the whole key exists only here)."""
     return api_key_create(user=user, name=f"tests-{uuid.uuid4().hex[:12]}").key
+
+
+def keyed_client(user: Any) -> APIClient:
+    """A REST client that carries the user's API key, as scripts and ComfyUI's clients do."""
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=api_key_for(user))
+    return client

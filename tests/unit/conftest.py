@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from comfy_api.fleet_info import fleet_info_forget
 from devtools.simulator_process import InProcessSimulator
 from jobs.tracking import session
 from tests.hostile_comfyui import HostileComfyUI
@@ -101,3 +102,12 @@ def hostile_comfyui(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         yield fake
     finally:
         fake.stop()
+
+
+@pytest.fixture
+def front_door_fleet(settings: Any, tmp_path: Path, comfyui_sim: InProcessSimulator) -> None:
+    """The front door's tests: one backend (an in-process simulator), storage in tmp_path, and the
+    fleet's object_info read afresh (comfy_api.fleet_info caches it)."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
+    fleet_info_forget()

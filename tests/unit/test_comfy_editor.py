@@ -15,7 +15,7 @@ from comfy_api import editor_files
 from comfy_api.editor import STATIC_ROOT
 from comfy_api.fleet_info import fleet_info_forget
 from comfy_api.models import EditorFile
-from tests.factories import UserFactory, api_key_for
+from tests.factories import UserFactory, keyed_client
 
 PASSWORD = "pw-for-tests"  # tests.factories.UserFactory's
 
@@ -24,10 +24,7 @@ pytestmark = pytest.mark.django_db
 WORKFLOW = {"last_node_id": 1, "nodes": [{"id": 1, "type": "SaveImage"}], "links": [], "version": 0.4}
 
 
-def keyed(user: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_X_API_KEY=api_key_for(user))
-    return client
+keyed = keyed_client
 
 
 @pytest.fixture

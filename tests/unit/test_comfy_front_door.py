@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,25 +14,14 @@ from rest_framework.test import APIClient
 
 from comfy_api.fleet_info import fleet_info_forget
 from comfy_api.models import FrontDoorPrompt
-from devtools.simulator_process import InProcessSimulator
 from jobs.models import Job, JobOutput, JobStatus
-from tests.factories import SLEEP_WORKFLOW, UserFactory, api_key_for
+from tests.factories import SLEEP_WORKFLOW, UserFactory, api_key_for, keyed_client
 from tests.media_files import png
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("front_door_fleet")]
 
 
-@pytest.fixture(autouse=True)
-def _fleet(settings: Any, tmp_path: Path, comfyui_sim: InProcessSimulator) -> None:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
-    fleet_info_forget()
-
-
-def keyed(user: Any) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_X_API_KEY=api_key_for(user))
-    return client
+keyed = keyed_client
 
 
 @pytest.fixture

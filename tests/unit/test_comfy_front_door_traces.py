@@ -15,15 +15,13 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from comfy_api.fleet_info import fleet_info_forget
 from comfy_api.models import FrontDoorPrompt
-from devtools.simulator_process import InProcessSimulator
 from jobs.models import Job, JobStatus, NodeTiming
 from tests.factories import UserFactory, api_key_for
 from tests.media_files import png
 from tests.unit.test_comfy_front_door import finish
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("front_door_fleet")]
 
 TRACES = Path(__file__).resolve().parents[1] / "data" / "comfyui-traces"
 
@@ -45,13 +43,6 @@ def shape(value: Any) -> Any:
     if isinstance(value, int | float):
         return "number"
     return type(value).__name__
-
-
-@pytest.fixture(autouse=True)
-def _fleet(settings: Any, tmp_path: Path, comfyui_sim: InProcessSimulator) -> None:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
-    fleet_info_forget()
 
 
 @pytest.fixture

@@ -4,18 +4,15 @@ with the reason, never a 500: wrong types, huge numbers, unicode, NUL bytes, mis
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
 
-from comfy_api.fleet_info import fleet_info_forget
-from devtools.simulator_process import InProcessSimulator
 from tests.factories import UserFactory, api_key_for
 from tests.media_files import png
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("front_door_fleet")]
 
 ODD_VALUES: list[Any] = [
     None,
@@ -36,13 +33,6 @@ ODD_VALUES: list[Any] = [
     {"a": "b"},
     {"filename": ["x"]},
 ]
-
-
-@pytest.fixture(autouse=True)
-def _fleet(settings: Any, tmp_path: Path, comfyui_sim: InProcessSimulator) -> None:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
-    fleet_info_forget()
 
 
 @pytest.fixture

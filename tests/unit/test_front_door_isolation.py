@@ -3,33 +3,20 @@ overwrite, neither replaces nor renames theirs, and a prompt that names it reads
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
 from rest_framework.test import APIClient
 
-from comfy_api.fleet_info import fleet_info_forget
-from devtools.simulator_process import InProcessSimulator
-from tests.factories import UserFactory, api_key_for
+from tests.factories import UserFactory, keyed_client
 from tests.media_files import png
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fleet(settings: Any, tmp_path: Path, comfyui_sim: InProcessSimulator) -> None:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
-    fleet_info_forget()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("front_door_fleet")]
 
 
 def keyed() -> APIClient:
-    user: Any = UserFactory()
-    client = APIClient()
-    client.credentials(HTTP_X_API_KEY=api_key_for(user))
-    return client
+    return keyed_client(UserFactory.create())
 
 
 def upload(client: APIClient, data: bytes, **fields: str) -> Any:
