@@ -328,6 +328,9 @@ JOB_STUCK_FACTOR = float(os.environ.get("JOB_STUCK_FACTOR", "5"))
 JOB_WAIT_FLAG_SECONDS = float(os.environ.get("JOB_WAIT_FLAG_SECONDS", "1800"))
 # A tracker that has not written its heartbeat for this long is presumed dead.
 TRACKER_STALE_SECONDS = float(os.environ.get("TRACKER_STALE_SECONDS", "20"))
+# The fleet's queue is announced to waiting jobs' subscribers (their places and ETAs) by the default
+# worker, at most once per this many seconds however often it moves (jobs.services.queue_announce_soon).
+QUEUE_ANNOUNCE_INTERVAL = float(os.environ.get("QUEUE_ANNOUNCE_INTERVAL", "0.5"))
 
 # --- Workflow bounds: a workflow is code (docs/HAZARDS.md) -------------------------------------------
 WORKFLOW_MAX_BYTES = int(os.environ.get("WORKFLOW_MAX_BYTES", str(2 * 1024 * 1024)))

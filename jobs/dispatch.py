@@ -61,9 +61,11 @@ def waiting_in_order() -> QuerySet[Job]:
     return Job.objects.filter(status=JobStatus.QUEUED).order_by("-priority", "fair_turn", "created_at")
 
 
-def job_take_next(backend: str) -> Job | None:
+def job_take_next(backend: str, *, ending: Job | None = None) -> Job | None:
     """Bind the best waiting job this backend can run to it and mark it submitted (its tracker
-    submits the prompt next); None when it runs a job already or nothing fits."""
+    submits the prompt next); None when it runs a job already or nothing fits. `ending`: the job
+    this backend's worker is closing, whose prompt ComfyUI is done with (its outputs are still being
+    stored): it does not make the backend busy."""
     fleet = {facts.name: facts for facts in backend_facts()}
     me = fleet.get(backend)
     if me is None or not me.in_service:
@@ -73,9 +75,10 @@ def job_take_next(backend: str) -> Job | None:
         if Backend.objects.select_for_update().filter(name=backend).first() is None:
             Backend.objects.get_or_create(name=backend)  # its first take: the row to lock from now on
             Backend.objects.select_for_update().filter(name=backend).first()
-        busy = set(
-            Job.objects.filter(status__in=ACTIVE_STATUSES).values_list("backend", flat=True).distinct().order_by()
-        )
+        active = Job.objects.filter(status__in=ACTIVE_STATUSES)
+        if ending is not None:
+            active = active.exclude(pk=ending.pk)
+        busy = set(active.values_list("backend", flat=True).distinct().order_by())
         if backend in busy:
             return None
         free_others = [

@@ -45,7 +45,8 @@ def waiting_order() -> Any:
 
 def job_key(job_id: Any) -> int:
     """A waiting job's key in an announcement: the first 8 bytes of its id, as a signed integer."""
-    return int.from_bytes(uuid.UUID(str(job_id)).bytes[:8], "big", signed=True)
+    raw = job_id.bytes if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id)).bytes
+    return int.from_bytes(raw[:8], "big", signed=True)
 
 
 def state_queue_key(state: dict[str, Any]) -> int:

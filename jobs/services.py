@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import current_app
 from django.conf import settings
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, default_storage
 from django.db import IntegrityError, transaction
@@ -186,13 +187,46 @@ def queue_moved() -> None:
     if held is not None:
         held.add(FLEET_QUEUE_GROUP)
         return
+    transaction.on_commit(queue_announce_soon)
 
-    def send() -> None:
-        # One message for the whole queue, whatever its length: each waiting job's consumer finds
-        # its own place in it (jobs.queue_announcements).
-        groups_broadcast([FLEET_QUEUE_GROUP], announcement(), what="the fleet's queue")
 
-    transaction.on_commit(send)
+QUEUE_ANNOUNCE_TASK = "jobs.tasks.queue_announce"  # by name: jobs.tasks imports this module
+_ANNOUNCE_PENDING = "queue-announce:pending"
+_ANNOUNCED_AT = "queue-announce:at"
+# A pending announcement whose task was lost (its worker died) holds the next ones back this long at most.
+ANNOUNCE_PENDING_SECONDS = 10
+
+
+def queue_announce_soon() -> None:
+    """Have the default worker announce the fleet's queue: once for however many moves come before
+    it does, and not sooner than QUEUE_ANNOUNCE_INTERVAL after the announcement before. Reading the
+    queue takes tens of ms at 10,000 waiting, and the queue moves at every submit and every job a
+    GPU takes: those pay a cache write (and, once per announcement, a broker message) instead."""
+    try:
+        if not cache.add(_ANNOUNCE_PENDING, 1, timeout=ANNOUNCE_PENDING_SECONDS):
+            return
+        last = cache.get(_ANNOUNCED_AT) or 0.0
+        delay = max(last + settings.QUEUE_ANNOUNCE_INTERVAL - time.time(), 0.0)
+        current_app.signature(QUEUE_ANNOUNCE_TASK).apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE, countdown=delay)
+    except Exception:  # a broker or cache that is down: the next move asks again
+        logger.warning("the fleet's queue could not be announced", exc_info=True)
+        _forget_pending()
+
+
+def _forget_pending() -> None:
+    try:
+        cache.delete(_ANNOUNCE_PENDING)
+    except Exception:
+        logger.warning("the pending queue announcement could not be forgotten", exc_info=True)
+
+
+def queue_announce() -> None:
+    """The default worker's task: the fleet's queue as it stands now, in one message for the whole
+    queue whatever its length; each waiting job's consumer finds its own place in it
+    (jobs.queue_announcements). A move from here on asks for the next announcement."""
+    cache.delete(_ANNOUNCE_PENDING)
+    cache.set(_ANNOUNCED_AT, time.time(), timeout=ANNOUNCE_PENDING_SECONDS)
+    groups_broadcast([FLEET_QUEUE_GROUP], announcement(), what="the fleet's queue")
 
 
 # --- creating and enqueueing --------------------------------------------------------------------
@@ -618,6 +652,12 @@ def job_progress_save(job: Job, events: Sequence[JobEvent] = (), timings: Sequen
 def job_heartbeat(job: Job) -> None:
     job.heartbeat_at = timezone.now()
     Job.objects.filter(pk=job.pk).update(heartbeat_at=job.heartbeat_at)
+
+
+def job_heartbeat_attempt(job_id: Any, prompt_id: Any) -> None:
+    """A heartbeat for one attempt of an active job, from a thread other than its tracker's (which
+    owns the in-memory job): nothing once the job ended or went back to the queue."""
+    Job.objects.filter(pk=job_id, status__in=ACTIVE_STATUSES, prompt_id=prompt_id).update(heartbeat_at=timezone.now())
 
 
 def job_claim(job: Job, *, client_id: str, worker: str, stale_after: timedelta) -> bool:

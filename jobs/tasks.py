@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from jobs import sweeps, tracking
+from jobs import services, sweeps, tracking
 from jobs.wake import wake_received
 
 
@@ -19,6 +19,12 @@ def backend_work(backend: str) -> None:
     """A backend's GPU worker takes the waiting jobs it can run, one after another (GPU queue only)."""
     wake_received(backend)
     tracking.backend_work(backend)
+
+
+@shared_task(ignore_result=True)
+def queue_announce() -> None:
+    """The fleet's queue moved: every waiting job's subscribers told their place (default queue)."""
+    services.queue_announce()
 
 
 @shared_task(ignore_result=True)

@@ -295,10 +295,13 @@ def queue_move_measure() -> QueueMove:
     from jobs import selectors, services
     from jobs.models import Job, JobStatus
 
-    services.queue_moved()  # learns the ETA from history (once a minute), as any first read does
+    # The default worker's task since announcements left the movers (before: queue_moved, outside a
+    # transaction, announced at once).
+    announce = getattr(services, "queue_announce", services.queue_moved)
+    announce()  # learns the ETA from history (once a minute), as any first read does
     with layer_sends() as sent, CaptureQueriesContext(connection) as queries:
         began = time.perf_counter()
-        services.queue_moved()  # outside a transaction: it announces at once
+        announce()
         seconds = time.perf_counter() - began
     from channels.layers import get_channel_layer
 

@@ -4,7 +4,7 @@
     .venv/bin/python -m devtools.benchmarks.dispatch_fleet --database-url postgres://postgres@127.0.0.1:5432/routing_bench
 
 It runs the system as production does: 5 simulator processes as backends b1..b5, a GPU worker for
-each (`manage.py run_worker gpu bN`), daphne serving the API; the database is migrated, with whatever
+each (`manage.py run_worker gpu bN`), the default worker, daphne serving the API; the database is migrated, with whatever
 history it holds (it says how much). For each queue length W:
 
 - the queue is filled with W runnable jobs of `--seconds` (EmptyImage -> TestSleep -> SaveImage) of 20
@@ -368,6 +368,17 @@ def run(args: argparse.Namespace, sims: list[SimulatorProcess], env: dict[str, s
         )
         for name in BACKENDS
     ]
+    # The default worker announces the queue's moves (jobs.services.queue_announce): its CPU is this
+    # machine's too.
+    workers.append(
+        Child(
+            "default worker",
+            [sys.executable, "manage.py", "run_worker", "default"],
+            env,
+            log_dir / "default.log",
+            " ready.",
+        )
+    )
     try:
         wait_ready([web, *workers])
         print(

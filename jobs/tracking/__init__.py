@@ -16,20 +16,19 @@ locate, submit, receive, reconnect, reconcile), `timeline` (events, node timings
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import ExitStack
 
 from django.conf import settings
 
 from comfyui import ComfyUIClient
 from fleet.backends import backend_client
-from jobs import dispatch, eta, services
+from jobs import eta
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.node_catalog import node_catalog
 from jobs.progress import JobProgress  # devtools.benchmarks.job_write_counts counts its messages here
 from jobs.tracking.claim import claim_when_free, heartbeat_seconds, must_wait, tracker_client_id
-from jobs.tracking.database_outage import DATABASE_DOWN
-from jobs.tracking.ending import TrackingEnded, prompt_abandon
+from jobs.tracking.ending import TrackingEnded
+from jobs.tracking.shift import Shift
+from jobs.tracking.stopped import tracking_stopped
 from jobs.tracking.tracker import JobTracker
 
 __all__ = [
@@ -47,38 +46,14 @@ logger = logging.getLogger(__name__)
 
 def backend_work(backend: str) -> int:
     """Entry point of the GPU worker's wake task: take the best waiting job this backend can run,
-    follow it to its end, take the next, until nothing waits that it can run. No broker round trip
-    between two jobs: a free GPU's next prompt is a few queries away, and what is left to do for the
-    job that ended (closing its socket, learning its node timings) waits until that prompt is in.
-    Returns the jobs it ran.
+    follow it to its end, take the next, until nothing waits that it can run (jobs.tracking.shift:
+    the next prompt goes in as soon as ComfyUI is done with the last, before its outputs are
+    stored). Returns the jobs it ran.
 
     A wake delivered again because the worker's pool child died mid-job finds that job first and
     re-attaches to it (job_track waits out the dead tracker's heartbeat), then goes on taking."""
     ran = _orphan_resume(backend)
-    leftovers: list[Callable[[], None]] = []
-    try:
-        while True:
-            with ExitStack() as stack:
-                # Last out: the ended job's leftovers, once the next prompt is in (or nothing came).
-                stack.callback(_run_all, leftovers)
-                # The taken job's new status and the queue's move are told once its prompt is in ComfyUI.
-                stack.enter_context(services.queue_moves_held())
-                stack.enter_context(services.publications_held())
-                job = dispatch.job_take_next(backend)
-                if job is None:
-                    return ran
-                ran += 1
-                leftovers.append(_job_follow(job, stack))
-    finally:
-        _run_all(leftovers)
-
-
-def _run_all(calls: list[Callable[[], None]]) -> None:
-    while calls:
-        try:
-            calls.pop(0)()
-        except Exception:
-            logger.exception("after a job: cleaning up failed")
+    return ran + Shift(backend).run()
 
 
 def _orphan_resume(backend: str) -> int:
@@ -87,29 +62,6 @@ def _orphan_resume(backend: str) -> int:
         return 0
     job_track(str(orphan.pk))  # a live tracker elsewhere keeps it: this one stops within a heartbeat
     return 1
-
-
-def _job_follow(job: Job, announcements: ExitStack) -> Callable[[], None]:
-    """Follow a job this backend took: its prompt first, then ComfyUI until it ends. Returns what is
-    left to do after it (its tracker's socket closed, its node timings learned)."""
-    client: ComfyUIClient | None = None
-    tracker: JobTracker | None = None
-    try:
-        client = backend_client(job.backend)
-        tracker = JobTracker(
-            job, client, client_id=job.client_id, catalog=node_catalog(job.backend, client), taken=True
-        )
-        tracker.run(submitted=announcements.close)
-    except Exception as exc:
-        _tracking_stopped(job, exc, client, ours=lambda: True)
-    ended = tracker
-
-    def leftovers() -> None:
-        if ended is not None:
-            ended.close()
-        eta.history_learn(job)
-
-    return leftovers
 
 
 def job_track(job_id: str) -> None:
@@ -142,7 +94,7 @@ def job_track(job_id: str) -> None:
         tracker = JobTracker(job, client, client_id=client_id, catalog=node_catalog(job.backend, client))
         tracker.run()
     except Exception as exc:
-        _tracking_stopped(
+        tracking_stopped(
             job, exc, client, ours=lambda: owned or (tracker is not None and tracker.owns_job) or _still_waiting(job)
         )
     finally:
@@ -151,23 +103,6 @@ def job_track(job_id: str) -> None:
         # This job's node timings are new history: the next job here learns from them (without
         # reading the history again: that took seconds at a million jobs, before every job).
         eta.history_learn(job)
-
-
-def _tracking_stopped(job: Job, exc: Exception, client: ComfyUIClient | None, *, ours: Callable[[], bool]) -> None:
-    """What a tracker stopped by an exception leaves: the job as it is when it ended or the database
-    is gone; otherwise failed `internal_error` (with its prompt abandoned) if it is this tracker's to fail."""
-    if isinstance(exc, TrackingEnded):
-        return
-    if isinstance(exc, DATABASE_DOWN):
-        # The database went away outside the follow loop (which rides an outage out): nothing can be
-        # written, and the prompt may be running. Both are left as they are for the orphan sweep.
-        logger.warning("job %s: the database is unavailable (%s); left to the orphan sweep", job.id, exc)
-        return
-    logger.error("job %s: the tracker stopped on an unexpected error", job.id, exc_info=exc)
-    if ours():
-        if client is not None:
-            prompt_abandon(client, str(job.prompt_id))
-        services.job_fail_unexpected(job, exc)
 
 
 def _still_waiting(job: Job) -> bool:

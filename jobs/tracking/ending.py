@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from django.conf import settings
@@ -55,6 +56,7 @@ class JobEnding:
         progress: JobProgress,
         timeline: Timeline,
         coalescer: Coalescer,
+        gpu_freed: Callable[[], None] | None = None,
     ) -> None:
         self.job = job
         self.client = client
@@ -67,9 +69,13 @@ class JobEnding:
         self.interrupt_reason: Failure | None = None
         # The file store stayed down past STORAGE_RETRY_SECONDS: the outputs left are not tried again.
         self.store_down = False
+        # Called once when ComfyUI is done with the prompt, before its outputs are fetched: the
+        # backend's next prompt goes in then (jobs.tracking.shift), so the GPU never waits for them.
+        self.gpu_freed = gpu_freed
 
     def finish(self) -> NoReturn:
         """ComfyUI is done with the prompt: close the job as its history says."""
+        self._hand_over_gpu()
         entry = self._history_when_ready()
         outcome = self.progress.outcome
         if entry is not None and outcome is None:
@@ -84,6 +90,11 @@ class JobEnding:
             self._end_interrupted(entry)
         data = self.progress.error or (entry.message("execution_error") if entry else None) or {}
         self.fail(failure_from_execution_error(data))
+
+    def _hand_over_gpu(self) -> None:
+        hook, self.gpu_freed = self.gpu_freed, None
+        if hook is not None:
+            hook()
 
     def close(self, status: str) -> NoReturn:
         self.coalescer.flush_if_due(force=True)

@@ -30,7 +30,14 @@ logger = logging.getLogger(__name__)
 
 class JobTracker:
     def __init__(
-        self, job: Job, client: ComfyUIClient, *, client_id: str, catalog: NodeCatalog, taken: bool = False
+        self,
+        job: Job,
+        client: ComfyUIClient,
+        *,
+        client_id: str,
+        catalog: NodeCatalog,
+        taken: bool = False,
+        gpu_freed: Callable[[], None] | None = None,
     ) -> None:
         self.job = job
         self.client_id = client_id
@@ -48,8 +55,15 @@ class JobTracker:
         self.timeline = Timeline(job, self.progress, prompt_id=prompt_id)
         self.coalescer = Coalescer(job, self.progress, estimates, self.timeline)
         self.ending = JobEnding(
-            job, client, prompt_id=prompt_id, progress=self.progress, timeline=self.timeline, coalescer=self.coalescer
+            job,
+            client,
+            prompt_id=prompt_id,
+            progress=self.progress,
+            timeline=self.timeline,
+            coalescer=self.coalescer,
+            gpu_freed=gpu_freed,
         )
+        self.found_in_history = False
         self.session = ComfySession(
             job, client, client_id=client_id, prompt_id=prompt_id, coalescer=self.coalescer, ending=self.ending
         )
@@ -67,6 +81,13 @@ class JobTracker:
     def run(self, submitted: Callable[[], None] | None = None) -> NoReturn:
         """Follow the job until it ends, which raises TrackingEnded. `submitted` is called once the
         prompt is in ComfyUI (the dispatcher's held announcements go out then)."""
+        self.start(submitted)
+        self.follow()
+
+    def start(self, submitted: Callable[[], None] | None = None) -> None:
+        """Win the job, connect, and submit its prompt (or find it in ComfyUI): the GPU is busy with
+        it when this returns, and ComfyUI's messages wait in the socket until `follow` reads them.
+        Raises TrackingEnded when the job ended already (a refused prompt, ComfyUI unreachable)."""
         fresh = self.taken or self.job.status == JobStatus.QUEUED
         # The job's new status and the queue's move are told once the prompt is in ComfyUI: a GPU
         # must not idle while browsers and the jobs still waiting hear of them.
@@ -99,7 +120,11 @@ class JobTracker:
             submitted()
         services.job_attempt_open(self.job, worker=socket.gethostname())
         self._learn_estimates()
-        if where == "history":
+        self.found_in_history = where == "history"
+
+    def follow(self) -> NoReturn:
+        """Follow the started job until it ends (TrackingEnded)."""
+        if self.found_in_history:
             self.ending.finish()
         self._follow()
 

@@ -97,7 +97,7 @@ def test_cancel_stops_every_waiting_and_running_job_and_leaves_ended_ones(
     running = Job.objects.get(group=group, name="#2")
     assert running.cancel_requested_at is not None, "the running job's tracker is asked to stop it"
     assert response.json()["counts"] == {"completed": 1, "running": 1, "cancelled": 2}
-    assert len([c for c in callbacks if "queue_moved" in c.__qualname__]) == 1, "the queue is announced once"
+    assert len([c for c in callbacks if "queue_announce_soon" in c.__qualname__]) == 1, "the queue is announced once"
 
     services.job_close(running, JobStatus.CANCELLED)  # what its tracker does
     assert api.post(f"/api/groups/{group.id}/cancel/").status_code == 409

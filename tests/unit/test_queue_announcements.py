@@ -1,10 +1,12 @@
 """A queue move: one message for the fleet's whole queue (waiting jobs are bound to no backend), a
 constant number of queries whatever its length, and every waiting job's subscribers told their new
-place and ETA from it."""
+place and ETA from it. The default worker announces it (jobs.tasks.queue_announce), once for a burst
+of moves and at most once per QUEUE_ANNOUNCE_INTERVAL; the mover pays a cache write."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -44,7 +46,7 @@ def waiting(count: int, user=None, **fields) -> list[Job]:
 
 
 def announce() -> tuple[int, list[tuple[str, dict]]]:
-    """One queue move outside a transaction (announced at once): its queries and its sends."""
+    """One announcement, as the default worker's task makes it: its queries and its sends."""
     layer = get_channel_layer()
     sent: list[tuple[str, dict]] = []
     original = layer.group_send
@@ -55,8 +57,38 @@ def announce() -> tuple[int, list[tuple[str, dict]]]:
 
     backend_facts_forget()  # each move reads the backends (kept a second otherwise): counts compare
     with mock.patch.object(layer, "group_send", recording), CaptureQueriesContext(connection) as queries:
-        services.queue_moved()
+        services.queue_announce()
     return len(queries), sent
+
+
+def announcement_tasks(calls: Any) -> list[float]:
+    """The countdowns of the queue_announce tasks sent (Signature.apply_async's calls)."""
+    return [call.kwargs.get("countdown", 0.0) for call in calls.call_args_list]
+
+
+def test_a_burst_of_moves_asks_the_default_worker_for_one_announcement_and_the_next_waits_its_interval(settings):
+    settings.QUEUE_ANNOUNCE_INTERVAL = 0.5
+    waiting(3)
+    with mock.patch("celery.canvas.Signature.apply_async") as sent, CaptureQueriesContext(connection) as queries:
+        for _ in range(100):
+            services.queue_moved()
+    assert announcement_tasks(sent) == [0.0], "one announcement, at once: nothing was announced lately"
+    assert len(queries) == 0, "the mover reads nothing of the queue"
+    with mock.patch("celery.canvas.Signature.apply_async") as sent:
+        announce()  # the task runs
+        services.queue_moved()
+        services.queue_moved()
+    [countdown] = announcement_tasks(sent)
+    assert 0.3 < countdown <= 0.5, "the next one waits out the interval after the last"
+
+
+def test_a_move_while_the_broker_is_down_is_announced_by_the_next_move():
+    waiting(1)
+    with mock.patch("celery.canvas.Signature.apply_async", side_effect=ConnectionError("broker down")):
+        services.queue_moved()  # logged, never raised: the move itself stands
+    with mock.patch("celery.canvas.Signature.apply_async") as sent:
+        services.queue_moved()
+    assert announcement_tasks(sent) == [0.0]
 
 
 def test_a_queue_move_costs_the_same_queries_and_one_send_at_any_length():
@@ -91,7 +123,10 @@ def test_a_subscriber_hears_its_job_move_up_when_the_job_ahead_starts():
         ws = communicator(f"/ws/jobs/{mine.id}/", with_key(token))
         await ws.connect()
         snapshot = await ws.receive_json_from(timeout=5)
-        await database_sync_to_async(services.job_transition)(ahead, JobStatus.SUBMITTED)
+        with mock.patch("celery.canvas.Signature.apply_async") as sent:
+            await database_sync_to_async(services.job_transition)(ahead, JobStatus.SUBMITTED)
+        assert len(sent.call_args_list) == 1, "the move asked the default worker for an announcement"
+        await database_sync_to_async(services.queue_announce)()  # the default worker's task
         update = await ws.receive_json_from(timeout=5)
         await ws.disconnect()
         return snapshot, update

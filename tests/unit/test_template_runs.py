@@ -186,7 +186,7 @@ def test_a_batch_makes_one_group_of_jobs_with_shared_and_own_inputs_and_labels(
         ("ep01", 6, 1, uuid.UUID(group["id"]))
     }
     wakes = [c for c in callbacks if "_send_on_commit" in c.__qualname__]
-    queue_moves = [c for c in callbacks if "queue_moved" in c.__qualname__]
+    queue_moves = [c for c in callbacks if "queue_announce_soon" in c.__qualname__]
     assert len(wakes) == 1 and len(queue_moves) == 1, "the idle backend woken once, the queue announced once"
 
 

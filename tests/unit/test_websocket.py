@@ -128,6 +128,7 @@ def test_job_list_stream_shows_only_the_users_jobs():
         await ws.connect()
         snapshot = await ws.receive_json_from(timeout=5)
         await database_sync_to_async(services.job_transition)(theirs, JobStatus.SUBMITTED)
+        await database_sync_to_async(services.queue_announce)()  # the default worker announces the move
         await database_sync_to_async(services.job_transition)(mine, JobStatus.SUBMITTED)
         updates = [await ws.receive_json_from(timeout=5)]
         while updates[-1]["job"]["status"] != "submitted":

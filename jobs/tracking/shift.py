@@ -1,0 +1,177 @@
+"""A backend's shift: the waiting jobs it can run, one after another, each followed to its end.
+
+The GPU is free the moment ComfyUI is done with a prompt, not when its job is closed: fetching and
+storing the outputs (a video to an object store takes seconds), making thumbnails and publishing the
+end come after. So the ending job hands the GPU over first (JobEnding's `gpu_freed`): the shift takes
+the next job and its prompt goes in, then the ended job's outputs are stored while ComfyUI already
+runs the next one, whose messages wait in its socket until its tracker reads them. The heartbeats of
+both, the job being closed and the job whose tracker is not reading yet, are kept meanwhile by a
+thread each (one UPDATE a beat), so no sweep takes either for an orphan however long the outputs take.
+
+What is left after a job (its socket closed, its node timings learned) waits until the next prompt
+is in, or nothing came.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from django.db import DatabaseError, connection
+
+from comfyui import ComfyUIClient
+from fleet.backends import backend_client
+from jobs import dispatch, eta, services
+from jobs.models import Job
+from jobs.node_catalog import node_catalog
+from jobs.tracking.claim import heartbeat_seconds
+from jobs.tracking.stopped import tracking_stopped
+from jobs.tracking.tracker import JobTracker
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatKeeper:
+    """Beats for an active job whose tracker cannot for now: one whose outputs are being stored after
+    it handed the GPU over, or one whose prompt went in while the job before it was being closed."""
+
+    def __init__(self, job: Job) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, args=(job.pk, job.prompt_id), name=f"heartbeat-{job.pk}", daemon=True
+        )
+        self._thread.start()
+
+    def _beat(self, job_id: object, prompt_id: object) -> None:
+        try:
+            while not self._stop.wait(heartbeat_seconds()):
+                try:
+                    services.job_heartbeat_attempt(job_id, prompt_id)
+                except DatabaseError as exc:  # the tracker rides an outage out; so does its heartbeat
+                    logger.warning("job %s: heartbeat not written: %s", job_id, exc)
+        finally:
+            connection.close()  # this thread's own
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Started:
+    """A job whose prompt is in ComfyUI, with the tracker that will follow it."""
+
+    job: Job
+    tracker: JobTracker
+    keeper: HeartbeatKeeper | None = None
+
+
+class Shift:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.taken = 0
+        self.successor: Started | None = None  # taken when the job before handed the GPU over
+        self.closing: HeartbeatKeeper | None = None  # beats for the job handing over until it is closed
+        self.leftovers: list[Callable[[], None]] = []
+
+    def run(self) -> int:
+        """Take, follow, take the next, until nothing waits that this backend can run. Returns the
+        jobs taken."""
+        try:
+            while True:
+                started, self.successor = self.successor or self._take(ending=None), None
+                _run_all(self.leftovers)  # the next prompt is in (or nothing came)
+                if started is None:
+                    return self.taken
+                self.leftovers.append(self._follow(started))
+        finally:
+            if self.successor is not None:
+                # Taken while the job before ended, then the shift was stopped: the orphan sweep (or
+                # this wake, delivered again) re-attaches to its prompt.
+                if self.successor.keeper is not None:
+                    self.successor.keeper.stop()
+                self.leftovers.append(_after(self.successor.job, self.successor.tracker))
+            _run_all(self.leftovers)
+
+    def _take(self, ending: Job | None) -> Started | None:
+        """The best waiting job this backend can run, with its prompt in ComfyUI; None when nothing
+        fits. A job that ends while starting (its prompt refused) is passed over for the next."""
+        while True:
+            with ExitStack() as held:
+                # The taken job's new status and the queue's move are told once its prompt is in ComfyUI.
+                held.enter_context(services.queue_moves_held())
+                held.enter_context(services.publications_held())
+                job = dispatch.job_take_next(self.backend, ending=ending)
+                if job is None:
+                    return None
+                self.taken += 1
+                started = self._start(job, held.close)
+            if started is not None:
+                return started
+
+    def _start(self, job: Job, submitted: Callable[[], None]) -> Started | None:
+        client: ComfyUIClient | None = None
+        tracker: JobTracker | None = None
+        try:
+            client = backend_client(job.backend)
+            tracker = JobTracker(
+                job,
+                client,
+                client_id=job.client_id,
+                catalog=node_catalog(job.backend, client),
+                taken=True,
+                gpu_freed=lambda: self._hand_over(job),
+            )
+            tracker.start(submitted=submitted)
+        except Exception as exc:
+            tracking_stopped(job, exc, client, ours=lambda: True)
+            self.leftovers.append(_after(job, tracker))
+            return None
+        return Started(job, tracker)
+
+    def _hand_over(self, ending: Job) -> None:
+        """ComfyUI is done with `ending`'s prompt: the next job's prompt goes in before the ended job's
+        outputs are fetched. A failure here takes nothing: the shift takes again once that job is closed."""
+        if self.successor is not None:
+            return
+        self.closing = HeartbeatKeeper(ending)
+        try:
+            self.successor = self._take(ending=ending)
+        except Exception:
+            logger.exception("backend %s: taking the next job while job %s ends failed", self.backend, ending.pk)
+            return
+        if self.successor is not None:
+            self.successor.keeper = HeartbeatKeeper(self.successor.job)
+
+    def _follow(self, started: Started) -> Callable[[], None]:
+        if started.keeper is not None:
+            started.keeper.stop()
+        try:
+            started.tracker.follow()
+        except Exception as exc:
+            tracking_stopped(started.job, exc, started.tracker.ending.client, ours=lambda: True)
+        finally:
+            if self.closing is not None:
+                self.closing.stop()
+                self.closing = None
+        return _after(started.job, started.tracker)
+
+
+def _after(job: Job, tracker: JobTracker | None) -> Callable[[], None]:
+    def leftovers() -> None:
+        if tracker is not None:
+            tracker.close()
+        eta.history_learn(job)
+
+    return leftovers
+
+
+def _run_all(calls: list[Callable[[], None]]) -> None:
+    while calls:
+        try:
+            calls.pop(0)()
+        except Exception:
+            logger.exception("after a job: cleaning up failed")

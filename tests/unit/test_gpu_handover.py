@@ -1,0 +1,88 @@
+"""A free GPU gets its next prompt as soon as ComfyUI is done with the last one, not once that job's
+outputs are fetched and stored (jobs.tracking.shift); both jobs' heartbeats are kept meanwhile, so
+no sweep takes either for an orphan however long the storing takes."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from jobs import services, sweeps, tracking
+from jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from jobs.tracking.claim import heartbeat_seconds
+from tests.factories import SLEEP_WORKFLOW, UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+_colours = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def backend(settings: Any, tmp_path: Any, comfyui_sim: Any) -> Any:
+    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
+    settings.COMFYUI_DEFAULT_BACKEND = "default"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.TRACKER_STALE_SECONDS = 1.0  # a beat every 0.25 s; the orphan sweep takes a job silent for 2 s
+    return comfyui_sim
+
+
+def submit(seconds: float) -> Job:
+    workflow: dict[str, Any] = copy.deepcopy(SLEEP_WORKFLOW)
+    workflow["2"]["inputs"]["seconds"] = seconds
+    workflow["1"]["inputs"]["color"] = next(_colours)  # a new prompt each: ComfyUI serves a repeat from its cache
+    return services.job_create(user=UserFactory.create(), workflow=workflow, job_type="image")
+
+
+def received(sim: Any) -> list[str]:
+    """The prompt ids the simulator received, in order."""
+    return [entry["prompt_id"] for entry in requests.get(f"{sim.url}/sim/submissions", timeout=5).json()]
+
+
+def test_the_next_prompt_goes_in_before_the_last_jobs_outputs_are_stored(backend, monkeypatch):
+    first, second = submit(0.3), submit(0.3)
+    store = services.job_output_store
+    seen: dict[str, Any] = {}
+
+    def slow_store(job: Job, client: Any, output: Any) -> Any:
+        if job.pk == first.pk and not seen:
+            time.sleep(3.0)  # longer than the orphan sweep's window (2 x TRACKER_STALE_SECONDS)
+            seen["prompts"] = received(backend)
+            seen["statuses"] = dict(Job.objects.values_list("pk", "status"))
+            seen["swept"] = sweeps.sweep_orphaned_jobs()
+        return store(job, client, output)
+
+    monkeypatch.setattr(services, "job_output_store", slow_store)
+    assert tracking.backend_work("default") == 2
+
+    assert seen["prompts"] == [str(first.prompt_id), str(second.prompt_id)], "the second prompt was already in"
+    assert seen["statuses"][first.pk] == JobStatus.RUNNING, "the first job completes only with its outputs stored"
+    assert seen["statuses"][second.pk] in ACTIVE_STATUSES
+    assert seen["swept"] == 0, "neither job's heartbeat went stale while the outputs were stored"
+    for job in (first, second):
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED, job.error_message
+        assert job.outputs.count() == 1
+        assert job.attempt == 1 and job.deliveries == 1
+    assert received(backend) == [str(first.prompt_id), str(second.prompt_id)], "one prompt per job"
+    # The second job's events while the first was closed waited in its socket: none was lost.
+    assert sorted(second.events.filter(kind="node_finished").values_list("node_id", flat=True)) == ["1", "2", "3"]
+    assert heartbeat_seconds() == 0.25
+
+
+def test_a_job_taken_at_the_handover_whose_prompt_is_refused_fails_and_the_next_is_taken(backend, monkeypatch):
+    first = submit(0.2)
+    refused = submit(0.2)
+    refused.workflow["2"]["class_type"] = "NoSuchNode"
+    Job.objects.filter(pk=refused.pk).update(workflow=refused.workflow)
+    third = submit(0.2)
+
+    assert tracking.backend_work("default") == 3
+
+    for job in (first, refused, third):
+        job.refresh_from_db()
+    assert (first.status, refused.status, third.status) == (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED)
+    assert refused.failure_category == "missing_node", refused.error_message
