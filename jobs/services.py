@@ -207,7 +207,8 @@ def queue_announce_soon() -> None:
             return
         last = cache.get(_ANNOUNCED_AT) or 0.0
         delay = max(last + settings.QUEUE_ANNOUNCE_INTERVAL - time.time(), 0.0)
-        current_app.signature(QUEUE_ANNOUNCE_TASK).apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE, countdown=delay)
+        task = current_app.signature(QUEUE_ANNOUNCE_TASK)
+        task.apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE, countdown=delay)
     except Exception:  # a broker or cache that is down: the next move asks again
         logger.warning("the fleet's queue could not be announced", exc_info=True)
         _forget_pending()

@@ -4,8 +4,8 @@
     .venv/bin/python -m devtools.benchmarks.dispatch_fleet --database-url postgres://postgres@127.0.0.1:5432/routing_bench
 
 It runs the system as production does: 5 simulator processes as backends b1..b5, a GPU worker for
-each (`manage.py run_worker gpu bN`), the default worker, daphne serving the API; the database is migrated, with whatever
-history it holds (it says how much). For each queue length W:
+each (`manage.py run_worker gpu bN`), the default worker, daphne serving the API; the database is
+migrated, with whatever history it holds (it says how much). For each queue length W:
 
 - the queue is filled with W runnable jobs of `--seconds` (EmptyImage -> TestSleep -> SaveImage) of 20
   users (rows with their fair-share turns, as job_create makes them; then the backends are woken),
