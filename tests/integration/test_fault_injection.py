@@ -496,6 +496,46 @@ def test_comfyui_restart_mid_job_is_detected_lost_and_retried_with_a_new_prompt(
     rig.finish()
 
 
+# --- 2b. a poison workflow: ComfyUI goes down with it every time -----------------------------------
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_a_poison_workflow_that_brings_comfyui_down_each_time_fails_after_its_attempts(rig_factory, run, settings):
+    """Each attempt takes ComfyUI down while it runs (the simulator killed and started again, as a
+    node that crashes the process would): the job is retried as `lost` up to JOB_MAX_ATTEMPTS, one new
+    prompt each, then fails `lost`; the backend is not blamed: the next job runs there at once."""
+    rig = rig_factory("2b poison workflow: ComfyUI down with it every time")
+    rig.worker("gpu")
+    job_id = rig.submit(sleep_workflow(4.0, prefix="poison"))
+    began = time.monotonic()
+    crashes: list[float] = []
+    while (job := rig.job(job_id)).status not in FINAL_STATUSES:
+        assert time.monotonic() - began < 120, rig.describe(job_id)
+        if job.status == "running" and job.attempt == len(crashes) + 1:
+            rig.sim.restart()  # SIGKILL and start again: the prompt, the queue and the history are gone
+            crashes.append(time.monotonic() - began)
+        time.sleep(0.1)
+    failed_after = time.monotonic() - began
+
+    assert job.status == "failed" and job.failure_category == "lost", rig.describe(job_id)
+    assert len(crashes) == settings.JOB_MAX_ATTEMPTS, "one crash per attempt, and no attempt more"
+    attempts = closed_attempts(job_id)
+    assert [(a.number, a.outcome, a.failure_category) for a in attempts] == [
+        (number, "failed", "lost") for number in range(1, settings.JOB_MAX_ATTEMPTS + 1)
+    ]
+    rig.assert_ran_once(job_id, prompts=settings.JOB_MAX_ATTEMPTS)  # a new prompt per attempt, each posted once
+
+    healthy_id = rig.submit(sleep_workflow(0.5, prefix="after-poison"))
+    healthy = rig.wait_final(healthy_id, timeout=60)
+    assert healthy.status == "completed" and healthy.backend == rig.backend, rig.describe(healthy_id)
+    rig.assert_ran_once(healthy_id)
+    print(
+        f"\npoison workflow: ComfyUI down at {', '.join(f'{t:.1f}' for t in crashes)} s; failed `lost` "
+        f"{failed_after:.1f} s after submit, {len(attempts)} attempts; the next job completed on the same backend"
+    )
+    rig.finish()
+
+
 # --- 3. websocket dropped mid-job ----------------------------------------------------------------
 
 
