@@ -23,8 +23,10 @@ from django.core.cache import cache
 
 from jobs import selectors
 from jobs.broadcast import STAFF_GROUP, job_group, user_group
+from jobs.fanout_hub import CLOSE_TOO_SLOW, Mailbox, process_hub
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.queue_announcements import FLEET_QUEUE_GROUP, own_seconds, state_placed, state_queue_key
+from jobs.queue_announcements import MESSAGE_TYPE as QUEUE_MOVED
 from jobs.serializers import JobEventSerializer, TimelineQuerySerializer, query_problem
 
 logger = logging.getLogger(__name__)
@@ -139,15 +141,37 @@ class JobSocketConsumer(AsyncJsonWebsocketConsumer):
             return None
         return user
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """Job states are relayed straight to their handler. Channels' own dispatch first closes stale
-        database connections through a thread hop, before every message of every socket: one daphne
-        process then relayed only 400-800 messages/s (docs/HAZARDS.md). The relay never touches the
-        database; every other handler (connect, queue moves) keeps that hygiene."""
+    # --- the groups it follows, through this process's hub (jobs.fanout_hub) ---------------------
+
+    async def follow(self, group: str) -> None:
+        if getattr(self, "mailbox", None) is None:
+            self.mailbox = Mailbox(self.hub_message, self.too_slow)
+            self.following: set[str] = set()
+        self.following.add(group)
+        await process_hub().join(group, self.mailbox)
+
+    async def unfollow(self, group: str) -> None:
+        if group in getattr(self, "following", ()):
+            self.following.discard(group)
+            await process_hub().leave(group, self.mailbox)
+
+    async def unfollow_all(self) -> None:
+        for group in list(getattr(self, "following", ())):
+            await self.unfollow(group)
+        if getattr(self, "mailbox", None) is not None:
+            self.mailbox.close()
+
+    async def hub_message(self, message: dict[str, Any]) -> None:
+        """A group's message, from this socket's mailbox: a job state relayed with no thread hop and
+        no decoding (the relay never touches the database), or the queue's move."""
         if message["type"] == "job.state":
             await self.job_state(message)
-        else:
-            await super().dispatch(message)
+        elif message["type"] == QUEUE_MOVED:
+            await self.queue_moved(message)
+
+    async def too_slow(self) -> None:
+        """The client stopped reading: it reconnects and catches up from the database."""
+        await self.close(code=CLOSE_TOO_SLOW)
 
     async def job_state(self, event: dict[str, Any]) -> None:
         """Each socket relays a job state its own way (one job's timeline, or a list of jobs)."""
@@ -174,11 +198,10 @@ class JobConsumer(JobSocketConsumer):
             return
         job_id = str(self.scope["url_route"]["kwargs"]["job_id"])
         # Join before reading the snapshot, so nothing falls between the two.
-        self.group = job_group(job_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.follow(job_group(job_id))
         found = await job_snapshot(job_id, user, after)
         if found is None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.unfollow_all()
             await self.close(code=CLOSE_NOT_FOUND)
             return
         state, backlog, self.own_seconds = found
@@ -190,10 +213,7 @@ class JobConsumer(JobSocketConsumer):
         await self._follow_queue()
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-        if getattr(self, "queue_group", None):
-            await self.channel_layer.group_discard(self.queue_group, self.channel_name)
+        await self.unfollow_all()
 
     async def job_state(self, event: dict[str, Any]) -> None:
         """The broadcast's own text when all of it is new to this socket (nearly always); decoded and
@@ -237,11 +257,11 @@ class JobConsumer(JobSocketConsumer):
         if group == current:
             return
         if current:
-            await self.channel_layer.group_discard(current, self.channel_name)
+            await self.unfollow(current)
         if group:
             if self.own_seconds is None:  # back in the queue (a retry): its own run is learned now
                 self.own_seconds = (await jobs_own_seconds([str(self.state["id"])])).get(str(self.state["id"]))
-            await self.channel_layer.group_add(group, self.channel_name)
+            await self.follow(group)
         self.queue_group = group
 
 
@@ -258,10 +278,8 @@ class JobListConsumer(JobSocketConsumer):
         # announcements move them (jobs.queue_announcements).
         self.waiting: dict[str, dict[str, Any]] = {}
         self.own: dict[str, float | None] = {}
-        self.group = STAFF_GROUP if await may_see_others_jobs(user) else user_group(user.pk)
-        self.queue_groups = [FLEET_QUEUE_GROUP]
-        for group in [self.group, *self.queue_groups]:
-            await self.channel_layer.group_add(group, self.channel_name)
+        for group in [STAFF_GROUP if await may_see_others_jobs(user) else user_group(user.pk), FLEET_QUEUE_GROUP]:
+            await self.follow(group)
         await self.accept()
         jobs = await visible_jobs_snapshot(user)
         for job in jobs:
@@ -269,9 +287,7 @@ class JobListConsumer(JobSocketConsumer):
         await self.send_json({"type": "snapshot", "jobs": jobs})
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "group"):
-            for group in [self.group, *self.queue_groups]:
-                await self.channel_layer.group_discard(group, self.channel_name)
+        await self.unfollow_all()
 
     async def job_state(self, event: dict[str, Any]) -> None:
         key = event["id"]

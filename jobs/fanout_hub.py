@@ -1,0 +1,155 @@
+"""One web process's fan-out of job states to its websockets.
+
+Channels gives each socket a channel of its own in every group it joins: the layer then hands each
+message to every socket's channel, each socket decodes it (msgpack) and wakes its consumer through a
+queue, a new task and an `asyncio.wait`, per message per socket. That machinery, not the sending, was
+most of a relay's CPU (devtools/benchmarks/fanout.py). Here each group has one channel per process,
+the hub's: a message is received and decoded once per process, then handed to the group's sockets
+in this process by a plain call that appends it to the socket's mailbox; each socket's own sender
+task sends what its mailbox holds, so a slow client delays nobody else.
+
+A socket that falls MAILBOX_LIMIT messages behind (a client that stopped reading) is closed with
+CLOSE_TOO_SLOW: its client reconnects and catches up from the database, as after any drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+MAILBOX_LIMIT = 256
+CLOSE_TOO_SLOW = 4408
+
+
+class Mailbox:
+    """A socket's messages waiting to be sent, and the task that sends them in order."""
+
+    def __init__(self, handle: Callable[[dict[str, Any]], Awaitable[None]], overflow: Callable[[], Awaitable[None]]):
+        self._handle = handle
+        self._overflow = overflow
+        self._messages: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+        self._overflowed = False
+        self._closing: asyncio.Future[None] | None = None
+        self._task = asyncio.ensure_future(self._run())
+
+    def put(self, message: dict[str, Any]) -> None:
+        if self._overflowed:
+            return
+        if len(self._messages) >= MAILBOX_LIMIT:
+            # Its sender may be stuck in a send that never completes: stopped, then the socket closed.
+            self._overflowed = True
+            self._messages.clear()
+            self._task.cancel()
+            self._closing = asyncio.ensure_future(self._overflow())
+            return
+        self._messages.append(message)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._messages:
+                try:
+                    await self._handle(self._messages.popleft())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("a websocket's update could not be sent")
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+@dataclass
+class _Subscription:
+    group: str
+    members: set[Mailbox] = field(default_factory=set)
+    channel: str = ""
+    ready: asyncio.Future[None] | None = None
+    reader: asyncio.Task[None] | None = None
+
+
+class Hub:
+    """The groups this process's sockets follow, each subscribed once (see the module's doc)."""
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.subscriptions: dict[str, _Subscription] = {}
+
+    async def join(self, group: str, mailbox: Mailbox) -> None:
+        """Returns once the group's messages reach the mailbox (join before reading a snapshot)."""
+        subscription = self.subscriptions.get(group)
+        if subscription is None:
+            subscription = self.subscriptions[group] = _Subscription(group)
+            subscription.ready = asyncio.ensure_future(self._open(subscription))
+        subscription.members.add(mailbox)
+        assert subscription.ready is not None
+        try:
+            await asyncio.shield(subscription.ready)
+        except BaseException:
+            await self.leave(group, mailbox)
+            raise
+
+    async def leave(self, group: str, mailbox: Mailbox) -> None:
+        subscription = self.subscriptions.get(group)
+        if subscription is None or mailbox not in subscription.members:
+            return
+        subscription.members.discard(mailbox)
+        if subscription.members:
+            return
+        del self.subscriptions[group]  # a join from here on opens a new subscription
+        await self._close(subscription)
+
+    async def _open(self, subscription: _Subscription) -> None:
+        subscription.channel = await self.layer.new_channel("hub.")
+        await self.layer.group_add(subscription.group, subscription.channel)
+        subscription.reader = asyncio.ensure_future(self._read(subscription))
+
+    async def _close(self, subscription: _Subscription) -> None:
+        assert subscription.ready is not None
+        try:
+            await subscription.ready
+        except Exception:
+            return  # never opened: nothing to close
+        if subscription.reader is not None:
+            subscription.reader.cancel()  # the layer unsubscribes its channel when its receive is cancelled
+        try:
+            await self.layer.group_discard(subscription.group, subscription.channel)
+        except Exception:
+            logger.warning("leaving group %s failed", subscription.group, exc_info=True)
+
+    async def _read(self, subscription: _Subscription) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(subscription.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("group %s: receiving failed; trying again", subscription.group, exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            for mailbox in list(subscription.members):
+                mailbox.put(message)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def process_hub() -> Hub:
+    """This event loop's hub (one per process under a web server; tests run several loops)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub
