@@ -218,7 +218,7 @@ CHANNEL_LAYERS = {
 # Shared by every process: per-user rate limits must count one user's requests across all of them.
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "access.redis_cache.SharedPoolRedisCache",  # one pool per process: access/redis_cache.py
         "LOCATION": os.environ.get("CACHE_URL", REDIS_URL),
         "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", f"ap-{REDIS_DB}"),
         "TIMEOUT": 300,

@@ -1,0 +1,45 @@
+"""Django's Redis cache with one connection pool per process and server, not one per request.
+
+Django keeps a cache backend instance per async context (`django.core.cache.caches` is
+context-local), and each instance makes a redis-py ConnectionPool of its own: under ASGI every
+request and every websocket handshake opened a new Redis connection (a TCP connect, redis-py's
+connect handshake, and redis-py reading its own version from the installed packages' metadata) and
+left it to the garbage collector (django/django pull request 18459, open). A storm of 2,000 websocket
+connects spent more of its time there than in its database queries (py-spy, devtools/benchmarks/
+fanout.py). Here every instance in a process shares the process's pools; redis-py's pools are
+thread-safe and start afresh in a forked child.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+_pools: dict[tuple[int, str, str], Any] = {}
+_lock = threading.Lock()
+
+
+class SharedPoolRedisCacheClient(RedisCacheClient):
+    def _get_connection_pool(self, write: bool) -> Any:
+        client: Any = self  # Django's private attributes, which its type stubs leave out
+        server = client._servers[client._get_connection_pool_index(write)]
+        options = client._pool_options
+        key = (os.getpid(), server, repr(sorted(options.items(), key=lambda item: item[0])))
+        pool = _pools.get(key)
+        if pool is None:
+            with _lock:
+                pool = _pools.get(key)
+                if pool is None:
+                    pool = _pools[key] = client._pool_class.from_url(server, **options)
+        return pool
+
+
+class SharedPoolRedisCache(RedisCache):
+    """settings.CACHES' BACKEND: `access.redis_cache.SharedPoolRedisCache`."""
+
+    def __init__(self, server: str, params: dict[str, Any]) -> None:
+        super().__init__(server, params)
+        self._class = SharedPoolRedisCacheClient

@@ -1,0 +1,32 @@
+"""The cache on Redis opens one connection pool per process, not one per request (access/redis_cache.py):
+Django keeps a cache instance per async context, and its own Redis backend gave each a new pool, so
+under ASGI every request and websocket handshake opened a Redis connection of its own."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.cache import caches
+
+
+def cache_in_a_new_context() -> Any:
+    """The default cache as code in a new async context (a request, a handshake) gets it."""
+    return contextvars.Context().run(lambda: caches["default"])
+
+
+def clients() -> int:
+    return len(redis.Redis.from_url(settings.CACHES["default"]["LOCATION"]).client_list())
+
+
+def test_a_hundred_requests_share_the_process_s_redis_connections():
+    first = cache_in_a_new_context()
+    first.set("shared-pool-probe", 1, timeout=30)
+    before = clients()
+    instances = [cache_in_a_new_context() for _ in range(100)]
+    assert len({id(instance) for instance in instances}) > 1, "Django gives each context a cache of its own"
+    for instance in instances:
+        assert instance.get("shared-pool-probe") == 1
+    assert clients() - before <= 2, "no connection per request"
