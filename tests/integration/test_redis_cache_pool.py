@@ -18,7 +18,8 @@ def cache_in_a_new_context() -> Any:
 
 
 def clients() -> int:
-    return len(redis.Redis.from_url(settings.CACHES["default"]["LOCATION"]).client_list())
+    listed: Any = redis.Redis.from_url(str(settings.CACHES["default"]["LOCATION"])).client_list()
+    return len(listed)
 
 
 def test_a_hundred_requests_share_the_process_s_redis_connections():
