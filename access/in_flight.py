@@ -21,10 +21,10 @@ import re
 from collections import Counter, deque
 from typing import Any
 
-LIST_REQUESTS_IN_FLIGHT = 2
+LIST_REQUESTS_IN_FLIGHT = 1
 # Past the bound, this many more of a credential's list requests wait their turn (costing nothing while
 # they wait), each at most LIST_WAIT_SECONDS; the rest are answered 429 at once.
-LIST_REQUESTS_WAITING = 8
+LIST_REQUESTS_WAITING = 32
 LIST_WAIT_SECONDS = 10.0
 LIST_PATH = re.compile(r"^/api/[a-z-]+/$")
 CREDENTIAL_HEADERS = (b"x-api-key", b"authorization", b"cookie")
