@@ -252,17 +252,14 @@ class JobConsumer(JobSocketConsumer):
     async def _follow_queue(self) -> None:
         """In the fleet's queue group while the job waits, and only then."""
         waiting = self.state["status"] == JobStatus.QUEUED
-        group = FLEET_QUEUE_GROUP if waiting else None
-        current = getattr(self, "queue_group", None)
-        if group == current:
+        if waiting == (FLEET_QUEUE_GROUP in self.following):
             return
-        if current:
-            await self.unfollow(current)
-        if group:
-            if self.own_seconds is None:  # back in the queue (a retry): its own run is learned now
-                self.own_seconds = (await jobs_own_seconds([str(self.state["id"])])).get(str(self.state["id"]))
-            await self.follow(group)
-        self.queue_group = group
+        if not waiting:
+            await self.unfollow(FLEET_QUEUE_GROUP)
+            return
+        if self.own_seconds is None:  # back in the queue (a retry): its own run is learned now
+            self.own_seconds = (await jobs_own_seconds([str(self.state["id"])])).get(str(self.state["id"]))
+        await self.follow(FLEET_QUEUE_GROUP)
 
 
 class JobListConsumer(JobSocketConsumer):

@@ -78,16 +78,17 @@ class JobTracker:
             ending=self.ending,
         )
 
-    def run(self, submitted: Callable[[], None] | None = None) -> NoReturn:
-        """Follow the job until it ends, which raises TrackingEnded. `submitted` is called once the
-        prompt is in ComfyUI (the dispatcher's held announcements go out then)."""
-        self.start(submitted)
+    def run(self) -> NoReturn:
+        """Start the job and follow it until it ends, which raises TrackingEnded."""
+        self.start()
         self.follow()
 
     def start(self, submitted: Callable[[], None] | None = None) -> None:
         """Win the job, connect, and submit its prompt (or find it in ComfyUI): the GPU is busy with
         it when this returns, and ComfyUI's messages wait in the socket until `follow` reads them.
-        Raises TrackingEnded when the job ended already (a refused prompt, ComfyUI unreachable)."""
+        `submitted` is called once the prompt is in ComfyUI (the dispatcher's held announcements go
+        out then). Raises TrackingEnded when the job ended already (a refused prompt, ComfyUI
+        unreachable)."""
         fresh = self.taken or self.job.status == JobStatus.QUEUED
         # The job's new status and the queue's move are told once the prompt is in ComfyUI: a GPU
         # must not idle while browsers and the jobs still waiting hear of them.
