@@ -16,6 +16,7 @@ import os
 import threading
 from typing import Any
 
+from django.core.cache import cache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 _pools: dict[tuple[int, str, str], Any] = {}
@@ -43,3 +44,27 @@ class SharedPoolRedisCache(RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = SharedPoolRedisCacheClient
+
+    def incr_expiring(self, key: str, timeout: int) -> int:
+        """Count one in a counter that expires `timeout` seconds after its first count, in one round
+        trip (cache.add then cache.incr take three: SET NX, EXISTS, INCRBY)."""
+        key = self.make_and_validate_key(key)
+        client: Any = self._cache  # Django's client, which the type stubs leave out
+        pipe = client.get_client(key, write=True).pipeline(transaction=False)
+        pipe.set(key, 0, ex=timeout, nx=True)
+        pipe.incr(key)
+        return int(pipe.execute()[1])
+
+
+def cache_incr_expiring(key: str, timeout: int) -> int:
+    """The count after counting one in `key`, which expires `timeout` seconds after its first count;
+    one round trip on the Redis cache, what Django's API allows on the others."""
+    counter = getattr(cache, "incr_expiring", None)
+    if counter is not None:
+        return int(counter(key, timeout))
+    cache.add(key, 0, timeout=timeout)
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # the key expired between the two calls: this is its first count
+        cache.set(key, 1, timeout=timeout)
+        return 1

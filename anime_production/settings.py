@@ -428,6 +428,9 @@ PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or (
 
 # --- API keys: hashed at rest, expiring, several named keys per user --------------------------------
 API_KEY_DAYS = int(os.environ.get("API_KEY_DAYS", "90"))
+# How long one web process trusts a key it checked, for websocket handshakes only (access.keys.
+# RecentKeyUsers): a key revoked elsewhere opens no new socket after this many seconds.
+API_KEY_RECENT_SECONDS = float(os.environ.get("API_KEY_RECENT_SECONDS", "10"))
 API_KEY_MAX_DAYS = int(os.environ.get("API_KEY_MAX_DAYS", "365"))
 API_KEYS_PER_USER = int(os.environ.get("API_KEYS_PER_USER", "20"))
 

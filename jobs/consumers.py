@@ -19,8 +19,8 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.core.cache import cache
 
+from access.redis_cache import cache_incr_expiring
 from jobs import selectors
 from jobs.broadcast import STAFF_GROUP, job_group, user_group
 from jobs.fanout_hub import CLOSE_TOO_SLOW, Mailbox, process_hub
@@ -53,10 +53,10 @@ def handshake_sync_to_async(function: Callable[..., Any]) -> Callable[..., Any]:
     return database_sync_to_async(function, thread_sensitive=False, executor=_handshake_pool)
 
 
-@handshake_sync_to_async
-def job_snapshot(
-    job_id: str, user: Any, after: int | None
-) -> tuple[dict[str, Any], list[dict[str, Any]], float | None] | None:
+Snapshot = tuple[dict[str, Any], list[dict[str, Any]], float | None]
+
+
+def job_snapshot(job_id: str, user: Any, after: int | None) -> Snapshot | None:
     """The job's state, the events after `after`, and its own expected run (for its ETA in the queue)."""
     job = selectors.visible_jobs(user).filter(pk=job_id).first()
     if job is None:
@@ -67,6 +67,15 @@ def job_snapshot(
         backlog = list(JobEventSerializer(events, many=True).data)
     own = own_seconds(job) if job.status == JobStatus.QUEUED else None
     return selectors.job_state(job), backlog, own
+
+
+@handshake_sync_to_async
+def job_handshake(user: Any, job_id: str, after: int | None) -> tuple[bool, Snapshot | None]:
+    """A job socket's handshake in one trip to a handshake thread: (counted under the user's
+    limit, the snapshot) or (False, None) past the limit."""
+    if not connect_counted(user.pk):
+        return False, None
+    return True, job_snapshot(job_id, user, after)
 
 
 @database_sync_to_async
@@ -83,8 +92,12 @@ def visible_jobs_snapshot(user: Any) -> list[dict[str, Any]]:
 
 
 @handshake_sync_to_async
-def may_see_others_jobs(user: Any) -> bool:
-    return selectors.may_see_others_jobs(user)
+def list_handshake(user: Any) -> tuple[bool, bool]:
+    """A list socket's first trip to a handshake thread: (counted under the user's limit, whether
+    the user may see other users' jobs)."""
+    if not connect_counted(user.pk):
+        return False, False
+    return True, selectors.may_see_others_jobs(user)
 
 
 def timeline_after(scope: dict[str, Any]) -> tuple[int | None, str]:
@@ -100,18 +113,12 @@ def timeline_after(scope: dict[str, Any]) -> tuple[int | None, str]:
     return parsed.validated_data.get("after"), ""
 
 
-@handshake_sync_to_async
 def connect_counted(user_id: int) -> bool:
     """Count a websocket connect of the user's in the current minute (in the shared cache, so
-    across every web process); False past WS_CONNECTS_PER_MINUTE. Synchronous on a handshake
+    across every web process); False past WS_CONNECTS_PER_MINUTE. Synchronous, on a handshake
     thread: the cache's async methods would take two hops to the process's shared thread."""
-    key = f"ws-connects:{user_id}:{int(time.time() // 60)}"
     try:
-        cache.add(key, 0, timeout=120)
-        count = cache.incr(key)
-    except ValueError:  # the key expired between the two calls: this is the minute's first
-        cache.set(key, 1, timeout=120)
-        count = 1
+        count = cache_incr_expiring(f"ws-connects:{user_id}:{int(time.time() // 60)}", 120)
     except Exception:  # a cache that is down must not take every live view with it
         logger.warning("websocket connect not counted: the cache is unavailable", exc_info=True)
         return True
@@ -130,16 +137,26 @@ def update_text(event: dict[str, Any], *, with_events: bool) -> str:
 class JobSocketConsumer(AsyncJsonWebsocketConsumer):
     """What both job sockets check at the handshake: who connects, and how often."""
 
-    async def admitted_user(self) -> Any | None:
+    async def authenticated_user(self) -> Any | None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return None
-        if not await connect_counted(user.pk):
-            limit = settings.WS_CONNECTS_PER_MINUTE
-            await self.refuse(CLOSE_TOO_MANY_CONNECTS, f"more than {limit} connections a minute; reconnect later")
+        return user
+
+    async def admitted_user(self) -> Any | None:
+        """Authenticated and counted, for a socket whose handshake has nothing else to read."""
+        user = await self.authenticated_user()
+        if user is not None and not await handshake_sync_to_async(connect_counted)(user.pk):
+            await self.refuse_too_many()
             return None
         return user
+
+    async def refuse_too_many(self) -> None:
+        """Past the user's connects a minute (counted in connect_counted, on the handshake thread)."""
+        await self.unfollow_all()
+        limit = settings.WS_CONNECTS_PER_MINUTE
+        await self.refuse(CLOSE_TOO_MANY_CONNECTS, f"more than {limit} connections a minute; reconnect later")
 
     # --- the groups it follows, through this process's hub (jobs.fanout_hub) ---------------------
 
@@ -189,7 +206,7 @@ class JobConsumer(JobSocketConsumer):
     """ws/jobs/<id>/[?after=<seq>]: one job's state and timeline."""
 
     async def connect(self) -> None:
-        user = await self.admitted_user()
+        user = await self.authenticated_user()
         if user is None:
             return
         after, problem = timeline_after(self.scope)
@@ -199,7 +216,10 @@ class JobConsumer(JobSocketConsumer):
         job_id = str(self.scope["url_route"]["kwargs"]["job_id"])
         # Join before reading the snapshot, so nothing falls between the two.
         await self.follow(job_group(job_id))
-        found = await job_snapshot(job_id, user, after)
+        admitted, found = await job_handshake(user, job_id, after)
+        if not admitted:
+            await self.refuse_too_many()
+            return
         if found is None:
             await self.unfollow_all()
             await self.close(code=CLOSE_NOT_FOUND)
@@ -267,15 +287,19 @@ class JobListConsumer(JobSocketConsumer):
     other users' jobs)."""
 
     async def connect(self) -> None:
-        user = await self.admitted_user()
+        user = await self.authenticated_user()
         if user is None:
+            return
+        admitted, sees_all = await list_handshake(user)
+        if not admitted:
+            await self.refuse_too_many()
             return
         self.last_version: dict[str, int] = {}
         # The waiting jobs it shows, with their own expected runs once learned: queue
         # announcements move them (jobs.queue_announcements).
         self.waiting: dict[str, dict[str, Any]] = {}
         self.own: dict[str, float | None] = {}
-        for group in [STAFF_GROUP if await may_see_others_jobs(user) else user_group(user.pk), FLEET_QUEUE_GROUP]:
+        for group in [STAFF_GROUP if sees_all else user_group(user.pk), FLEET_QUEUE_GROUP]:
             await self.follow(group)
         await self.accept()
         jobs = await visible_jobs_snapshot(user)

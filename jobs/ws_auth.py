@@ -19,7 +19,7 @@ from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from access.keys import api_key_user, key_from_headers
+from access.keys import api_key_user_recent, key_from_headers, recent_key_users
 from access.ws_tickets import ws_ticket_redeem
 from jobs.consumers import handshake_sync_to_async
 
@@ -27,8 +27,14 @@ QUERY_MAX_FIELDS = 20
 
 
 @handshake_sync_to_async
-def user_for_key(key: str) -> Any:
-    return api_key_user(key) or AnonymousUser()
+def _user_for_key_read(key: str) -> Any:
+    return api_key_user_recent(key) or AnonymousUser()
+
+
+async def user_for_key(key: str) -> Any:
+    """The key's user: one this process checked in the last few seconds with no thread hop and no
+    query (access.keys.RecentKeyUsers), else read."""
+    return recent_key_users.get(key) or await _user_for_key_read(key)
 
 
 @handshake_sync_to_async

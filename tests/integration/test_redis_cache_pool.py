@@ -11,6 +11,8 @@ import redis
 from django.conf import settings
 from django.core.cache import caches
 
+from access.redis_cache import cache_incr_expiring
+
 
 def cache_in_a_new_context() -> Any:
     """The default cache as code in a new async context (a request, a handshake) gets it."""
@@ -31,3 +33,14 @@ def test_a_hundred_requests_share_the_process_s_redis_connections():
     for instance in instances:
         assert instance.get("shared-pool-probe") == 1
     assert clients() - before <= 2, "no connection per request"
+
+
+def test_a_counter_counts_in_one_round_trip_and_expires_from_its_first_count():
+    cache = caches["default"]
+    cache.delete("counter-probe")
+    assert [cache_incr_expiring("counter-probe", 30) for _ in range(3)] == [1, 2, 3]
+    assert cache.get("counter-probe") == 3, "Django's API reads the same counter"
+    raw: Any = redis.Redis.from_url(str(settings.CACHES["default"]["LOCATION"]))
+    ttl = raw.ttl(cache.make_and_validate_key("counter-probe"))
+    assert 0 < ttl <= 30, "the later counts do not push the expiry back"
+    cache.delete("counter-probe")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from access.keys import api_key_create, api_key_user
+from access.keys import api_key_create, api_key_revoke, api_key_user, api_key_user_recent, recent_key_users
 from access.models import ApiKey
 from jobs.ws_auth import key_in_scope
 
@@ -96,3 +99,22 @@ def test_websocket_takes_the_key_from_a_header_and_from_the_url_only_where_allow
     assert key_in_scope({"headers": [], "query_string": b"token=ap_ghi"}) is None, "off by default"
     settings.WS_ALLOW_TOKEN_IN_URL = True
     assert key_in_scope({"headers": [], "query_string": b"token=ap_ghi"}) == "ap_ghi"
+
+
+def test_a_handshake_reads_a_key_once_in_a_while_and_never_a_revoked_one(artist, settings):
+    settings.API_KEY_RECENT_SECONDS = 10
+    new = api_key_create(user=artist, name="storm")
+    assert api_key_user_recent(new.key) == artist
+    with CaptureQueriesContext(connection) as reads:
+        assert [api_key_user_recent(new.key) for _ in range(50)] == [artist] * 50
+    assert len(reads) == 0, "the same key again within seconds is not read again"
+    assert api_key_revoke(new.record)
+    assert recent_key_users.get(new.key) is None and api_key_user_recent(new.key) is None
+
+    short = api_key_create(user=artist, name="short")
+    ApiKey.objects.filter(pk=short.record.pk).update(expires_at=timezone.now() + timedelta(milliseconds=300))
+    assert api_key_user_recent(short.key) == artist
+    time.sleep(0.35)
+    assert api_key_user_recent(short.key) is None, "never kept past the key's own expiry"
+    wrong = short.key[:-4] + "zzzz"
+    assert api_key_user_recent(wrong) is None and recent_key_users.get(wrong) is None
