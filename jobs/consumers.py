@@ -54,7 +54,7 @@ HUB_ONLY = "no channel layer: the fan-out hub"
 # threads of its own, each with its own database connection: not on the one thread that every
 # thread-sensitive call of the process shares (Django's sync views included), where a storm of
 # 2,000 connects queued behind each other; and never on more than this many connections.
-HANDSHAKE_THREADS = 4
+HANDSHAKE_THREADS = 8
 _handshake_pool = ThreadPoolExecutor(max_workers=HANDSHAKE_THREADS, thread_name_prefix="ws-handshake")
 # A handshake thread's connection that answered this recently is not asked `SELECT 1` first (Django's
 # health check before each call): in a storm that was a round trip per handshake, 40 % of its time.
