@@ -33,7 +33,7 @@ from fleet.catalog import BackendFacts, backend_facts
 from fleet.models import Backend
 from jobs import eta, fit, services
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
-from jobs.wake import backends_wake
+from jobs.wake import backends_wake, wake_spent
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,15 @@ def job_take_next(backend: str, *, ending: Job | None = None) -> Job | None:
     """Bind the best waiting job this backend can run to it and mark it submitted (its tracker
     submits the prompt next); None when it runs a job already or nothing fits. `ending`: the job
     this backend's worker is closing, whose prompt ComfyUI is done with (its outputs are still being
-    stored): it does not make the backend busy."""
+    stored): it does not make the backend busy. Either way the backend's pending wake is spent
+    (jobs.wake), once the take has committed."""
+    try:
+        return _take(backend, ending)
+    finally:
+        wake_spent(backend)
+
+
+def _take(backend: str, ending: Job | None) -> Job | None:
     fleet = {facts.name: facts for facts in backend_facts()}
     me = fleet.get(backend)
     if me is None or not me.in_service:

@@ -58,7 +58,7 @@ from jobs.output_files import ViewStream, output_identity, output_kind
 from jobs.queue_announcements import FLEET_QUEUE_GROUP, announcement
 from jobs.serializers import JobEventSerializer
 from jobs.thumbnails import output_thumbnail_store
-from jobs.wake import backends_wake
+from jobs.wake import backend_wake_first, backends_wake
 from jobs.webhook_events import STATUS_EVENTS, job_progress_webhook, job_state_webhook
 from quotas.admission import submit_check
 from webhooks.services import job_webhook_copy, job_webhook_create
@@ -308,17 +308,21 @@ def job_create(
             if all(upstream.status in FINAL_STATUSES for upstream in upstreams):
                 blocked_job_settle(job)  # an upstream ended between the request's check and now
         else:
-            backends_wake(backends_idle_for(job))  # as job_enqueue, with enqueued_at set above
+            backend_wake_first(backends_idle_for(job))  # as job_enqueue, with enqueued_at set above
             queue_moved()
     return job
 
 
 def job_enqueue(job: Job, *, countdown: float = 0) -> None:
-    """A waiting job: wake the idle backends that can run it (the first to ask takes it). An active
-    job whose tracker is gone: a tracking task on its backend's queue re-attaches to its prompt."""
+    """A waiting job: wake an idle backend that can run it (after `countdown`: every one, the first
+    to ask takes it). An active job whose tracker is gone: a tracking task on its backend's queue
+    re-attaches to its prompt."""
     Job.objects.filter(pk=job.pk).update(enqueued_at=timezone.now())
     if job.status == JobStatus.QUEUED:
-        backends_wake(backends_idle_for(job), countdown=countdown)
+        if countdown > 0:
+            backends_wake(backends_idle_for(job), countdown=countdown)
+        else:
+            backend_wake_first(backends_idle_for(job))
         return
     # Redis emulates priorities with one list per step and serves step 0 first.
     broker_priority = 9 - job.priority

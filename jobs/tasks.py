@@ -3,7 +3,6 @@
 from celery import shared_task
 
 from jobs import services, sweeps, tracking
-from jobs.wake import wake_received
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -17,7 +16,6 @@ def job_run(job_id: str) -> None:
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def backend_work(backend: str) -> None:
     """A backend's GPU worker takes the waiting jobs it can run, one after another (GPU queue only)."""
-    wake_received(backend)
     tracking.backend_work(backend)
 
 

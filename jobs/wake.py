@@ -1,10 +1,16 @@
 """Waking a backend's GPU worker: a small task on its queue that makes it take the best waiting job.
 
 A job is bound to a GPU only when a GPU takes it (jobs.dispatch). A busy worker takes its next job
-itself when its job ends, with no broker round trip; a new job wakes the idle backends that could run
-it. Each backend's queue holds at most one pending wake (a SET NX in the cache, cleared when the
-wake runs), so a burst of 1,000 submits sends one message per idle backend, not 1,000. A lost wake
-is harmless: the beat sweep wakes idle backends with waiting jobs (jobs.sweeps).
+itself when its job ends, with no broker round trip; a new job wakes one idle backend that can run
+it, the first with no wake pending. Each backend's queue holds at most one pending wake (a SET NX in
+the cache, cleared once the woken backend has taken from the queue), so a burst of submits wakes
+each idle backend once, one per job, and 1,000 submits send at most one message per backend. A
+wake that is lost, or that went to a backend whose worker is gone, is not forever: the beat sweep
+wakes every idle backend with waiting jobs (jobs.sweeps, SWEEP_SECONDS).
+
+Waking every idle backend that could run a new job made them all race for it: one took it, and
+on a machine they share, the others' empty takes delayed its prompt (devtools/benchmarks/
+dispatch_fleet.py, idle fleet: created -> prompt received).
 """
 
 from __future__ import annotations
@@ -38,11 +44,22 @@ def backends_wake(backends: Iterable[str], *, countdown: float = 0, force: bool 
         _send_on_commit(backend, countdown)
 
 
+def backend_wake_first(backends: Iterable[str]) -> str | None:
+    """After the transaction commits, wake the first of `backends` (those that can run a new job, in
+    order of preference) with no wake pending; None when every one has a wake pending already."""
+    for backend in backends:
+        if cache.add(wake_mark(backend), 1, timeout=WAKE_MARK_SECONDS):
+            _send_on_commit(backend, 0)
+            return backend
+    return None
+
+
 def _send_on_commit(backend: str, countdown: float) -> None:
     task = current_app.signature(BACKEND_WORK_TASK, args=(backend,))
     transaction.on_commit(lambda: task.apply_async(queue=gpu_queue(backend), countdown=max(countdown, 0)))
 
 
-def wake_received(backend: str) -> None:
-    """The worker took its wake: the next job created may send another."""
+def wake_spent(backend: str) -> None:
+    """The backend took from the queue (or found nothing it can run) after its wake: the next job
+    created may wake it again. Not before its take: a job created meanwhile wakes another backend."""
     cache.delete(wake_mark(backend))

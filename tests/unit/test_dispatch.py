@@ -9,6 +9,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -16,7 +17,7 @@ from fleet.backends import backend_set_draining
 from fleet.catalog import backend_catalog_store, backend_reachable_record
 from jobs import dispatch, services
 from jobs.models import Job, JobStatus
-from jobs.wake import backends_wake
+from jobs.wake import backends_wake, wake_mark, wake_spent
 from tests.factories import SLEEP_WORKFLOW, UserFactory, api_key_for
 
 pytestmark = pytest.mark.django_db
@@ -252,13 +253,32 @@ def test_a_new_job_wakes_each_idle_backend_that_can_run_it_once(two_backends, dj
     assert [queue for queue in queues if queue.startswith("gpu.")] == ["gpu.gpu-b"], "one pending wake per backend"
 
 
-def test_a_wake_is_sent_again_once_the_worker_took_the_last(two_backends, django_capture_on_commit_callbacks):
-    from jobs.wake import wake_received
+def test_a_new_job_wakes_one_idle_backend_and_a_burst_spreads_over_them(
+    two_backends, django_capture_on_commit_callbacks
+):
+    def submit_woken() -> list[str]:
+        """The GPU queues woken by one submit (sent once its transaction commits)."""
+        with (
+            mock.patch("celery.canvas.Signature.apply_async") as sent,
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            submit()
+        return [call.kwargs["queue"] for call in sent.call_args_list if call.kwargs["queue"].startswith("gpu.")]
 
+    cache.delete_many([wake_mark("gpu-a"), wake_mark("gpu-b")])  # no wake pending from a test before
+    assert submit_woken() == ["gpu.gpu-a"], "one GPU for one job: the others do not race for it"
+    assert submit_woken() == ["gpu.gpu-b"], "gpu-a has a wake pending: the next job wakes gpu-b"
+    assert submit_woken() == [], "each has a wake pending and takes the best job it can run"
+    assert take_and_finish("gpu-a") is not None  # gpu-a's worker ran its wake
+    assert submit_woken() == ["gpu.gpu-a"], "its take spent the wake: it may be woken again"
+
+
+def test_a_wake_is_sent_again_once_the_backend_took_from_the_queue(two_backends, django_capture_on_commit_callbacks):
+    cache.delete(wake_mark("gpu-a"))
     with mock.patch("celery.canvas.Signature.apply_async") as sent, django_capture_on_commit_callbacks(execute=True):
         backends_wake(["gpu-a"])
         backends_wake(["gpu-a"])
-        wake_received("gpu-a")
+        assert dispatch.job_take_next("gpu-a") is None  # nothing waits: the wake is spent all the same
         backends_wake(["gpu-a"])
     assert sent.call_count == 2
 
@@ -290,11 +310,9 @@ def test_a_poison_job_fails_after_its_attempts_and_the_backend_is_not_blamed(two
 def test_a_job_left_to_a_faster_free_backend_wakes_it_and_comes_back_after_the_preference(
     two_backends, django_capture_on_commit_callbacks
 ):
-    from jobs.wake import wake_received
-
     job = submit()
     for backend in ("gpu-a", "gpu-b"):
-        wake_received(backend)  # the wakes the submit sent have run
+        wake_spent(backend)  # the wakes the submit sent have run
     speeds = {"gpu-a": 10.0, "gpu-b": 2.0}
     with (
         mock.patch.object(dispatch.eta, "expected_total_seconds", side_effect=lambda name, _: speeds[name]),
