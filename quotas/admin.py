@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
-from quotas.limits import default_limits, gpu_limits_forget
+from quotas.limits import default_limits, user_limits_forget
 from quotas.models import UserQuota
 from quotas.overview import SORT_KEYS, sort_choice, usage_overview
 from quotas.permissions import may_view_usage
@@ -49,7 +49,7 @@ class UserQuotaAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: UserQuota, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        gpu_limits_forget()  # every dispatch sees a new daily limit at once
+        user_limits_forget()  # every dispatch sees a new daily limit at once
 
     def get_urls(self) -> list[URLPattern]:
         usage = path("usage/", self.admin_site.admin_view(usage_view), name="quotas_usage")

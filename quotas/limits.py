@@ -80,23 +80,28 @@ def users_at_running_limit() -> set[int]:
     """The ids of users who may not start another job now: their jobs on a GPU (submitted or running)
     reached their running limit, or their GPU-seconds today (UTC) reached their daily limit.
 
-    One query: the jobs on a GPU (and, when a daily GPU limit is set anywhere, the jobs finished since
-    the fleet's sum of today's finished jobs was taken: quotas.limits.FinishedToday), per user,
-    with the user's own limits joined. A snapshot: two backends choosing at the same instant may each
+    No query when no limit is set anywhere (in the settings or a user's own); else one: the jobs on a
+    GPU (and, when a daily GPU limit is set anywhere, the jobs finished since the fleet's sum of
+    today's finished jobs was taken: quotas.limits.FinishedToday), per user, with the user's own
+    limits joined. A snapshot: two backends choosing at the same instant may each
     start one more of a user's jobs."""
     now = timezone.now()
     day = utc_day_start(now)
     defaults = default_limits()
+    running_limits, gpu_limits = user_limits_exist()
+    no_defaults = defaults.max_running_jobs is None and defaults.gpu_seconds_per_day is None
+    if no_defaults and not (running_limits or gpu_limits):
+        return set()  # nobody can be held: no query at all
     counted = Q(status__in=ACTIVE_STATUSES)
     finished = None
     if defaults.gpu_seconds_per_day is not None:
         finished = finished_today(now, only_own_limits=False)
         counted |= Q(finished_at__gte=finished.until)
-    elif gpu_limits_of_users_exist():
+    elif gpu_limits:
         finished = finished_today(now, only_own_limits=True)
         counted |= Q(finished_at__gte=finished.until, user__quota__gpu_seconds_per_day__isnull=False)
     jobs = Job.objects.filter(counted, user__isnull=False)
-    if defaults.max_running_jobs is None and defaults.gpu_seconds_per_day is None:
+    if no_defaults:
         # Only users with a row of their own can be limited: with no row at all this reads nothing.
         jobs = jobs.filter(user__quota__isnull=False)
     rows = (
@@ -168,26 +173,32 @@ def finished_today(now: datetime, *, only_own_limits: bool) -> FinishedToday:
     return summed
 
 
-# Whether any user has a daily GPU limit of their own, asked at most once per GPU_LIMITS_TTL seconds (the
-# answer kept in the cache): without one, a dispatch reads only the jobs on a GPU (tens of rows), not the
-# jobs finished today. A limit set in the admin applies at once (UserQuotaAdmin forgets the answer).
-GPU_LIMITS_TTL = 10
-GPU_LIMITS_KEY = "quotas:user-gpu-limits"
+# Which limits users have of their own (running jobs, daily GPU), asked at most once per USER_LIMITS_TTL
+# seconds (the answer kept in the cache): with no limit anywhere a dispatch reads nothing, and without a
+# daily GPU limit it reads only the jobs on a GPU (tens of rows), not the jobs finished today. A limit
+# set in the admin applies at once (UserQuotaAdmin forgets the answer).
+USER_LIMITS_TTL = 10
+USER_LIMITS_KEY = "quotas:user-own-limits"
 
 
-def gpu_limits_of_users_exist() -> bool:
-    found = cache.get(GPU_LIMITS_KEY)
+def user_limits_exist() -> tuple[bool, bool]:
+    """(whether any user has a running-jobs limit of their own, whether any has a daily GPU limit)."""
+    found = cache.get(USER_LIMITS_KEY)
     if found is None:
         from quotas.models import UserQuota
 
-        found = UserQuota.objects.filter(gpu_seconds_per_day__isnull=False, unlimited=False).exists()
-        cache.set(GPU_LIMITS_KEY, found, GPU_LIMITS_TTL)
-    return bool(found)
+        limited = UserQuota.objects.filter(unlimited=False)
+        found = (
+            limited.filter(max_running_jobs__isnull=False).exists(),
+            limited.filter(gpu_seconds_per_day__isnull=False).exists(),
+        )
+        cache.set(USER_LIMITS_KEY, found, USER_LIMITS_TTL)
+    return bool(found[0]), bool(found[1])
 
 
-def gpu_limits_forget() -> None:
+def user_limits_forget() -> None:
     """An admin save (and tests): the next dispatch asks again and sums today's finished jobs again."""
-    cache.delete_many([GPU_LIMITS_KEY, FINISHED_KEY])
+    cache.delete_many([USER_LIMITS_KEY, FINISHED_KEY])
 
 
 def at_limit(used: int, limit: int | None) -> bool:

@@ -33,7 +33,7 @@ from devtools.benchmarks.timed_queries import timed  # noqa: E402
 from devtools.history import history_users  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
 from quotas.admission import QuotaExceeded, submit_check  # noqa: E402
-from quotas.limits import gpu_limits_forget, users_at_running_limit  # noqa: E402
+from quotas.limits import user_limits_forget, users_at_running_limit  # noqa: E402
 from quotas.models import UserQuota  # noqa: E402
 from quotas.overview import usage_overview  # noqa: E402
 
@@ -107,11 +107,11 @@ def main() -> None:
                 # The same dispatch read where no daily GPU limit is set: only the jobs on a GPU.
                 UserQuota.objects.filter(user_id__in=user_ids).update(gpu_seconds_per_day=None)
                 with override_settings(QUOTA_GPU_SECONDS_PER_DAY=None):
-                    gpu_limits_forget()
+                    user_limits_forget()
                     median, p95, queries = timed(users_at_running_limit, args.runs)
                 print(f"{'  ... no daily GPU limit':<24} {median:>10.2f} {p95:>10.2f} {queries:>8} {10:>8.0f}")
                 UserQuota.objects.filter(user_id__in=user_ids).update(gpu_seconds_per_day=36_000)
-                gpu_limits_forget()
+                user_limits_forget()
     finally:
         Job.objects.filter(name=MARK).delete()
         UserQuota.objects.filter(user_id__in=user_ids).delete()

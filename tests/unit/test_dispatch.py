@@ -359,3 +359,12 @@ def test_two_backends_that_each_find_the_other_faster_do_not_both_leave_a_job(tw
     with mock.patch.object(dispatch.eta, "expected_total_seconds", side_effect=lambda name, _: b_view[name]):
         taken = dispatch.job_take_next("gpu-b")
     assert taken is not None and taken.pk == job.pk, "the backend a job was left to takes it"
+
+
+def test_a_backend_looks_past_the_first_batch_for_a_job_it_can_run(two_backends):
+    for _ in range(dispatch.FIRST_BATCH + 3):
+        submit(requires=["video"])  # gpu-b's only
+    plain = submit()
+    taken = dispatch.job_take_next("gpu-a")
+    assert taken is not None and taken.pk == plain.pk
+    assert Job.objects.filter(status=JobStatus.QUEUED).count() == dispatch.FIRST_BATCH + 3

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobs.models import JobStatus
-from quotas.limits import default_limits, gpu_limits_forget, users_at_running_limit
+from quotas.limits import default_limits, user_limits_forget, users_at_running_limit
 from quotas.models import UserQuota
 from quotas.usage import utc_day_start
 from tests.factories import JobFactory, UserFactory
@@ -21,20 +21,38 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _forget_gpu_limits():
-    gpu_limits_forget()
+    user_limits_forget()
     yield
-    gpu_limits_forget()
+    user_limits_forget()
 
 
 def running(user, n=1):
     return JobFactory.create_batch(n, user=user, status=JobStatus.RUNNING, started_at=timezone.now())
 
 
-def test_no_limit_configured_holds_no_one(settings):
+def test_no_limit_configured_holds_no_one_and_a_dispatch_asks_the_database_nothing(settings):
     settings.QUOTA_MAX_RUNNING_JOBS = None
     settings.QUOTA_GPU_SECONDS_PER_DAY = None
     running(UserFactory.create(), 5)
-    assert users_at_running_limit() == set()
+    UserQuota.objects.create(user=UserFactory.create(), max_waiting_jobs=3)  # limits no running job
+    assert users_at_running_limit() == set()  # asks once which limits users have
+    with CaptureQueriesContext(connection) as queries:
+        assert users_at_running_limit() == set()
+    assert len(queries) == 0
+
+
+def test_a_running_limit_saved_in_the_admin_holds_the_user_at_once(settings, admin_client):
+    settings.QUOTA_MAX_RUNNING_JOBS = None
+    settings.QUOTA_GPU_SECONDS_PER_DAY = None
+    artist = UserFactory.create()
+    running(artist, 2)
+    assert users_at_running_limit() == set(), "no limit anywhere yet (and that answer is kept)"
+    response = admin_client.post(
+        "/admin/quotas/userquota/add/",
+        {"user": artist.pk, "max_running_jobs": "2", "max_waiting_jobs": "", "gpu_seconds_per_day": "", "note": ""},
+    )
+    assert response.status_code == 302
+    assert users_at_running_limit() == {artist.pk}
 
 
 def test_default_running_limit_holds_a_user_at_it_and_not_one_under_it(settings):
