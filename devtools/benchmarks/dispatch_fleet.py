@@ -164,15 +164,18 @@ def take_queries() -> int:
     class Undo(Exception):
         pass
 
-    try:
-        with transaction.atomic(), CaptureQueriesContext(connection) as queries:
-            taken = dispatch.job_take_next(PROBE)
-            if taken is None:
-                raise RuntimeError("the probe backend took nothing")
-            raise Undo
-    except Undo:
-        pass
-    return len(queries)
+    counts = []
+    for _ in range(2):  # the second as a worker's takes run: what it reads once in 10 s is kept
+        try:
+            with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+                taken = dispatch.job_take_next(PROBE)
+                if taken is None:
+                    raise RuntimeError("the probe backend took nothing")
+                raise Undo
+        except Undo:
+            pass
+        counts.append(len(queries))
+    return counts[-1]
 
 
 def post_queries(user: Any) -> int:
