@@ -112,6 +112,7 @@ def _take(backend: str, ending: Job | None) -> Job | None:
             heartbeat_at=timezone.now(),
             deliveries=job.deliveries + 1,
             event_data={"backend": backend},
+            savepoint=False,  # inside the take's transaction, which fails whole
         )
     return job
 

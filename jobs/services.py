@@ -376,13 +376,20 @@ def job_event(job: Job, kind: str, *, node_id: str = "", data: dict[str, Any] | 
 
 
 def job_transition(
-    job: Job, new_status: str, *, expected: str | None = None, event_data: dict[str, Any] | None = None, **fields: Any
+    job: Job,
+    new_status: str,
+    *,
+    expected: str | None = None,
+    event_data: dict[str, Any] | None = None,
+    savepoint: bool = True,
+    **fields: Any,
 ) -> bool:
     """Move `job` to `new_status` if it is still in `expected` (default: its current status).
 
     Compare-and-set: zero rows updated means someone else moved it first; the instance is then
     refreshed and False returned. An illegal transition raises. The status change is recorded on the
-    timeline in the same transaction and broadcast after it commits.
+    timeline in the same transaction and broadcast after it commits. `savepoint=False` inside a
+    transaction that fails whole when this does (a take: two round trips fewer on a free GPU's path).
     """
     current = expected or job.status
     if not transition_allowed(current, new_status):
@@ -394,7 +401,7 @@ def job_transition(
     if new_status == JobStatus.COMPLETED:
         fields["progress"] = 1.0
     fields["version"] = next_version(job)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         updated = Job.objects.filter(pk=job.pk, status=current).update(status=new_status, seq=F("seq") + 1, **fields)
         if not updated:
             job.refresh_from_db()
