@@ -8,23 +8,19 @@ events it missed, from the database.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.db import close_old_connections, connection
 
 from access.redis_cache import cache_incr_expiring
 from jobs import selectors
@@ -56,36 +52,12 @@ HUB_ONLY = "no channel layer: the fan-out hub"
 # 2,000 connects queued behind each other; and never on more than this many connections.
 HANDSHAKE_THREADS = 8
 _handshake_pool = ThreadPoolExecutor(max_workers=HANDSHAKE_THREADS, thread_name_prefix="ws-handshake")
-# A handshake thread's connection that answered this recently is not asked `SELECT 1` first (Django's
-# health check before each call): in a storm that was a round trip per handshake, 40 % of its time.
-HEALTH_CHECK_AFTER_IDLE_SECONDS = 1.0
-
-
-class _HandshakeThread(threading.local):
-    answered_at = float("-inf")
-
-
-_thread = _HandshakeThread()
 
 
 def handshake_sync_to_async(function: Callable[..., Any]) -> Callable[..., Any]:
-    """database_sync_to_async on the handshake threads: stale connections closed before and after,
-    the health check only on a connection idle for a while or after an error (a dead connection
-    fails one handshake at most, and is replaced before the next)."""
-
-    @functools.wraps(function)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
-        if time.monotonic() - _thread.answered_at < HEALTH_CHECK_AFTER_IDLE_SECONDS:
-            cast(Any, connection).health_check_done = True  # an attribute the type stubs leave out
-        try:
-            result = function(*args, **kwargs)
-        finally:
-            close_old_connections()
-        _thread.answered_at = time.monotonic()
-        return result
-
-    return sync_to_async(call, thread_sensitive=False, executor=_handshake_pool)
+    """database_sync_to_async on the handshake threads (stale connections closed before and after,
+    a kept one health-checked: a PostgreSQL restarted under a second ago must fail no handshake)."""
+    return database_sync_to_async(function, thread_sensitive=False, executor=_handshake_pool)
 
 
 Snapshot = tuple[dict[str, Any], list[dict[str, Any]], float | None]

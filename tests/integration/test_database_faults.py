@@ -220,7 +220,8 @@ def test_postgres_down_at_submit_answers_503_and_makes_nothing(system: System) -
     assert system.wait_final(first.json()["id"]) == "completed"
     admin = admin_session(system)
     assert admin.get(f"{system.web}/admin/jobs/job/", timeout=10).status_code == 200
-    assert websocket_answer(system)[0] == "open"
+    answer = websocket_answer(system)
+    assert answer[0] == "open", answer
 
     system.pg.stop()
     down_at = time.monotonic()
@@ -266,7 +267,8 @@ def test_postgres_down_at_submit_answers_503_and_makes_nothing(system: System) -
     assert again.status_code == 201, again.text
     assert system.wait_final(again.json()["id"]) == "completed"
     assert admin.get(f"{system.web}/admin/jobs/job/", timeout=10).status_code == 200
-    assert websocket_answer(system)[0] == "open"
+    answer = websocket_answer(system)
+    assert answer[0] == "open", answer
     assert websocket_answer(system, system.uvicorn)[0] == "open"
     record(
         "PostgreSQL down at submit",
