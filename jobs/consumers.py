@@ -132,6 +132,9 @@ def connect_counted(user_id: int) -> bool:
     return bool(count <= settings.WS_CONNECTS_PER_MINUTE)
 
 
+_connect_counted_on_thread = handshake_sync_to_async(connect_counted)
+
+
 def update_text(event: dict[str, Any], *, with_events: bool) -> str:
     """The update a socket sends, made from the JSON the broadcast serialized once
     (jobs.broadcast.job_state_message): the same text as json.dumps of {"type": "update", "job": state}
@@ -169,7 +172,7 @@ class JobSocketConsumer(AsyncJsonWebsocketConsumer):
     async def admitted_user(self) -> Any | None:
         """Authenticated and counted, for a socket whose handshake has nothing else to read."""
         user = await self.authenticated_user()
-        if user is not None and not await handshake_sync_to_async(connect_counted)(user.pk):
+        if user is not None and not await _connect_counted_on_thread(user.pk):
             await self.refuse_too_many()
             return None
         return user

@@ -39,7 +39,7 @@ def backends_wake(backends: Iterable[str], *, countdown: float = 0, force: bool 
     for backend in backends:
         if force:
             cache.set(wake_mark(backend), 1, timeout=WAKE_MARK_SECONDS)
-        elif countdown <= 0 and not cache.add(wake_mark(backend), 1, timeout=WAKE_MARK_SECONDS):
+        elif countdown <= 0 and not _wake_marked_pending(backend):
             continue
         _send_on_commit(backend, countdown)
 
@@ -48,10 +48,15 @@ def backend_wake_first(backends: Iterable[str]) -> str | None:
     """After the transaction commits, wake the first of `backends` (those that can run a new job, in
     order of preference) with no wake pending; None when every one has a wake pending already."""
     for backend in backends:
-        if cache.add(wake_mark(backend), 1, timeout=WAKE_MARK_SECONDS):
+        if _wake_marked_pending(backend):
             _send_on_commit(backend, 0)
             return backend
     return None
+
+
+def _wake_marked_pending(backend: str) -> bool:
+    """Mark a wake pending for the backend; False when one is pending already (SET NX)."""
+    return bool(cache.add(wake_mark(backend), 1, timeout=WAKE_MARK_SECONDS))
 
 
 def _send_on_commit(backend: str, countdown: float) -> None:

@@ -49,7 +49,7 @@ class UserQuotaAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: UserQuota, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        user_limits_forget()  # every dispatch sees a new daily limit at once
+        user_limits_forget()  # every dispatch sees a new running or daily limit at once
 
     def get_urls(self) -> list[URLPattern]:
         usage = path("usage/", self.admin_site.admin_view(usage_view), name="quotas_usage")
