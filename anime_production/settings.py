@@ -293,6 +293,10 @@ COMFYUI_WS_TIMEOUT = float(os.environ.get("COMFYUI_WS_TIMEOUT", "1.0"))
 # Coalescing: at most one database write and one broadcast per job per interval.
 TRACKER_DB_INTERVAL = float(os.environ.get("TRACKER_DB_INTERVAL", "0.6"))
 TRACKER_BROADCAST_INTERVAL = float(os.environ.get("TRACKER_BROADCAST_INTERVAL", "0.12"))
+# A backend's next prompt goes into ComfyUI's own queue this long before the running one is expected
+# to end (every node left known to history), so the GPU goes from one prompt to the next without
+# waiting for us; 0: only once ComfyUI is done with it (jobs/tracking/shift.py).
+HANDOVER_AHEAD_SECONDS = float(os.environ.get("HANDOVER_AHEAD_SECONDS", "2.0"))
 # How long ComfyUI may stay unreachable before the attempt fails `comfyui_unreachable`.
 TRACKER_RECONNECT_SECONDS = float(os.environ.get("TRACKER_RECONNECT_SECONDS", "60"))
 # Live previews are kept at most this often; step samples go on the timeline at most this often.

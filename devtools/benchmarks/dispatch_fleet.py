@@ -12,9 +12,10 @@ migrated, with whatever history it holds (it says how much). For each queue leng
   and kept at W while the backends work (rows again: a POST through this busy machine is slower than
   five backends taking); meanwhile `--posts` jobs are posted through daphne, two a second (their
   round trips are the POST figure);
-- (a) a free GPU's wait: per backend, from ComfyUI ending one prompt (its history's
-  execution_success timestamp) to receiving the next (the simulator's receipt), over `--dispatches`
-  jobs; it includes storing the ended job's outputs and closing it, which the same worker does first;
+- (a) a free GPU's wait: per backend, from ComfyUI ending one prompt to starting the next (their
+  history's execution_success and execution_start timestamps), over `--dispatches` jobs. The next
+  prompt may be in ComfyUI's queue already (put in ahead, HANDOVER_AHEAD_SECONDS before the running
+  one was expected to end: it says how many were), or come after the end;
 - (b) queries of one take (jobs.dispatch.job_take_next, in this process, rolled back);
 - (c) queries of one `POST /api/jobs/` (Django's test client, in this process).
 
@@ -69,6 +70,7 @@ _colours = iter(range(0x100000, 0xFFFFFF))
 class Window:
     waiting: int
     free_waits: list[float] = field(default_factory=list)
+    put_in_ahead: int = 0  # of those, next prompts ComfyUI had in its queue before the last one ended
     posts: list[float] = field(default_factory=list)
     take_queries: int = 0
     post_queries: int = 0
@@ -226,8 +228,8 @@ def status_of(job_id: str) -> str:
 # --- the simulators: when each prompt came and ended -------------------------------------------------
 
 
-async def prompts_of(session: aiohttp.ClientSession, sim: SimulatorProcess) -> list[tuple[str, float, float | None]]:
-    """(prompt id, received, ended) of every prompt the simulator took, in the order received."""
+async def prompts_of(session: aiohttp.ClientSession, sim: SimulatorProcess) -> list[Prompt]:
+    """Every prompt the simulator took, in the order received."""
     async with session.get(sim.url + "/sim/submissions") as response:
         submissions = [entry for entry in await response.json() if entry["accepted"]]
     async with session.get(sim.url + "/history?max_items=100000") as response:
@@ -235,17 +237,30 @@ async def prompts_of(session: aiohttp.ClientSession, sim: SimulatorProcess) -> l
     prompts = []
     for entry in sorted(submissions, key=lambda entry: entry["received_at"]):
         messages = history.get(entry["prompt_id"], {}).get("status", {}).get("messages", [])
-        ended = next((data["timestamp"] / 1000 for event, data in messages if event == "execution_success"), None)
-        prompts.append((entry["prompt_id"], entry["received_at"] / 1000, ended))
+        at = {event: data["timestamp"] / 1000 for event, data in messages}
+        prompts.append(
+            Prompt(
+                entry["prompt_id"], entry["received_at"] / 1000, at.get("execution_start"), at.get("execution_success")
+            )
+        )
     return prompts
 
 
-def free_waits(prompts: list[tuple[str, float, float | None]], since: float) -> list[float]:
-    """One backend's waits from a prompt's end to the next prompt's receipt (it was free meanwhile)."""
+@dataclass
+class Prompt:
+    prompt_id: str
+    received: float
+    started: float | None  # ComfyUI's execution_start
+    ended: float | None  # its execution_success
+
+
+def free_waits(prompts: list[Prompt], since: float) -> list[float]:
+    """One backend's GPU waits: from ComfyUI ending a prompt to starting the next (the next may have
+    been waiting in its queue already, put in ahead; or it came after, and the GPU was free meanwhile)."""
     waits = []
-    for (_, _, ended), (_, received, _) in pairwise(prompts):
-        if ended is not None and ended >= since and received >= ended:
-            waits.append(received - ended)
+    for done, following in pairwise(prompts):
+        if done.ended is not None and done.ended >= since and following.started is not None:
+            waits.append(following.started - done.ended)
     return waits
 
 
@@ -297,7 +312,13 @@ async def window(
         while await orm(active_count):
             await asyncio.sleep(0.1)
         for sim in sims:
-            result.free_waits += free_waits(await prompts_of(session, sim), since)
+            prompts = await prompts_of(session, sim)
+            result.free_waits += free_waits(prompts, since)
+            result.put_in_ahead += sum(
+                1
+                for done, following in pairwise(prompts)
+                if done.ended is not None and done.ended >= since and following.received < done.ended
+            )
     return result
 
 
@@ -313,7 +334,7 @@ async def idle_fleet(args: argparse.Namespace, sims: list[SimulatorProcess], bas
             await asyncio.sleep(0.2)  # the worker back from its empty take: the fleet is idle again
         received = {}
         for sim in sims:
-            received.update({prompt: at for prompt, at, _ in await prompts_of(session, sim)})
+            received.update({prompt.prompt_id: prompt.received for prompt in await prompts_of(session, sim)})
     created = await orm(created_at_of, ids)
     return [received[job_id] - created[job_id] for job_id in ids if job_id in received]
 
@@ -329,6 +350,8 @@ def report(windows: list[Window], idle: list[float], post_counts: list[int]) -> 
         lines += [
             f"{f'(a) free GPU -> next prompt, W={win.waiting:,} ({len(win.free_waits)} waits, p50/p99)':<60} | "
             f"{f'{ms(w50)} / {ms(w99)} ms':>26} | {f'p99 <= {GOAL_MS:g} ms':>16} | {verdict(w99 * 1000 <= GOAL_MS)}",
+            f"{f'    of which the next prompt was in ComfyUI ahead, W={win.waiting:,}':<60} | {win.put_in_ahead:>26} | "
+            f"{'':>16} |",
             f"{f'(b) queries of one take, W={win.waiting:,}':<60} | {win.take_queries:>26} | {'same at any W':>16} |",
             f"{f'(c) POST /api/jobs/ through HTTP, W={win.waiting:,} (p50/p99)':<60} | "
             f"{f'{ms(p50)} / {ms(p99)} ms':>26} | {f'p99 <= {GOAL_MS:g} ms':>16} | {verdict(p99 * 1000 <= GOAL_MS)}",
@@ -426,6 +449,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--posts", type=int, default=20, help="jobs posted through HTTP per queue length")
     parser.add_argument("--window-seconds", type=float, default=120.0, help="at most this long per queue length")
     parser.add_argument("--idle-jobs", type=int, default=30, help="jobs posted one at a time to an idle fleet")
+    parser.add_argument(
+        "--handover-ahead-seconds",
+        help="the GPU workers' HANDOVER_AHEAD_SECONDS (default: the product's; 0: no prompt before ComfyUI is done)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -450,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
             THROTTLE_SUBMIT="100000/min",
             THROTTLE_USER="100000/min",
         )
+        if args.handover_ahead_seconds is not None:
+            env["HANDOVER_AHEAD_SECONDS"] = args.handover_ahead_seconds
         run(args, sims, env, log_dir)
     finally:
         for sim in sims:

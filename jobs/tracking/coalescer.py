@@ -114,9 +114,14 @@ class Coalescer:
         job.eta_finish_at = self._eta_finish_at()
 
     def _eta_finish_at(self) -> datetime | None:
+        remaining = self.remaining_seconds()
+        return timezone.now() + timedelta(seconds=remaining) if remaining is not None else None
+
+    def remaining_seconds(self) -> float | None:
+        """Expected seconds until ComfyUI is done with the prompt; None when history knows nothing."""
         current = self.progress.current_node
         started = self.timeline.started_at(current)
-        remaining = eta.remaining_seconds(
+        return eta.remaining_seconds(
             self.estimates,
             to_run=self.progress.to_run,
             done=self.progress.done,
@@ -126,7 +131,6 @@ class Coalescer:
             step_max=self.progress.step_max,
             current_started_seconds_ago=(timezone.now() - started).total_seconds() if started else None,
         )
-        return timezone.now() + timedelta(seconds=remaining) if remaining is not None else None
 
     def _write_if_due(self, now: float, *, force: bool = False) -> None:
         pending = self.db_dirty or self.dirty or self.timeline.has_pending()

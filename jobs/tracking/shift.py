@@ -2,9 +2,12 @@
 
 The GPU is free the moment ComfyUI is done with a prompt, not when its job is closed: fetching and
 storing the outputs (a video to an object store takes seconds), making thumbnails and publishing the
-end come after. So the ending job hands the GPU over first (JobEnding's `gpu_freed`): the shift takes
-the next job and its prompt goes in, then the ended job's outputs are stored while ComfyUI already
-runs the next one, whose messages wait in its socket until its tracker reads them. The heartbeats of
+end come after. So the next job is taken before: when the running prompt is expected to end within
+HANDOVER_AHEAD_SECONDS (the tracker's `nearly_done`, only when history knows every node left), its
+prompt goes into ComfyUI's own queue behind the running one, and the GPU goes from one to the next
+without waiting for us; at the latest when ComfyUI is done (JobEnding's `gpu_freed`). The ended job's
+outputs are stored while ComfyUI already runs the next one, whose messages wait in its socket until
+its tracker reads them. The heartbeats of
 both, the job being closed and the job whose tracker is not reading yet, are kept meanwhile by a
 thread each (one UPDATE a beat), so no sweep takes either for an orphan however long the outputs take.
 
@@ -20,6 +23,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import DatabaseError, connection
 
 from comfyui import ComfyUIClient
@@ -124,6 +128,7 @@ class Shift:
                 catalog=node_catalog(job.backend, client),
                 taken=True,
                 gpu_freed=lambda: self._hand_over(job),
+                nearly_done=lambda: self._take_ahead(job) if settings.HANDOVER_AHEAD_SECONDS > 0 else None,
             )
             tracker.start(submitted=submitted)
         except Exception as exc:
@@ -133,11 +138,17 @@ class Shift:
         return Started(job, tracker)
 
     def _hand_over(self, ending: Job) -> None:
-        """ComfyUI is done with `ending`'s prompt: the next job's prompt goes in before the ended job's
-        outputs are fetched. A failure here takes nothing: the shift takes again once that job is closed."""
+        """ComfyUI is done with `ending`'s prompt: the next job's prompt goes in (unless it went in
+        ahead) before the ended job's outputs are fetched, and a thread beats for the ended job."""
+        self.closing = HeartbeatKeeper(ending)
+        self._take_ahead(ending)
+
+    def _take_ahead(self, ending: Job) -> None:
+        """The next job's prompt goes into ComfyUI, which runs it as soon as it is done with
+        `ending`'s: called when that is expected within HANDOVER_AHEAD_SECONDS, and when it is done.
+        A failure here takes nothing: the shift takes again at the next call or once `ending` is closed."""
         if self.successor is not None:
             return
-        self.closing = HeartbeatKeeper(ending)
         try:
             self.successor = self._take(ending=ending)
         except Exception:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from django.conf import settings
 from django.utils import timezone
 
 from comfyui import ComfyUIClient, ComfyUIError, PreviewFrame, WsMessage
@@ -27,6 +29,8 @@ from jobs.tracking.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
+AHEAD_CHECK_SECONDS = 0.1  # how often a running prompt's expected end is compared with HANDOVER_AHEAD_SECONDS
+
 
 class JobTracker:
     def __init__(
@@ -38,6 +42,7 @@ class JobTracker:
         catalog: NodeCatalog,
         taken: bool = False,
         gpu_freed: Callable[[], None] | None = None,
+        nearly_done: Callable[[], None] | None = None,
     ) -> None:
         self.job = job
         self.client_id = client_id
@@ -63,6 +68,10 @@ class JobTracker:
             coalescer=self.coalescer,
             gpu_freed=gpu_freed,
         )
+        # Called once when ComfyUI is expected to be done with the prompt within HANDOVER_AHEAD_SECONDS:
+        # the backend's next prompt goes into ComfyUI's queue behind this one (jobs.tracking.shift).
+        self.nearly_done = nearly_done
+        self.ahead_checked_at = 0.0
         self.found_in_history = False
         self.session = ComfySession(
             job, client, client_id=client_id, prompt_id=prompt_id, coalescer=self.coalescer, ending=self.ending
@@ -121,6 +130,10 @@ class JobTracker:
             submitted()
         services.job_attempt_open(self.job, worker=socket.gethostname())
         self._learn_estimates()
+        # Its expected end stored now, not at ComfyUI's first message: a prompt put in ahead waits
+        # behind another, and the queue's ETA counts on every active job's.
+        self.coalescer.mark_changed()
+        self.coalescer.flush_if_due(force=True)
         self.found_in_history = where == "history"
 
     def follow(self) -> NoReturn:
@@ -167,6 +180,7 @@ class JobTracker:
                     self.watchdog.check_db_if_due()
                 self.watchdog.check_stuck()
                 self.session.reconcile_if_idle()
+                self._hand_over_ahead_if_due()
             except DATABASE_DOWN as exc:
                 outage.failed(exc)
                 continue
@@ -187,6 +201,23 @@ class JobTracker:
         if self.progress.ended:
             self.ending.finish()
         return True
+
+    def _hand_over_ahead_if_due(self) -> None:
+        """Once the prompt is expected to end within HANDOVER_AHEAD_SECONDS, and history knows every
+        node left (a guess must not bind the next job to this GPU minutes early), call `nearly_done`."""
+        if self.nearly_done is None or not self.progress.started or self.progress.ended:
+            return
+        now = time.monotonic()
+        if now - self.ahead_checked_at < AHEAD_CHECK_SECONDS:
+            return
+        self.ahead_checked_at = now
+        left = self.progress.to_run - self.progress.done - self.progress.cached
+        if any(self.estimates.get(node, eta.DEFAULT_ESTIMATE).is_default for node in left):
+            return
+        remaining = self.coalescer.remaining_seconds() if left else 0.0
+        if remaining is not None and remaining <= settings.HANDOVER_AHEAD_SECONDS:
+            hook, self.nearly_done = self.nearly_done, None
+            hook()
 
     def _learn_estimates(self) -> None:
         """What history knows of this job's nodes: the ETA and the progress weights.

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from jobs import services, sweeps, tracking
+from jobs import eta, services, sweeps, tracking
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.tracking.claim import heartbeat_seconds
 from tests.factories import SLEEP_WORKFLOW, UserFactory
@@ -86,3 +86,53 @@ def test_a_job_taken_at_the_handover_whose_prompt_is_refused_fails_and_the_next_
         job.refresh_from_db()
     assert (first.status, refused.status, third.status) == (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.COMPLETED)
     assert refused.failure_category == "missing_node", refused.error_message
+
+
+def prompt_times(sim: Any) -> dict[str, dict[str, float]]:
+    """Per prompt the simulator took: when it was received, started and done (seconds, its clock)."""
+    times: dict[str, dict[str, float]] = {}
+    for entry in requests.get(f"{sim.url}/sim/submissions", timeout=5).json():
+        times[entry["prompt_id"]] = {"received": entry["received_at"] / 1000}
+    for prompt_id, entry in requests.get(f"{sim.url}/history", timeout=5).json().items():
+        for event, data in entry["status"]["messages"]:
+            times[prompt_id][event] = data["timestamp"] / 1000
+    return times
+
+
+def test_the_next_prompt_waits_in_comfyuis_queue_while_the_running_one_ends(backend, settings):
+    settings.HANDOVER_AHEAD_SECONDS = 0.6
+    eta.eta_cache_clear()  # what earlier tests taught this process of these nodes
+    taught = submit(1.5)  # history learns how long these nodes take
+    assert tracking.backend_work("default") == 1
+    first, second = submit(1.5), submit(1.5)
+
+    assert tracking.backend_work("default") == 2
+
+    times = prompt_times(backend)
+    one, two = times[str(first.prompt_id)], times[str(second.prompt_id)]
+    # In ComfyUI's queue before the first ended, so the GPU went straight from one to the other...
+    assert two["received"] < one["execution_success"], (one, two)
+    assert two["execution_start"] >= one["execution_success"]
+    # ...but not bound a whole job early: only once the first was expected to end within
+    # HANDOVER_AHEAD_SECONDS (history says ~1.3 s for its 1.5-s node).
+    assert two["received"] > one["execution_start"] + 0.5, (one, two)
+    for job in (taught, first, second):
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED, job.error_message
+        assert job.attempt == 1 and job.deliveries == 1 and job.outputs.count() == 1
+    assert received(backend) == [str(taught.prompt_id), str(first.prompt_id), str(second.prompt_id)]
+    # The second job's events while it waited behind the first: none lost, and it ran after the first.
+    assert sorted(second.events.filter(kind="node_finished").values_list("node_id", flat=True)) == ["1", "2", "3"]
+    assert second.started_at is not None and first.finished_at is not None
+
+
+def test_without_history_the_next_prompt_goes_in_only_once_comfyui_is_done(backend, settings):
+    settings.HANDOVER_AHEAD_SECONDS = 60.0  # the whole job; but nothing known of its nodes
+    eta.eta_cache_clear()
+    first, second = submit(0.5), submit(0.5)
+
+    assert tracking.backend_work("default") == 2
+
+    times = prompt_times(backend)
+    one, two = times[str(first.prompt_id)], times[str(second.prompt_id)]
+    assert two["received"] >= one["execution_success"], (one, two)
