@@ -27,13 +27,14 @@ from typing import Any
 from django.apps import apps
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q
 from django.utils import timezone
 
 from fleet.catalog import BackendFacts, backend_facts
 from fleet.models import Backend
 from jobs import eta, fit, services
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from jobs.queue_order import index_order_kept, waiting_in_order
 from jobs.wake import backends_wake, wake_spent
 
 logger = logging.getLogger(__name__)
@@ -60,11 +61,6 @@ def users_held() -> set[int]:
     return set(limits.users_at_running_limit())
 
 
-def waiting_in_order() -> QuerySet[Job]:
-    """Every waiting job in the fleet's order (the dispatch index)."""
-    return Job.objects.filter(status=JobStatus.QUEUED).order_by("-priority", "fair_turn", "created_at")
-
-
 def job_take_next(backend: str, *, ending: Job | None = None) -> Job | None:
     """Bind the best waiting job this backend can run to it and mark it submitted (its tracker
     submits the prompt next); None when it runs a job already or nothing fits. `ending`: the job
@@ -83,7 +79,7 @@ def _take(backend: str, ending: Job | None) -> Job | None:
     if me is None or not me.in_service:
         return None
     held = users_held()
-    with transaction.atomic():
+    with transaction.atomic(), index_order_kept():
         if Backend.objects.select_for_update().filter(name=backend).first() is None:
             Backend.objects.get_or_create(name=backend)  # its first take: the row to lock from now on
             Backend.objects.select_for_update().filter(name=backend).first()

@@ -207,6 +207,17 @@ class Job(models.Model):
             models.Index(fields=["status", "backend", "-priority", "created_at"], name="job_queue_idx"),
             # The fleet's waiting order (jobs.dispatch): priority, fair share, age.
             models.Index(fields=["status", "-priority", "fair_turn", "created_at"], name="job_dispatch_idx"),
+            # A waiting job's owner's (or project's) last turn at its priority (jobs.fair_share).
+            models.Index(
+                fields=["user", "priority", "fair_turn"],
+                condition=models.Q(status="queued"),
+                name="job_waiting_user_turn_idx",
+            ),
+            models.Index(
+                fields=["project", "priority", "fair_turn"],
+                condition=models.Q(status="queued"),
+                name="job_waiting_project_turn_idx",
+            ),
             models.Index(fields=["-created_at"], name="job_created_idx"),
             models.Index(fields=["user", "-created_at"], name="job_user_created_idx"),
             # The admin's filtered job lists: each filter walks its own index newest first and

@@ -31,16 +31,12 @@ from django.utils import timezone
 
 from fleet.catalog import FACTS_MAX_AGE, backend_facts
 from jobs import eta
-from jobs.models import ACTIVE_STATUSES, Job, JobStatus
+from jobs.models import ACTIVE_STATUSES, Job
 from jobs.queue_eta import JOBS_AHEAD_LIMIT
+from jobs.queue_order import index_order_kept, waiting_in_order
 
 MESSAGE_TYPE = "queue.moved"  # JobConsumer.queue_moved / JobListConsumer.queue_moved receive it
 FLEET_QUEUE_GROUP = "queue.fleet"  # the channel-layer group of every waiting job's subscribers
-
-
-def waiting_order() -> Any:
-    """Every waiting job in the order backends take them (jobs.dispatch reads the same index)."""
-    return Job.objects.filter(status=JobStatus.QUEUED).order_by("-priority", "fair_turn", "created_at", "id")
 
 
 def job_key(job_id: Any) -> int:
@@ -83,12 +79,13 @@ def fleet_waits(front: list[tuple[str, dict[str, Any]]], now: datetime) -> list[
 def announcement() -> dict[str, Any]:
     """The fleet's queue as it stands: what `queue_moved` sends."""
     now = timezone.now()
-    ids = list(waiting_order().values_list("id", flat=True))
+    with index_order_kept():
+        ids = list(waiting_in_order().values_list("id", flat=True))
+        front_rows = waiting_in_order().values_list("id", "workflow")[:JOBS_AHEAD_LIMIT]
+        front = [(str(pk), workflow) for pk, workflow in front_rows]
     placed = sorted((job_key(pk), place) for place, pk in enumerate(ids, start=1))
     keys = array("q", [key for key, _ in placed])
     places = array("i", [place for _, place in placed])
-    front_rows = waiting_order().values_list("id", "workflow")[:JOBS_AHEAD_LIMIT]
-    front = [(str(pk), workflow) for pk, workflow in front_rows]
     return {
         "type": MESSAGE_TYPE,
         "keys": keys.tobytes(),

@@ -20,6 +20,7 @@ from jobs.group_summary import MemberState, group_summary
 from jobs.models import ACTIVE_STATUSES, Job, JobGroup, JobStatus
 from jobs.queue_announcements import fleet_waits, own_seconds
 from jobs.queue_eta import JOBS_AHEAD_LIMIT, QueuePlace
+from jobs.queue_order import index_order_kept, waiting_in_order
 from jobs.serializers import JobGroupDetailSerializer, JobGroupSerializer, JobSerializer
 
 # The admin's model permissions, applied to REST and websockets alike. As in the admin, a user who
@@ -58,12 +59,6 @@ def visible_jobs(user: Any) -> QuerySet[Job]:
 def job_manual_retry(job: Job) -> Job | None:
     """The job made by retrying `job` by hand, if there is one (there is at most one)."""
     return Job.objects.filter(retry_of=job).first()
-
-
-def waiting_jobs() -> QuerySet[Job]:
-    """Every waiting job in the fleet's order (jobs.dispatch takes them in it): priority, fair-share
-    turn, age. The jobs ahead of one are a prefix of it."""
-    return Job.objects.filter(status=JobStatus.QUEUED).order_by("-priority", "fair_turn", "created_at", "id")
 
 
 def running_remaining_seconds(backend: str, now: datetime) -> float | None:
@@ -105,12 +100,15 @@ def queue_places(jobs: Iterable[Job]) -> dict[uuid.UUID, QueuePlace]:
         # index instead of reading every waiting id (10,000 at a long queue).
         placed = [(job, position) for job in queued if (position := queue_position(job)) is not None]
     else:
-        order = {pk: place for place, pk in enumerate(waiting_jobs().values_list("id", flat=True), start=1)}
+        with index_order_kept():
+            ids = list(waiting_in_order().values_list("id", flat=True))
+        order = {pk: place for place, pk in enumerate(ids, start=1)}
         placed = [(job, order[job.pk]) for job in queued if job.pk in order]
     if not placed:
         return {}
     ahead = min(max(position for _, position in placed) - 1, JOBS_AHEAD_LIMIT)
-    front = [(str(pk), workflow) for pk, workflow in waiting_jobs().values_list("id", "workflow")[:ahead]]
+    with index_order_kept():
+        front = [(str(pk), workflow) for pk, workflow in waiting_in_order().values_list("id", "workflow")[:ahead]]
     waits = fleet_waits(front, now)
     places: dict[uuid.UUID, QueuePlace] = {}
     for job, position in placed:

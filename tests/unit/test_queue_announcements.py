@@ -97,7 +97,8 @@ def test_a_queue_move_costs_the_same_queries_and_one_send_at_any_length():
     short_queries, short_sent = announce()
     waiting(990)
     long_queries, long_sent = announce()
-    assert long_queries == short_queries <= 4
+    # 4 reads; on PostgreSQL also sorting off and back on around the reads of the order (jobs.queue_order).
+    assert long_queries == short_queries <= (4 if connection.vendor != "postgresql" else 7)
     assert [group for group, _ in short_sent] == [group for group, _ in long_sent] == [FLEET_QUEUE_GROUP]
 
 
