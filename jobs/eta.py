@@ -57,6 +57,8 @@ QUEUE_TOTALS_ENTRIES = 10_000
 # Below this many observed steps the per-step rate still carries the node's set-up time
 # (moving the model to the GPU, encoding) and extrapolates it over every remaining step.
 MIN_OBSERVED_STEPS = 2
+# ...or this share of them: some nodes count their progress in seconds (TestSleep), not steps.
+MIN_OBSERVED_FRACTION = 0.1
 # A node running past its expected duration is not done: keep a sliver of it remaining.
 OVERRUN_REMAINING_FRACTION = 0.1
 OVERRUN_REMAINING_MIN_SECONDS = 0.5
@@ -482,6 +484,45 @@ def remaining_seconds(
             started_seconds_ago=current_started_seconds_ago,
         )
     return remaining
+
+
+def pace_observed(step_value: float | None, step_max: float | None) -> bool:
+    """Whether a node has reported enough of its progress to show its own pace."""
+    if not step_max or step_max <= 0 or step_value is None or step_value <= 0:
+        return False
+    return step_value >= min(MIN_OBSERVED_STEPS, step_max * MIN_OBSERVED_FRACTION)
+
+
+def remaining_seconds_by_pace(
+    estimates: dict[str, NodeEstimate],
+    *,
+    to_run: set[str],
+    done: set[str],
+    cached: set[str],
+    current_node: str | None,
+    step_value: float | None,
+    step_max: float | None,
+    current_started_seconds_ago: float | None,
+) -> float | None:
+    """Seconds until the prompt finishes, as far as this run's own pace shows; None when unsure.
+
+    Stricter than `remaining_seconds`, for a decision that binds work (the hand-over ahead): the
+    node running now counts at its own pace when it reports steps, otherwise at history's estimate
+    only until it has outrun it; every node after it must be known to history.
+    """
+    pending = to_run - done - cached - {current_node}
+    if any(estimates.get(n, DEFAULT_ESTIMATE).is_default for n in pending):
+        return None
+    remaining = sum(estimates[n].seconds for n in pending)
+    if current_node is None or current_node not in to_run or current_node in done | cached:
+        return remaining
+    elapsed = max(current_started_seconds_ago or 0.0, 0.0)
+    if pace_observed(step_value, step_max) and step_value and step_max and elapsed > 0:
+        return remaining + elapsed / step_value * max(step_max - step_value, 0.0)
+    estimate = estimates.get(current_node, DEFAULT_ESTIMATE)
+    if estimate.is_default or elapsed > estimate.seconds:
+        return None
+    return remaining + estimate.seconds - elapsed
 
 
 def node_weights(estimates: dict[str, NodeEstimate]) -> dict[str, float]:

@@ -117,11 +117,13 @@ class Coalescer:
         remaining = self.remaining_seconds()
         return timezone.now() + timedelta(seconds=remaining) if remaining is not None else None
 
-    def remaining_seconds(self) -> float | None:
-        """Expected seconds until ComfyUI is done with the prompt; None when history knows nothing."""
+    def remaining_seconds(self, *, by_pace: bool = False) -> float | None:
+        """Expected seconds until ComfyUI is done with the prompt; None when history knows nothing.
+        `by_pace`: only as far as this run's own pace shows (eta.remaining_seconds_by_pace)."""
         current = self.progress.current_node
         started = self.timeline.started_at(current)
-        return eta.remaining_seconds(
+        measure = eta.remaining_seconds_by_pace if by_pace else eta.remaining_seconds
+        return measure(
             self.estimates,
             to_run=self.progress.to_run,
             done=self.progress.done,

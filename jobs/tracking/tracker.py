@@ -72,6 +72,7 @@ class JobTracker:
         # the backend's next prompt goes into ComfyUI's queue behind this one (jobs.tracking.shift).
         self.nearly_done = nearly_done
         self.ahead_checked_at = 0.0
+        self.pace_seen = False  # a node of this prompt has shown its pace (eta.pace_observed)
         self.found_in_history = False
         self.session = ComfySession(
             job, client, client_id=client_id, prompt_id=prompt_id, coalescer=self.coalescer, ending=self.ending
@@ -196,6 +197,8 @@ class JobTracker:
         self.job.last_progress_at = timezone.now()
         self.timeline.record_happenings()
         self.timeline.sample_steps(message)
+        if eta.pace_observed(self.progress.step_value, self.progress.step_max):
+            self.pace_seen = True
         if self.progress.started and self.job.status == JobStatus.SUBMITTED:
             self._status_change(JobStatus.RUNNING, expected=JobStatus.SUBMITTED)
         if self.progress.ended:
@@ -203,18 +206,20 @@ class JobTracker:
         return True
 
     def _hand_over_ahead_if_due(self) -> None:
-        """Once the prompt is expected to end within HANDOVER_AHEAD_SECONDS, and history knows every
-        node left (a guess must not bind the next job to this GPU minutes early), call `nearly_done`."""
-        if self.nearly_done is None or not self.progress.started or self.progress.ended:
+        """Once the prompt is expected to end within HANDOVER_AHEAD_SECONDS, call `nearly_done`.
+
+        A guess must not bind the next job to this GPU a whole run early. History knows a node's
+        class, not its inputs (a sampler's steps, a sleep's seconds), so the expectation rests on
+        this prompt's own pace: only once a node of it has reported steps (the sampler), and counted
+        by eta.remaining_seconds_by_pace.
+        """
+        if self.nearly_done is None or not self.progress.started or self.progress.ended or not self.pace_seen:
             return
         now = time.monotonic()
         if now - self.ahead_checked_at < AHEAD_CHECK_SECONDS:
             return
         self.ahead_checked_at = now
-        left = self.progress.to_run - self.progress.done - self.progress.cached
-        if any(self.estimates.get(node, eta.DEFAULT_ESTIMATE).is_default for node in left):
-            return
-        remaining = self.coalescer.remaining_seconds() if left else 0.0
+        remaining = self.coalescer.remaining_seconds(by_pace=True)
         if remaining is not None and remaining <= settings.HANDOVER_AHEAD_SECONDS:
             hook, self.nearly_done = self.nearly_done, None
             hook()

@@ -124,7 +124,9 @@ def test_node_that_raises_fails_the_job_with_comfyuis_exception(live, api):
 
 
 def test_cancel_waiting_job_never_reaches_comfyui(live, api, simulator_session):
-    running = submit(api, sleep_workflow(3.0))
+    # Long enough that the waiting job is not yet put into ComfyUI's queue ahead of the running
+    # one's end (HANDOVER_AHEAD_SECONDS before it, by the running node's own pace).
+    running = submit(api, sleep_workflow(5.0))
     waiting = submit(api, sleep_workflow(0.2))
     wait_for(lambda: api.get(f"/api/jobs/{running['id']}/").json()["status"] == "running", message="first job running")
     response = api.post(f"/api/jobs/{waiting['id']}/cancel/")

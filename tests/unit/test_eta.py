@@ -299,6 +299,29 @@ def test_remaining_is_none_when_nothing_is_known():
                                  step_value=None, step_max=None, current_started_seconds_ago=None) is None  # fmt: skip
 
 
+def test_remaining_by_pace_trusts_only_this_runs_own_pace():
+    # History learned this sleep from short runs (0.2 s); this one sleeps 30 s. Two seconds in,
+    # its steps show 28 s left, where the blended ETA still leans on history's "nearly done".
+    estimates = {"sleep": learned(0.2), "save": learned(0.1)}
+    kwargs: dict[str, Any] = dict(to_run=set(estimates), done=set(), cached=set(), current_node="sleep")
+    paced = eta.remaining_seconds_by_pace(
+        estimates, **kwargs, step_value=2, step_max=30, current_started_seconds_ago=2.0
+    )
+    assert paced == pytest.approx(28.1)
+    assert eta.remaining_seconds(estimates, **kwargs, step_value=2, step_max=30, current_started_seconds_ago=2.0) < 3
+
+    # A node without steps counts at history's estimate until it outruns it; then nothing is sure.
+    no_steps = dict(kwargs, step_value=None, step_max=None)
+    decode = {"sleep": learned(6.0), "save": learned(1.0)}
+    assert eta.remaining_seconds_by_pace(decode, **no_steps, current_started_seconds_ago=2.0) == pytest.approx(5.0)
+    assert eta.remaining_seconds_by_pace(decode, **no_steps, current_started_seconds_ago=6.5) is None
+    # A node left that history does not know: unsure.
+    unknown = {"sleep": learned(6.0), "save": eta.DEFAULT_ESTIMATE}
+    assert eta.remaining_seconds_by_pace(unknown, **no_steps, current_started_seconds_ago=2.0) is None
+    done = dict(to_run={"sleep"}, done={"sleep"}, cached=set(), current_node=None, step_value=None, step_max=None)
+    assert eta.remaining_seconds_by_pace(decode, **done, current_started_seconds_ago=None) == 0.0
+
+
 def test_weights_are_expected_seconds_or_equal_when_nothing_is_known():
     assert eta.node_weights({"a": learned(1.0), "b": learned(9.0)}) == {"a": 1.0, "b": 9.0}
     assert eta.node_weights({"a": eta.DEFAULT_ESTIMATE, "b": eta.DEFAULT_ESTIMATE}) == {"a": 1.0, "b": 1.0}

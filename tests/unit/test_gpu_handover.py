@@ -126,6 +126,26 @@ def test_the_next_prompt_waits_in_comfyuis_queue_while_the_running_one_ends(back
     assert second.started_at is not None and first.finished_at is not None
 
 
+def test_a_run_longer_than_its_history_gets_its_next_prompt_only_near_its_real_end(backend, settings):
+    # History learned these nodes from a 0.2-s sleep; the next run sleeps 3 s. A guess from history
+    # alone would put the next prompt in at once, binding it to this GPU for the whole run.
+    settings.HANDOVER_AHEAD_SECONDS = 0.6
+    eta.eta_cache_clear()
+    taught = submit(0.2)
+    assert tracking.backend_work("default") == 1
+    first, second = submit(3.0), submit(0.2)
+
+    assert tracking.backend_work("default") == 2
+
+    times = prompt_times(backend)
+    one, two = times[str(first.prompt_id)], times[str(second.prompt_id)]
+    assert two["received"] > one["execution_start"] + 1.5, "taken by history's guess, not by the run's pace"
+    assert two["received"] < one["execution_success"], "still put in before the first ended"
+    for job in (taught, first, second):
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED, job.error_message
+
+
 def test_without_history_the_next_prompt_goes_in_only_once_comfyui_is_done(backend, settings):
     settings.HANDOVER_AHEAD_SECONDS = 60.0  # the whole job; but nothing known of its nodes
     eta.eta_cache_clear()
