@@ -13,6 +13,7 @@ from access.access_log import AccessLogMiddleware  # noqa: E402
 from access.database_unavailable import DatabaseUnavailableWebsocket  # noqa: E402
 from access.in_flight import ListRequestsInFlight  # noqa: E402
 from anime_production.collector import web_process_collector  # noqa: E402
+from anime_production.warm_up import warm_up  # noqa: E402
 from assets.uploads import daphne_form_parsing_off  # noqa: E402
 from comfy_api.routing import FrontDoorWebsockets  # noqa: E402
 from jobs.routing import websocket_urlpatterns  # noqa: E402
@@ -20,6 +21,7 @@ from jobs.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
 
 daphne_form_parsing_off()
 web_process_collector()
+warm_up()
 # The access log is ours, without query strings (tickets): daphne's own runs off (access/access_log.py).
 application = AccessLogMiddleware(
     ProtocolTypeRouter(

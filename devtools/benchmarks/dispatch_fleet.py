@@ -4,13 +4,13 @@
     .venv/bin/python -m devtools.benchmarks.dispatch_fleet --database-url postgres://postgres@127.0.0.1:5432/routing_bench
 
 It runs the system as production does: 5 simulator processes as backends b1..b5, a GPU worker for
-each (`manage.py run_worker gpu bN`), the default worker, daphne serving the API; the database is
+each (`manage.py run_worker gpu bN`), the default worker, uvicorn serving the API as `make run` does; the database is
 migrated, with whatever history it holds (it says how much). For each queue length W:
 
 - the queue is filled with W runnable jobs of `--seconds` (EmptyImage -> TestSleep -> SaveImage) of 20
   users (rows with their fair-share turns, as job_create makes them; then the backends are woken),
   and kept at W while the backends work (rows again: a POST through this busy machine is slower than
-  five backends taking); meanwhile `--posts` jobs are posted through daphne, two a second (their
+  five backends taking); meanwhile `--posts` jobs are posted through uvicorn, two a second (their
   round trips are the POST figure);
 - (a) a free GPU's wait: per backend, from ComfyUI ending one prompt to starting the next (their
   history's execution_success and execution_start timestamps), over `--dispatches` jobs. The next
@@ -42,7 +42,7 @@ from typing import Any
 
 import aiohttp
 
-from access.access_log import web_server_argv
+from access.access_log import uvicorn_argv
 from devtools.benchmarks.dispatch import history_size, ms, orm, verdict
 from devtools.benchmarks.progress_latency import (
     Child,
@@ -383,7 +383,10 @@ def run(args: argparse.Namespace, sims: list[SimulatorProcess], env: dict[str, s
     users = bench_users()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    web = Child("daphne", web_server_argv("127.0.0.1", port), env, log_dir / "daphne.log", "Listening on TCP address")
+    # Served as `make run` serves (run_system): uvicorn, --web-workers processes on one port.
+    web = Child(
+        "uvicorn", uvicorn_argv("127.0.0.1", port, args.web_workers), env, log_dir / "web.log", "Started server process"
+    )
     workers = [
         Child(
             f"gpu worker {name}",
@@ -407,6 +410,8 @@ def run(args: argparse.Namespace, sims: list[SimulatorProcess], env: dict[str, s
     )
     try:
         wait_ready([web, *workers])
+        while web.log().count("Started server process") < args.web_workers:
+            time.sleep(0.2)
         print(
             f"{product_version()}; history ~{jobs:,} jobs, ~{timings:,} node timings; {len(BACKENDS)} backends, "
             f"{USERS} users, {args.seconds:g}-s jobs; {os.cpu_count()} cores, shared; logs in {log_dir}",
@@ -446,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--waiting", type=counts, default=[10, 1000, 10000], help="queue lengths")
     parser.add_argument("--seconds", type=float, default=0.3, help="how long each job's TestSleep runs")
     parser.add_argument("--dispatches", type=int, default=100, help="jobs run per queue length (at least)")
+    parser.add_argument("--web-workers", type=int, default=2, help="uvicorn processes, as run_system starts them")
     parser.add_argument("--posts", type=int, default=20, help="jobs posted through HTTP per queue length")
     parser.add_argument("--window-seconds", type=float, default=120.0, help="at most this long per queue length")
     parser.add_argument("--idle-jobs", type=int, default=30, help="jobs posted one at a time to an idle fleet")
