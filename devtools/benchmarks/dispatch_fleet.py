@@ -19,7 +19,9 @@ migrated, with whatever history it holds (it says how much). For each queue leng
 - (b) queries of one take (jobs.dispatch.job_take_next, in this process, rolled back);
 - (c) queries of one `POST /api/jobs/` (Django's test client, in this process).
 
-Then, on an idle fleet, (d) created -> prompt received for `--idle-jobs` jobs posted one at a time.
+Before the first W, one job per backend (not measured) teaches history the benchmark's nodes, as a
+studio's history knows its own. Then, on an idle fleet, (d) created -> prompt received for
+`--idle-jobs` jobs posted one at a time.
 The jobs it makes are deleted at the end; its Redis keys are its own.
 """
 
@@ -322,6 +324,16 @@ async def window(
     return result
 
 
+async def teach_history(args: argparse.Namespace, users: list[tuple[Any, str]]) -> None:
+    """One job per backend, not measured, so history knows the benchmark's nodes as a studio's does
+    (a fresh database otherwise handicaps the first window: nothing is put in ahead before history
+    knows every node left)."""
+    await orm(queue_fill, [user for user, _ in users], len(BACKENDS), args.seconds)
+    await orm(backends_wake_all)
+    while await orm(waiting_count) or await orm(active_count):
+        await asyncio.sleep(0.1)
+
+
 async def idle_fleet(args: argparse.Namespace, sims: list[SimulatorProcess], base_url: str, key: str) -> list[float]:
     """created_at -> prompt received of jobs posted one at a time to a fleet with nothing to do."""
     ids = []
@@ -417,6 +429,7 @@ def run(args: argparse.Namespace, sims: list[SimulatorProcess], env: dict[str, s
             f"{USERS} users, {args.seconds:g}-s jobs; {os.cpu_count()} cores, shared; logs in {log_dir}",
             flush=True,
         )
+        asyncio.run(teach_history(args, users))
         windows = []
         for waiting in args.waiting:
             windows.append(asyncio.run(window(args, sims, base_url, users, waiting)))

@@ -318,7 +318,9 @@ def test_remaining_by_pace_trusts_only_this_runs_own_pace():
     # A node left that history does not know: unsure.
     unknown = {"sleep": learned(6.0), "save": eta.DEFAULT_ESTIMATE}
     assert eta.remaining_seconds_by_pace(unknown, **no_steps, current_started_seconds_ago=2.0) is None
-    done = dict(to_run={"sleep"}, done={"sleep"}, cached=set(), current_node=None, step_value=None, step_max=None)
+    done: dict[str, Any] = dict(
+        to_run={"sleep"}, done={"sleep"}, cached=set(), current_node=None, step_value=None, step_max=None
+    )
     assert eta.remaining_seconds_by_pace(decode, **done, current_started_seconds_ago=None) == 0.0
 
 
