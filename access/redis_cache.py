@@ -8,6 +8,11 @@ left it to the garbage collector (django/django pull request 18459, open). A sto
 connects spent more of its time there than in its database queries (py-spy, devtools/benchmarks/
 fanout.py). Here every instance in a process shares the process's pools; redis-py's pools are
 thread-safe and start afresh in a forked child.
+
+Django also builds a new redis-py client for every cache call, and a client builds its table of
+response callbacks (about 80 entries) each time: six cache calls of a POST /api/jobs/ (throttles,
+quotas) spent 3.5 ms there (cProfile, 30 POSTs). A client only holds its pool, so one per pool is
+shared the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from django.core.cache import cache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 _pools: dict[tuple[int, str, str], Any] = {}
+_clients: dict[int, Any] = {}  # id(pool) -> its client; pools live as long as the process
 _lock = threading.Lock()
 
 
@@ -36,6 +42,14 @@ class SharedPoolRedisCacheClient(RedisCacheClient):
                 if pool is None:
                     pool = _pools[key] = client._pool_class.from_url(server, **options)
         return pool
+
+    def get_client(self, key: Any = None, *, write: bool = False) -> Any:
+        pool = self._get_connection_pool(write)
+        shared = _clients.get(id(pool))
+        if shared is None:
+            client: Any = self
+            shared = _clients.setdefault(id(pool), client._client(connection_pool=pool))
+        return shared
 
 
 class SharedPoolRedisCache(RedisCache):

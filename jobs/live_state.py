@@ -1,26 +1,30 @@
-"""A job's state and timeline events as the tracker broadcasts them, shaped by the same serializers
-as REST, without building them anew for every broadcast.
+"""Jobs and their timeline events shaped by the project's serializers, without building them anew
+for every job: REST, websocket snapshots and the tracker's broadcasts all shape jobs here.
 
 A DRF ModelSerializer builds its fields again for each instance it is created for (deep copies
-and model introspection): 22 % of a tracker's CPU went there at 8 broadcasts a second (issue 12). One
-serializer per thread, kept, shapes every job after the first, the way DRF's `many=True` shapes
-every item of a list with one child. The output is the serializers' own, so a field added to
-JobSerializer reaches the browsers through here too (tests/unit/test_live_state.py compares).
+and model introspection): 22 % of a tracker's CPU went there at 8 broadcasts a second (issue 12),
+and 4.4 ms of each POST /api/jobs/ (cProfile, 30 POSTs). One serializer per thread, kept, shapes
+every job after the first, the way DRF's `many=True` shapes every item of a list with one child.
+The output is the serializers' own, so a field added to JobSerializer reaches every client
+(tests/unit/test_live_state.py compares with serializers built afresh).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import Any
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from jobs import selectors
 from jobs.models import Job, JobEvent
 from jobs.serializers import JobEventSerializer, JobSerializer
 
+if TYPE_CHECKING:
+    from jobs.queue_eta import QueuePlace
+
 
 class _Shapers(threading.local):
-    """This thread's serializers; the job's context is swapped in its dict for each call."""
+    """This thread's serializers; the jobs' context is swapped in its dict for each call."""
 
     def __init__(self) -> None:
         self.context: dict[str, Any] = {"queue_places": {}}
@@ -31,11 +35,14 @@ class _Shapers(threading.local):
 _shapers = _Shapers()
 
 
-def job_live_state(job: Job) -> dict[str, Any]:
-    """What selectors.job_state(job) returns, for the tracker's broadcasts."""
-    # A running job reads no queue (no query); a waiting one needs its place.
-    _shapers.context["queue_places"] = selectors.queue_places([job])
-    return _shapers.job.to_representation(job)
+def job_payloads(jobs: Sequence[Job], places: Mapping[uuid.UUID, QueuePlace]) -> list[dict[str, Any]]:
+    """What JobSerializer(jobs, many=True, context={"queue_places": places}).data holds, as plain
+    dicts; `places` from selectors.queue_places."""
+    _shapers.context["queue_places"] = places
+    try:
+        return [_shapers.job.to_representation(job) for job in jobs]
+    finally:
+        _shapers.context["queue_places"] = {}
 
 
 def live_event_payloads(events: Sequence[JobEvent]) -> list[dict[str, Any]]:

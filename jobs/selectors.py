@@ -17,11 +17,12 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from jobs.group_summary import MemberState, group_summary
+from jobs.live_state import job_payloads
 from jobs.models import ACTIVE_STATUSES, Job, JobGroup, JobStatus
 from jobs.queue_announcements import fleet_waits, own_seconds
 from jobs.queue_eta import JOBS_AHEAD_LIMIT, QueuePlace
 from jobs.queue_order import index_order_kept, waiting_in_order
-from jobs.serializers import JobGroupDetailSerializer, JobGroupSerializer, JobSerializer
+from jobs.serializers import JobGroupDetailSerializer, JobGroupSerializer
 
 # The admin's model permissions, applied to REST and websockets alike. As in the admin, a user who
 # may change jobs may also see them.
@@ -121,8 +122,7 @@ def queue_places(jobs: Iterable[Job]) -> dict[uuid.UUID, QueuePlace]:
 
 def job_states(jobs: Sequence[Job], places: Mapping[uuid.UUID, QueuePlace] | None = None) -> list[dict[str, Any]]:
     """Jobs as REST and websockets show them; `places` when the caller has already read the queue."""
-    places = queue_places(jobs) if places is None else places
-    return list(JobSerializer(jobs, many=True, context={"queue_places": places}).data)
+    return job_payloads(jobs, queue_places(jobs) if places is None else places)
 
 
 def job_state(job: Job) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def event_payloads(events: Sequence[JobEvent]) -> list[dict[str, Any]]:
 
 def job_broadcast_now(job: Job, events: Sequence[JobEvent] = ()) -> None:
     """The tracker's broadcast, several a second: shaped by serializers kept for it (jobs.live_state)."""
-    job_broadcast(live_state.job_live_state(job), job.user_id, live_state.live_event_payloads(events))
+    job_broadcast(selectors.job_state(job), job.user_id, live_state.live_event_payloads(events))
 
 
 def job_publish(job: Job, events: Sequence[JobEvent] = (), *, webhook_event: str | None = None) -> None:

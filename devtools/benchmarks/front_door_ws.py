@@ -5,7 +5,7 @@ spends relaying the same broadcast (jobs.consumers.update_text, no decoding):
 
     python -m devtools.benchmarks.front_door_ws
 
-The broadcasts are the tracker's own shape (jobs.live_state.job_live_state of a running job, with a
+The broadcasts are the tracker's own shape (jobs.selectors.job_state of a running job, with a
 sampler step each and a node start every 20th: a 30-node graph), made once; no database, no sockets. Prints figures,
 asserts nothing; noisy on a shared machine: read the median of several runs.
 """
@@ -30,8 +30,8 @@ from comfy_api.ws_follow import ClientStream  # noqa: E402
 from comfy_api.ws_messages import PromptMessages  # noqa: E402
 from jobs.broadcast import job_state_message  # noqa: E402
 from jobs.consumers import update_text  # noqa: E402
-from jobs.live_state import job_live_state  # noqa: E402
 from jobs.models import Job, JobStatus  # noqa: E402
+from jobs.selectors import job_state  # noqa: E402
 
 # A 30-node graph, each node reporting 20 steps: 600 broadcasts.
 BROADCASTS = 600
@@ -66,7 +66,7 @@ def broadcasts() -> list[dict[str, Any]]:
         job.seq, job.version = seq, index + 1
         job.current_node_id, job.current_node_class, job.current_node_name = node, "KSampler", "KSampler"
         job.step_value, job.step_max = float(index % 20 + 1), 20.0
-        messages.append(job_state_message(job_live_state(job), events))
+        messages.append(job_state_message(job_state(job), events))
     return messages
 
 

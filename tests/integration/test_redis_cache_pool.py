@@ -44,3 +44,11 @@ def test_a_counter_counts_in_one_round_trip_and_expires_from_its_first_count():
     ttl = raw.ttl(cache.make_and_validate_key("counter-probe"))
     assert 0 < ttl <= 30, "the later counts do not push the expiry back"
     cache.delete("counter-probe")
+
+
+def test_every_cache_call_in_a_process_uses_one_client_per_pool():
+    # Django builds a redis-py client per call; each builds its table of response callbacks.
+    one, other = cache_in_a_new_context(), cache_in_a_new_context()
+    assert one._cache.get_client("a") is other._cache.get_client("b", write=True)
+    one.set("shared-client-probe", 2, timeout=30)
+    assert other.get("shared-client-probe") == 2

@@ -1,6 +1,7 @@
-"""The tracker's broadcasts (jobs.live_state, serializers kept between calls) show a job exactly as
-REST and the websocket snapshot do (selectors.job_state): the same fields, values and order, for
-jobs in every state, one after another through the same kept serializer."""
+"""Jobs shaped through serializers kept between calls (jobs.live_state, behind selectors.job_states:
+REST, websocket snapshots, the tracker's broadcasts) are exactly what a JobSerializer built afresh
+shows: the same fields, values and order, for jobs in every state, one after another through the
+same kept serializer."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from django.utils import timezone
 
 from jobs import live_state, selectors, services
 from jobs.models import EventKind, FailureCategory, Job, JobEvent, JobGroup, JobOutput, JobStatus
+from jobs.serializers import JobSerializer
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -80,13 +82,18 @@ def waiting_jobs():
     return JobFactory(status=JobStatus.QUEUED, priority=5, retry_of=JobFactory(status=JobStatus.FAILED))
 
 
+def afresh(job: Job) -> dict:
+    """The job as a serializer built for it alone shows it."""
+    return dict(JobSerializer(job, context={"queue_places": selectors.queue_places([job])}).data)
+
+
 @pytest.mark.parametrize("make_job", [running_job, failed_job, completed_job, waiting_jobs])
-def test_live_state_is_the_rest_state(make_job):
+def test_a_kept_serializer_shows_what_one_built_afresh_shows(make_job):
     job = make_job()
 
-    shown = live_state.job_live_state(job)
+    shown = selectors.job_state(job)
 
-    expected = selectors.job_state(job)
+    expected = afresh(job)
     assert shown == expected
     assert list(shown) == list(expected)
 
@@ -94,9 +101,10 @@ def test_live_state_is_the_rest_state(make_job):
 def test_one_kept_serializer_shows_each_job_its_own_way():
     first, second, third = running_job(), failed_job(), completed_job()
 
-    shown = [live_state.job_live_state(job) for job in (first, second, third, first)]
+    shown = [selectors.job_state(job) for job in (first, second, third, first)]
+    listed = selectors.job_states([first, second, third, first])
 
-    assert shown == [selectors.job_state(job) for job in (first, second, third, first)]
+    assert shown == listed == [afresh(job) for job in (first, second, third, first)]
     assert shown[1]["error"]["category"] == FailureCategory.NODE_ERROR
     assert shown[3]["current_node"]["name"] == "Test Sleep"
 
@@ -115,4 +123,4 @@ def test_live_events_are_the_rest_events():
 
 
 def test_a_waiting_job_shows_its_place():
-    assert live_state.job_live_state(waiting_jobs())["queue_position"] == 2
+    assert selectors.job_state(waiting_jobs())["queue_position"] == 2
