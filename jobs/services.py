@@ -293,6 +293,7 @@ def job_create(
             template_name=template_name,
             template_version=template_version,
             pipeline_key=pipeline_key,
+            seq=1,  # its first timeline event, below: no other writer can see the job before it commits
         )
         JobTag.objects.bulk_create([JobTag(job=job, tag=tag) for tag in labels.tags])
         JobDependency.objects.bulk_create([JobDependency(job=job, upstream=upstream) for upstream in upstreams])
@@ -303,7 +304,13 @@ def job_create(
             job_webhook_create(job_id=job.id, owner=job.user, **webhook)
         elif retry_of is not None:
             job_webhook_copy(from_job_id=retry_of.id, to_job_id=job.id)
-        job_event(job, EventKind.STATUS, data={"to": job.status, "requested_backend": job.requested_backend})
+        JobEvent.objects.create(
+            job=job,
+            seq=1,
+            kind=EventKind.STATUS,
+            at=timezone.now(),
+            data={"to": job.status, "requested_backend": job.requested_backend},
+        )
         if blocked:
             if all(upstream.status in FINAL_STATUSES for upstream in upstreams):
                 blocked_job_settle(job)  # an upstream ended between the request's check and now
