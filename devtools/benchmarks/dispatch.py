@@ -6,7 +6,8 @@ each figure beside its goal (issue 12, goal 1).
 
 It runs the system as production does, on a database that already holds a history of finished
 jobs (made by `generate_history`; the benchmark says how many): one simulator process as the GPU
-backend `b1`, daphne serving anime_production.asgi, and the GPU worker `manage.py run_worker gpu b1`.
+backend `b1`, uvicorn serving anime_production.asgi as `make run` does, and the GPU worker
+`manage.py run_worker gpu b1`.
 
 - (a) dispatch: for each of `--pairs` jobs of `--seconds` (EmptyImage -> TestSleep -> SaveImage)
   made through `POST /api/jobs/` at priority 9, the time from the job's `created_at` to the simulator
@@ -52,7 +53,6 @@ from unittest import mock
 
 import aiohttp
 
-from access.access_log import web_server_argv
 from devtools.benchmarks.progress_latency import (
     Child,
     clear_redis_keys,
@@ -63,6 +63,7 @@ from devtools.benchmarks.progress_latency import (
     stop_all,
     system_environment,
     wait_ready,
+    web_server,
 )
 from devtools.simulator_process import SimulatorProcess, free_port
 
@@ -413,7 +414,7 @@ def run(args: argparse.Namespace, sim: SimulatorProcess, env: dict[str, str], lo
     user, key = bench_user()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    web = Child("daphne", web_server_argv("127.0.0.1", port), env, log_dir / "daphne.log", "Listening on TCP address")
+    web = web_server(port, env, log_dir)
     worker_argv = [sys.executable, "manage.py", "run_worker", "gpu", BACKEND]
     worker = Child("gpu worker", worker_argv, env, log_dir / "worker.log", " ready.")
     waiting_made: list[str] = []

@@ -44,7 +44,6 @@ from typing import Any
 
 import aiohttp
 
-from access.access_log import uvicorn_argv
 from devtools.benchmarks.dispatch import history_size, ms, orm, verdict
 from devtools.benchmarks.progress_latency import (
     Child,
@@ -55,6 +54,7 @@ from devtools.benchmarks.progress_latency import (
     stop_all,
     system_environment,
     wait_ready,
+    web_server,
 )
 from devtools.simulator_process import SimulatorProcess, free_port
 
@@ -395,10 +395,7 @@ def run(args: argparse.Namespace, sims: list[SimulatorProcess], env: dict[str, s
     users = bench_users()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    # Served as `make run` serves (run_system): uvicorn, --web-workers processes on one port.
-    web = Child(
-        "uvicorn", uvicorn_argv("127.0.0.1", port, args.web_workers), env, log_dir / "web.log", "Started server process"
-    )
+    web = web_server(port, env, log_dir, args.web_workers)
     workers = [
         Child(
             f"gpu worker {name}",
@@ -422,8 +419,6 @@ def run(args: argparse.Namespace, sims: list[SimulatorProcess], env: dict[str, s
     )
     try:
         wait_ready([web, *workers])
-        while web.log().count("Started server process") < args.web_workers:
-            time.sleep(0.2)
         print(
             f"{product_version()}; history ~{jobs:,} jobs, ~{timings:,} node timings; {len(BACKENDS)} backends, "
             f"{USERS} users, {args.seconds:g}-s jobs; {os.cpu_count()} cores, shared; logs in {log_dir}",

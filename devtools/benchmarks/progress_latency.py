@@ -66,7 +66,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from access.access_log import web_server_argv
+from access.access_log import uvicorn_argv, web_server_argv
 from devtools.simulator_process import REPO_ROOT, SimulatorProcess, free_port
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/anime_bench_latency"
@@ -104,10 +104,13 @@ def tree_cpu_seconds(pid: int) -> float:
 class Child:
     """A subprocess in a session of its own (so its pool processes can be stopped with it)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path, ready_line: str) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, ready_line: str, ready_count: int = 1
+    ) -> None:
         self.name = name
         self.log_path = log_path
         self.ready_line = ready_line
+        self.ready_count = ready_count  # ready once the line was logged this often (one per process)
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 argv, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -123,7 +126,7 @@ class Child:
     def is_ready(self) -> bool:
         if self.process.poll() is not None:
             raise RuntimeError(f"{self.name} exited:\n{self.log()[-3000:]}")
-        return self.ready_line in self.log()
+        return self.log().count(self.ready_line) >= self.ready_count
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -165,7 +168,15 @@ def gpu_worker(name: str, env: dict[str, str], log_dir: Path) -> Child:
 
 
 def daphne(port: int, env: dict[str, str], log_dir: Path) -> Child:
+    """One daphne process: its CPU is one pid's, which this benchmark samples."""
     return Child("daphne", web_server_argv("127.0.0.1", port), env, log_dir / "daphne.log", "Listening on TCP address")
+
+
+def web_server(port: int, env: dict[str, str], log_dir: Path, workers: int = 2) -> Child:
+    """The web server as `make run` starts it (run_system): uvicorn, `workers` processes on one port;
+    ready once every process has loaded the application."""
+    argv = uvicorn_argv("127.0.0.1", port, workers)
+    return Child("uvicorn", argv, env, log_dir / "web.log", "Started server process", ready_count=workers)
 
 
 def machine_busy_seconds() -> float:
