@@ -470,8 +470,24 @@ def remaining_seconds(
     step_value: float | None,
     step_max: float | None,
     current_started_seconds_ago: float | None,
+    by_pace: bool = False,
 ) -> float | None:
-    """Expected seconds until the prompt finishes; None when no history informs any node."""
+    """Expected seconds until the prompt finishes; None when no history informs any node.
+
+    `by_pace`: stricter, for a decision that binds work (the hand-over ahead), as far as this run's
+    own pace shows: the node running now at its observed rate when it reports steps, otherwise at
+    history's estimate only until it has outrun it, and every node after it known to history; None
+    when unsure.
+    """
+    if by_pace:
+        return _remaining_by_pace(
+            estimates,
+            pending=to_run - done - cached - {current_node},
+            current=current_node if current_node in to_run - done - cached else None,
+            step_value=step_value,
+            step_max=step_max,
+            elapsed=max(current_started_seconds_ago or 0.0, 0.0),
+        )
     if not estimates or _all_default(estimates):
         return None
     pending = to_run - done - cached - {current_node}
@@ -493,33 +509,23 @@ def pace_observed(step_value: float | None, step_max: float | None) -> bool:
     return step_value >= min(MIN_OBSERVED_STEPS, step_max * MIN_OBSERVED_FRACTION)
 
 
-def remaining_seconds_by_pace(
+def _remaining_by_pace(
     estimates: dict[str, NodeEstimate],
     *,
-    to_run: set[str],
-    done: set[str],
-    cached: set[str],
-    current_node: str | None,
+    pending: set[str],
+    current: str | None,
     step_value: float | None,
     step_max: float | None,
-    current_started_seconds_ago: float | None,
+    elapsed: float,
 ) -> float | None:
-    """Seconds until the prompt finishes, as far as this run's own pace shows; None when unsure.
-
-    Stricter than `remaining_seconds`, for a decision that binds work (the hand-over ahead): the
-    node running now counts at its own pace when it reports steps, otherwise at history's estimate
-    only until it has outrun it; every node after it must be known to history.
-    """
-    pending = to_run - done - cached - {current_node}
     if any(estimates.get(n, DEFAULT_ESTIMATE).is_default for n in pending):
         return None
     remaining = sum(estimates[n].seconds for n in pending)
-    if current_node is None or current_node not in to_run or current_node in done | cached:
+    if current is None:
         return remaining
-    elapsed = max(current_started_seconds_ago or 0.0, 0.0)
     if pace_observed(step_value, step_max) and step_value and step_max and elapsed > 0:
         return remaining + elapsed / step_value * max(step_max - step_value, 0.0)
-    estimate = estimates.get(current_node, DEFAULT_ESTIMATE)
+    estimate = estimates.get(current, DEFAULT_ESTIMATE)
     if estimate.is_default or elapsed > estimate.seconds:
         return None
     return remaining + estimate.seconds - elapsed

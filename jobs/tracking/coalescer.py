@@ -119,11 +119,10 @@ class Coalescer:
 
     def remaining_seconds(self, *, by_pace: bool = False) -> float | None:
         """Expected seconds until ComfyUI is done with the prompt; None when history knows nothing.
-        `by_pace`: only as far as this run's own pace shows (eta.remaining_seconds_by_pace)."""
+        `by_pace`: only as far as this run's own pace shows (eta.remaining_seconds)."""
         current = self.progress.current_node
         started = self.timeline.started_at(current)
-        measure = eta.remaining_seconds_by_pace if by_pace else eta.remaining_seconds
-        return measure(
+        return eta.remaining_seconds(
             self.estimates,
             to_run=self.progress.to_run,
             done=self.progress.done,
@@ -132,6 +131,7 @@ class Coalescer:
             step_value=self.progress.step_value,
             step_max=self.progress.step_max,
             current_started_seconds_ago=(timezone.now() - started).total_seconds() if started else None,
+            by_pace=by_pace,
         )
 
     def _write_if_due(self, now: float, *, force: bool = False) -> None:

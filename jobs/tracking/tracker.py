@@ -211,7 +211,7 @@ class JobTracker:
         A guess must not bind the next job to this GPU a whole run early. History knows a node's
         class, not its inputs (a sampler's steps, a sleep's seconds), so the expectation rests on
         this prompt's own pace: only once a node of it has reported steps (the sampler), and counted
-        by eta.remaining_seconds_by_pace.
+        by eta.remaining_seconds(by_pace=True).
         """
         if self.nearly_done is None or not self.progress.started or self.progress.ended or not self.pace_seen:
             return

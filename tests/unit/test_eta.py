@@ -304,8 +304,8 @@ def test_remaining_by_pace_trusts_only_this_runs_own_pace():
     # its steps show 28 s left, where the blended ETA still leans on history's "nearly done".
     estimates = {"sleep": learned(0.2), "save": learned(0.1)}
     kwargs: dict[str, Any] = dict(to_run=set(estimates), done=set(), cached=set(), current_node="sleep")
-    paced = eta.remaining_seconds_by_pace(
-        estimates, **kwargs, step_value=2, step_max=30, current_started_seconds_ago=2.0
+    paced = eta.remaining_seconds(
+        estimates, **kwargs, step_value=2, step_max=30, current_started_seconds_ago=2.0, by_pace=True
     )
     assert paced == pytest.approx(28.1)
     assert eta.remaining_seconds(estimates, **kwargs, step_value=2, step_max=30, current_started_seconds_ago=2.0) < 3
@@ -313,15 +313,17 @@ def test_remaining_by_pace_trusts_only_this_runs_own_pace():
     # A node without steps counts at history's estimate until it outruns it; then nothing is sure.
     no_steps = dict(kwargs, step_value=None, step_max=None)
     decode = {"sleep": learned(6.0), "save": learned(1.0)}
-    assert eta.remaining_seconds_by_pace(decode, **no_steps, current_started_seconds_ago=2.0) == pytest.approx(5.0)
-    assert eta.remaining_seconds_by_pace(decode, **no_steps, current_started_seconds_ago=6.5) is None
+    assert eta.remaining_seconds(decode, **no_steps, current_started_seconds_ago=2.0, by_pace=True) == pytest.approx(
+        5.0
+    )
+    assert eta.remaining_seconds(decode, **no_steps, current_started_seconds_ago=6.5, by_pace=True) is None
     # A node left that history does not know: unsure.
     unknown = {"sleep": learned(6.0), "save": eta.DEFAULT_ESTIMATE}
-    assert eta.remaining_seconds_by_pace(unknown, **no_steps, current_started_seconds_ago=2.0) is None
+    assert eta.remaining_seconds(unknown, **no_steps, current_started_seconds_ago=2.0, by_pace=True) is None
     done: dict[str, Any] = dict(
         to_run={"sleep"}, done={"sleep"}, cached=set(), current_node=None, step_value=None, step_max=None
     )
-    assert eta.remaining_seconds_by_pace(decode, **done, current_started_seconds_ago=None) == 0.0
+    assert eta.remaining_seconds(decode, **done, current_started_seconds_ago=None, by_pace=True) == 0.0
 
 
 def test_weights_are_expected_seconds_or_equal_when_nothing_is_known():
