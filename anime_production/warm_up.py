@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import importlib
 
-from channels.layers import get_channel_layer
 from django.urls import get_resolver
 
 
 def warm_up() -> None:
     len(get_resolver().url_patterns)  # imports every URL pattern, so every view module
-    importlib.import_module("redis")  # the cache's client and the channel layer's, on first use
-    get_channel_layer()  # the channel layer's instance, made once per process
+    # The cache's client and the channel layer's, on first use. Not the channel layer itself: made
+    # at import, it kept the settings of that moment (tests and tools change them after).
+    importlib.import_module("redis")
