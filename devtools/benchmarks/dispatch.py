@@ -242,17 +242,21 @@ def dispatch_delays(job_ids: Sequence[str], submissions: list[dict[str, Any]]) -
 
 
 def post_query_count(user: Any) -> tuple[int, list[str]]:
-    """Queries of one `POST /api/jobs/` through Django's test client on this database (the job made
-    here waits, its broker message withheld)."""
+    """Queries of one `POST /api/jobs/` through Django's test client on this database. The job made
+    here waits for the parked backend, as the queue's rows do; its wake is withheld, and so is not
+    left marked pending (a pending mark holds back the next job's wake for a minute)."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from jobs.wake import wake_spent
+
     client = Client(HTTP_HOST="localhost")
     client.force_login(user)
-    body = {"workflow": sleep_workflow(1.0, next(_colours)), "job_type": "other", "priority": 0, "backend": BACKEND}
+    body = {"workflow": sleep_workflow(1.0, next(_colours)), "job_type": "other", "priority": 0, "backend": PARKED}
     with mock.patch("celery.canvas.Signature.apply_async"), CaptureQueriesContext(connection) as queries:
         response = client.post("/api/jobs/", data=json.dumps(body), content_type="application/json", secure=True)
+    wake_spent(PARKED)
     if response.status_code != 201:
         raise RuntimeError(f"POST /api/jobs/ answered {response.status_code}: {response.content[:300]!r}")
     return len(queries), [query["sql"][:160] for query in queries.captured_queries]
