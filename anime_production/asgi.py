@@ -8,10 +8,12 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from access.access_log import AccessLogMiddleware  # noqa: E402
 from access.database_unavailable import DatabaseUnavailableWebsocket  # noqa: E402
 from access.in_flight import ListRequestsInFlight  # noqa: E402
+from access.request_threads import RequestThreads  # noqa: E402
 from anime_production.collector import web_process_collector  # noqa: E402
 from anime_production.warm_up import warm_up  # noqa: E402
 from assets.uploads import daphne_form_parsing_off  # noqa: E402
@@ -27,7 +29,8 @@ application = AccessLogMiddleware(
     ProtocolTypeRouter(
         {
             # One user's flood of list requests must not hold the process's one thread for sync views.
-            "http": ListRequestsInFlight(django_asgi_app),
+            # ...and then runs on one of the process's kept request threads (access/request_threads.py).
+            "http": ListRequestsInFlight(RequestThreads(django_asgi_app, settings.WEB_SYNC_THREADS)),
             # A handshake that finds the database down is turned away as "try again later".
             "websocket": DatabaseUnavailableWebsocket(
                 # The ComfyUI front door's sockets take ComfyUI clients' credentials (comfy_api.routing).

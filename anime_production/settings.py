@@ -225,6 +225,11 @@ CACHES = {
     }
 }
 
+# A web process's requests run their sync code (views, middleware) on this many kept threads, each
+# keeping its database connection (access/request_threads.py); 0: a new thread per request, as Django
+# does by itself (and so a new database connection per request).
+WEB_SYNC_THREADS = int(os.environ.get("WEB_SYNC_THREADS", "8"))
+
 # --- Celery --------------------------------------------------------------------------------------
 # The longest job we allow, and the broker's redelivery timeout must be longer (docs/HAZARDS.md).
 JOB_MAX_SECONDS = int(os.environ.get("JOB_MAX_SECONDS", str(60 * 60)))
@@ -294,7 +299,7 @@ COMFYUI_WS_TIMEOUT = float(os.environ.get("COMFYUI_WS_TIMEOUT", "1.0"))
 TRACKER_DB_INTERVAL = float(os.environ.get("TRACKER_DB_INTERVAL", "0.6"))
 TRACKER_BROADCAST_INTERVAL = float(os.environ.get("TRACKER_BROADCAST_INTERVAL", "0.12"))
 # A backend's next prompt goes into ComfyUI's own queue this long before the running one is expected
-# to end (every node left known to history), so the GPU goes from one prompt to the next without
+# to end (by its own pace: jobs.eta.remaining_seconds), so the GPU goes from one prompt to the next without
 # waiting for us; 0: only once ComfyUI is done with it (jobs/tracking/shift.py).
 HANDOVER_AHEAD_SECONDS = float(os.environ.get("HANDOVER_AHEAD_SECONDS", "2.0"))
 # How long ComfyUI may stay unreachable before the attempt fails `comfyui_unreachable`.

@@ -1,0 +1,59 @@
+"""A web process runs its requests' sync code on a few kept threads (access/request_threads.py), so
+each keeps its database connection; Django alone starts a thread, and so a connection, per request."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import HttpCommunicator
+from django.core.asgi import get_asgi_application
+from django.core.signals import request_started
+
+from access.request_threads import RequestThreads
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def threads_serving(app: Any, requests: int) -> list[str]:
+    """The name of the thread each request's sync code ran on (Django's request_started runs there)."""
+    seen: list[str] = []
+
+    def record(**_: Any) -> None:
+        seen.append(threading.current_thread().name)
+
+    request_started.connect(record)
+    try:
+        for _ in range(requests):
+            communicator = HttpCommunicator(app, "GET", "/api/", headers=[(b"host", b"localhost")])
+            response = async_to_sync(communicator.get_response)()
+            assert response["status"] == 401  # no credentials: refused by the views, in sync code
+    finally:
+        request_started.disconnect(record)
+    return seen
+
+
+def test_requests_run_on_the_kept_threads() -> None:
+    seen = threads_serving(RequestThreads(get_asgi_application(), threads=2), 12)
+
+    assert len(seen) == 12
+    assert all(name.startswith("request-") for name in seen), seen
+    assert len(set(seen)) <= 2
+
+
+def test_django_alone_starts_a_thread_per_request() -> None:
+    # What RequestThreads is for: each of these threads would open a database connection of its own.
+    seen = threads_serving(get_asgi_application(), 6)
+
+    assert len(set(seen)) == 6
+
+
+def test_requests_in_flight_go_to_the_least_busy_thread() -> None:
+    app = RequestThreads(get_asgi_application(), threads=3)
+    app.in_flight[:] = [2, 0, 1]  # as if three requests were in flight
+
+    seen = threads_serving(app, 1)
+
+    assert seen == ["request-1_0"]
