@@ -1,9 +1,10 @@
 """At most LIST_REQUESTS_IN_FLIGHT API list requests of one credential at a time in a web process.
 
 A process's requests share its cores and its few request threads (access/request_threads.py), so a
-user with 20 list requests in flight holds every process and everyone else's requests wait behind them: another user's `GET /api/jobs/<id>/`
-p99 went from 103 ms to 1.7 s under such a flood (devtools/benchmarks/isolation.py). The rate
-throttles never answered: a flood of big pages is slow, not frequent. This ASGI middleware runs on
+user with 20 list requests in flight holds every process and everyone else's requests wait behind
+them: another user's `GET /api/jobs/<id>/` p99 went from 103 ms to 1.7 s under such a flood
+(devtools/benchmarks/isolation.py). The rate throttles never answered: a flood of big pages is slow,
+not frequent. This ASGI middleware runs on
 the event loop, before a request queues for a thread: past the bound, a few more wait their turn
 there (costing nothing while they wait), and the excess is answered at once with a 429 and its
 reason. A flood that was answered 429 retried at once, thousands of times a second, and those
