@@ -50,6 +50,9 @@ SAMPLES_PER_KEY = 50  # the most recent timings per history key
 HISTORY_ROWS_PER_CLASS = 300  # the most recent timings fetched per (class, backend)
 HISTORY_MAX_AGE = timedelta(days=60)
 HISTORY_CACHE_SECONDS = 60.0
+# ...but what history knew nothing of is asked again sooner: a fresh deployment's workers learn from
+# each other's first jobs within seconds, not after a minute of ETAs unknown and no hand-over ahead.
+HISTORY_UNKNOWN_CACHE_SECONDS = 5.0
 HISTORY_CACHE_ENTRIES = 256
 JOB_COSTS_MEMO_ENTRIES = 20_000
 QUEUE_TOTALS_ENTRIES = 10_000
@@ -263,6 +266,9 @@ class TimingHistory:
             for bucket in self._buckets(sample):
                 _append_recent(bucket, sample)
 
+    def knows_any(self) -> bool:
+        return any(self.by_class.values())  # a defaultdict: a lookup leaves an empty list behind
+
     def learn(self, sample: TimingSample) -> None:
         """A timing newer than all the others: first in each of its buckets, the oldest dropped."""
         for bucket in self._buckets(sample):
@@ -351,8 +357,10 @@ def node_estimates(backend: str, workflow: dict[str, Any], nodes: set[str]) -> d
 
 def _history_for(classes: frozenset[str]) -> TimingHistory:
     cached = _history_cache.get(classes)
-    if cached is not None and time.monotonic() - cached[0] < HISTORY_CACHE_SECONDS:
-        return cached[1]
+    if cached is not None:
+        kept = HISTORY_CACHE_SECONDS if cached[1].knows_any() else HISTORY_UNKNOWN_CACHE_SECONDS
+        if time.monotonic() - cached[0] < kept:
+            return cached[1]
     history = TimingHistory(_recent_samples(classes))
     if len(_history_cache) >= HISTORY_CACHE_ENTRIES:
         _history_cache.clear()

@@ -344,3 +344,27 @@ def test_learned_eta_beats_elapsed_over_fraction_at_ten_percent_of_the_run():
     # Workflows never seen in training lean on the fallbacks and still beat the naive estimate.
     unseen = report.errors[("unseen workflow", 0.10)]
     assert unseen.median("learned") < unseen.median("naive")
+
+
+@pytest.mark.django_db
+def test_what_history_knew_nothing_of_is_asked_again_within_seconds_not_a_minute(monkeypatch):
+    eta.eta_cache_clear()
+    workflow = image_workflow()
+    clock = [1000.0]
+    monkeypatch.setattr(eta.time, "monotonic", lambda: clock[0])
+    assert eta.node_estimates("gpu-a", workflow, {"8"})["8"] == eta.DEFAULT_ESTIMATE
+
+    # Another worker's first job completes: this process hears of it at its next read of history.
+    for _ in range(3):
+        finished_job(workflow, "gpu-a", {"8": 2.0})
+    clock[0] += eta.HISTORY_UNKNOWN_CACHE_SECONDS + 0.1
+    learned = eta.node_estimates("gpu-a", workflow, {"8"})["8"]
+    assert learned.seconds == pytest.approx(2.0)
+
+    # What it knows is kept the full minute, as before.
+    for _ in range(eta.SAMPLES_PER_KEY):
+        finished_job(workflow, "gpu-a", {"8": 9.0})
+    clock[0] += eta.HISTORY_UNKNOWN_CACHE_SECONDS + 0.1
+    assert eta.node_estimates("gpu-a", workflow, {"8"})["8"].seconds == pytest.approx(2.0)
+    clock[0] += eta.HISTORY_CACHE_SECONDS
+    assert eta.node_estimates("gpu-a", workflow, {"8"})["8"].seconds == pytest.approx(9.0)
