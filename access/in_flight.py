@@ -4,13 +4,12 @@ A process's requests share its cores and its few request threads (access/request
 user with 20 list requests in flight holds every process and everyone else's requests wait behind
 them: another user's `GET /api/jobs/<id>/` p99 went from 103 ms to 1.7 s under such a flood
 (devtools/benchmarks/isolation.py). The rate throttles never answered: a flood of big pages is slow,
-not frequent. This ASGI middleware runs on
-the event loop, before a request queues for a thread: past the bound, a few more wait their turn
-there (costing nothing while they wait), and the excess is answered at once with a 429 and its
-reason. A flood that was answered 429 retried at once, thousands of times a second, and those
-answers were CPU the other users' requests lacked. A credential is what the request carries (its
-API key or session cookie), counted by its digest; requests without one meet the anonymous rate
-throttle instead.
+not frequent. This ASGI middleware runs on the event loop, before a request queues for a thread:
+past the bound, a few more wait their turn there (costing nothing while they wait), and the excess
+is answered at once with a 429 and its reason. A flood that was answered 429 retried at once,
+thousands of times a second, and those answers were CPU the other users' requests lacked. A
+credential is what the request carries (its API key or session cookie), counted by its digest;
+requests without one meet the anonymous rate throttle instead.
 """
 
 from __future__ import annotations
