@@ -23,8 +23,8 @@ from comfy_api.outputs import node_outputs
 from comfy_api.ws_messages import FINAL, RUNNING, Message, PromptMessages, preview_frame, status_message
 from jobs import selectors as job_selectors
 from jobs import services
+from jobs.live_state import live_event_payloads
 from jobs.models import EventKind, Job, JobEvent, JobOutput
-from jobs.serializers import JobEventSerializer
 
 # Events read from the timeline at once (as jobs.consumers reads a reconnecting socket's backlog): about
 # 2.7 hours of a sampler's 2-second step samples; a prompt further behind catches up over the next updates.
@@ -301,7 +301,7 @@ def ends_prompt(event: Mapping[str, Any]) -> bool:
 
 def timeline_after(job_id: str, seq: int) -> list[dict[str, Any]]:
     events = JobEvent.objects.filter(job_id=job_id, seq__gt=seq).order_by("seq")[:BACKLOG_LIMIT]
-    return list(JobEventSerializer(events, many=True).data)
+    return live_event_payloads(events)
 
 
 def finished_nodes(job: Job) -> list[str]:

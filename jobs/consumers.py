@@ -30,10 +30,11 @@ from access.redis_cache import cache_incr_expiring
 from jobs import selectors
 from jobs.broadcast import STAFF_GROUP, job_group, user_group
 from jobs.fanout_hub import CLOSE_TOO_SLOW, Mailbox, process_hub
+from jobs.live_state import live_event_payloads
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.queue_announcements import FLEET_QUEUE_GROUP, own_seconds, state_placed, state_queue_key
 from jobs.queue_announcements import MESSAGE_TYPE as QUEUE_MOVED
-from jobs.serializers import JobEventSerializer, TimelineQuerySerializer, query_problem
+from jobs.serializers import TimelineQuerySerializer, query_problem
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def job_snapshot(job_id: str, user: Any, after: int | None) -> Snapshot | None:
     backlog: list[dict[str, Any]] = []
     if after is not None:
         events = job.events.filter(seq__gt=after).order_by("seq")[:BACKLOG_LIMIT]
-        backlog = list(JobEventSerializer(events, many=True).data)
+        backlog = live_event_payloads(events)
     own = own_seconds(job) if job.status == JobStatus.QUEUED else None
     return selectors.job_state(job), backlog, own
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobs.models import Job, JobEvent
@@ -45,6 +45,6 @@ def job_payloads(jobs: Sequence[Job], places: Mapping[uuid.UUID, QueuePlace]) ->
         _shapers.context["queue_places"] = {}
 
 
-def live_event_payloads(events: Sequence[JobEvent]) -> list[dict[str, Any]]:
+def live_event_payloads(events: Iterable[JobEvent]) -> list[dict[str, Any]]:
     """What JobEventSerializer(events, many=True).data holds, as plain dicts."""
     return [_shapers.event.to_representation(event) for event in events]

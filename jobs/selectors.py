@@ -96,19 +96,18 @@ def queue_places(jobs: Iterable[Job]) -> dict[uuid.UUID, QueuePlace]:
     if not queued:
         return {}
     now = timezone.now()
-    if len(queued) <= FEW_JOBS:
-        # One job shown (a submit's answer, a job's page): count the jobs ahead through the dispatch
-        # index instead of reading every waiting id (10,000 at a long queue).
-        placed = [(job, position) for job in queued if (position := queue_position(job)) is not None]
-    else:
-        with index_order_kept():
+    with index_order_kept():  # one transaction for the places and the front
+        if len(queued) <= FEW_JOBS:
+            # One job shown (a submit's answer, a job's page): count the jobs ahead through the dispatch
+            # index instead of reading every waiting id (10,000 at a long queue).
+            placed = [(job, position) for job in queued if (position := queue_position(job)) is not None]
+        else:
             ids = list(waiting_in_order().values_list("id", flat=True))
-        order = {pk: place for place, pk in enumerate(ids, start=1)}
-        placed = [(job, order[job.pk]) for job in queued if job.pk in order]
-    if not placed:
-        return {}
-    ahead = min(max(position for _, position in placed) - 1, JOBS_AHEAD_LIMIT)
-    with index_order_kept():
+            order = {pk: place for place, pk in enumerate(ids, start=1)}
+            placed = [(job, order[job.pk]) for job in queued if job.pk in order]
+        if not placed:
+            return {}
+        ahead = min(max(position for _, position in placed) - 1, JOBS_AHEAD_LIMIT)
         front = [(str(pk), workflow) for pk, workflow in waiting_in_order().values_list("id", "workflow")[:ahead]]
     waits = fleet_waits(front, now)
     places: dict[uuid.UUID, QueuePlace] = {}

@@ -56,7 +56,6 @@ from jobs.models import (
 )
 from jobs.output_files import ViewStream, output_identity, output_kind
 from jobs.queue_announcements import FLEET_QUEUE_GROUP, announcement
-from jobs.serializers import JobEventSerializer
 from jobs.thumbnails import output_thumbnail_store
 from jobs.wake import backend_wake_first, backends_wake
 from jobs.webhook_events import STATUS_EVENTS, job_progress_webhook, job_state_webhook
@@ -110,10 +109,6 @@ class IllegalTransition(Exception):
 # --- state out: broadcasts ---------------------------------------------------------------------
 
 
-def event_payloads(events: Sequence[JobEvent]) -> list[dict[str, Any]]:
-    return list(JobEventSerializer(events, many=True).data)
-
-
 def job_broadcast_now(job: Job, events: Sequence[JobEvent] = ()) -> None:
     """The tracker's broadcast, several a second: shaped by serializers kept for it (jobs.live_state)."""
     job_broadcast(selectors.job_state(job), job.user_id, live_state.live_event_payloads(events))
@@ -125,7 +120,7 @@ def job_publish(job: Job, events: Sequence[JobEvent] = (), *, webhook_event: str
 
     def publish() -> None:
         state = selectors.job_state(job)
-        job_broadcast(state, job.user_id, event_payloads(events))
+        job_broadcast(state, job.user_id, live_state.live_event_payloads(events))
         if webhook_event:
             job_state_webhook(job, webhook_event, state)
 

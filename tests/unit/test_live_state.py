@@ -12,9 +12,9 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
-from jobs import live_state, selectors, services
+from jobs import live_state, selectors
 from jobs.models import EventKind, FailureCategory, Job, JobEvent, JobGroup, JobOutput, JobStatus
-from jobs.serializers import JobSerializer
+from jobs.serializers import JobEventSerializer, JobSerializer
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -118,7 +118,7 @@ def test_live_events_are_the_rest_events():
         ),
     ]
 
-    assert live_state.live_event_payloads(events) == services.event_payloads(events)
+    assert live_state.live_event_payloads(events) == list(JobEventSerializer(events, many=True).data)
     assert live_state.live_event_payloads([]) == []
 
 
