@@ -27,7 +27,7 @@ from typing import Any
 from django.apps import apps
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from fleet.catalog import BackendFacts, backend_facts
@@ -74,6 +74,10 @@ def job_take_next(backend: str, *, ending: Job | None = None) -> Job | None:
 
 
 def _take(backend: str, ending: Job | None) -> Job | None:
+    if not _waiting_for(backend, timezone.now()).exists():
+        # One query instead of the take's eight when nothing waits that this backend could take: a
+        # job's end looks for a successor before its outputs are stored and before it is closed.
+        return None
     fleet = {facts.name: facts for facts in backend_facts()}
     me = fleet.get(backend)
     if me is None or not me.in_service:
@@ -108,7 +112,7 @@ def _take(backend: str, ending: Job | None) -> Job | None:
             heartbeat_at=timezone.now(),
             deliveries=job.deliveries + 1,
             event_data={"backend": backend},
-            savepoint=False,  # inside the take's transaction, which fails whole
+            row_locked=True,  # locked by _best_fitting, read since; the take's transaction fails whole
         )
     return job
 
@@ -138,11 +142,7 @@ class Deferred:
 
 def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[int], deferred: Deferred) -> Any:
     now = timezone.now()
-    candidates = (
-        waiting_in_order()
-        .filter(Q(requested_backend="") | Q(requested_backend=me.name))
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-    )
+    candidates = _waiting_for(me.name, now)
     if held:
         candidates = candidates.exclude(user_id__in=held)
     # The workflow is read only where a speed comparison needs it (a young job, other backends free).
@@ -172,6 +172,15 @@ def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[i
         if len(rows) < size:
             return None
     return None
+
+
+def _waiting_for(backend: str, now: datetime) -> QuerySet[Job]:
+    """The waiting jobs in order that `backend` may take now, before judging whether it can run them."""
+    return (
+        waiting_in_order()
+        .filter(Q(requested_backend="") | Q(requested_backend=backend))
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+    )
 
 
 def _batches() -> Iterator[tuple[int, int]]:

@@ -50,10 +50,14 @@ def backend_work(backend: str) -> int:
     the next prompt goes in as soon as ComfyUI is done with the last, before its outputs are
     stored). Returns the jobs it ran.
 
-    A wake delivered again because the worker's pool child died mid-job finds that job first and
-    re-attaches to it (job_track waits out the dead tracker's heartbeat), then goes on taking."""
-    ran = _orphan_resume(backend)
-    return ran + Shift(backend).run()
+    A wake delivered again because the worker's pool child died mid-job finds nothing to take (that
+    job keeps the backend busy), then re-attaches to that job (job_track waits out the dead tracker's
+    heartbeat) and goes on taking. Looked for after the shift, not before: a query less between a
+    new job's wake and its prompt."""
+    ran = Shift(backend).run()
+    if _orphan_resume(backend):
+        ran += 1 + Shift(backend).run()
+    return ran
 
 
 def _orphan_resume(backend: str) -> int:

@@ -8,6 +8,7 @@ was written for a while.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,18 +86,35 @@ class Coalescer:
             self.last_db_write = now
 
     def status_change(self, status: str, *, expected: str, **fields: Any) -> bool:
-        """Store a status change at once, after everything pending; it is one write and one broadcast."""
-        self.flush_if_due(force=True)
-        self.sync_progress_fields()
-        moved = services.job_transition(
-            self.job, status, expected=expected, **services.progress_values(self.job), **fields
+        """Store a status change at once, with everything pending: one write and one broadcast."""
+        return self._changed(
+            lambda pending: services.job_transition(
+                self.job, status, expected=expected, pending=pending, **services.progress_values(self.job), **fields
+            )
         )
-        if moved:
-            self.db_writes += 1
-            self.broadcasts += 1
-            self.last_broadcast = self.last_db_write = time.monotonic()
-            self.dirty = self.db_dirty = False
-        return moved
+
+    def close(self, status: str) -> bool:
+        """Close the job (completed or cancelled) with everything pending: one write and one broadcast."""
+        return self._changed(
+            lambda pending: services.job_close(self.job, status, pending=pending, **services.progress_values(self.job))
+        )
+
+    def _changed(self, change: Callable[[services.Pending], bool]) -> bool:
+        self.sync_progress_fields()
+        events = self.timeline.events
+        moved = change(services.Pending(events, self.timeline.timings, self.unsent_events))
+        if not moved:
+            # Someone else moved the job first: what is pending is stored as a write of its own
+            # would store it (only while the job is still active in this attempt).
+            self.flush_if_due(force=True)
+            return False
+        self.timeline.clear_pending()
+        self.unsent_events = []
+        self.db_writes += 1
+        self.broadcasts += 1
+        self.last_broadcast = self.last_db_write = time.monotonic()
+        self.dirty = self.db_dirty = False
+        return True
 
     def sync_progress_fields(self) -> None:
         job, progress = self.job, self.progress

@@ -97,10 +97,10 @@ class JobEnding:
             hook()
 
     def close(self, status: str) -> NoReturn:
-        self.coalescer.flush_if_due(force=True)
-        if not self.job.is_final:
-            self.coalescer.sync_progress_fields()
-            services.job_close(self.job, status, **services.progress_values(self.job))
+        if self.job.is_final:
+            self.coalescer.flush_if_due(force=True)
+        else:
+            self.coalescer.close(status)
         raise TrackingEnded
 
     def fail(self, failure: Failure) -> NoReturn:

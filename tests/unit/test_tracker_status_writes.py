@@ -1,0 +1,58 @@
+"""A status change is stored and sent with what the tracker noted before it: the real tracker in this
+process against the simulator on a thread. The browsers hear `completed` in the same message as the
+job's last node and its output, every event of the timeline reaches them once and in order, and the
+timeline's numbering has no gaps (the tracker's pending events take their seqs in the status
+change's own transaction)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from devtools.simulator_process import InProcessSimulator
+from jobs import services
+from jobs.models import EventKind, JobEvent, JobStatus
+from jobs.tracking import job_track
+from tests.factories import JobFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)  # status changes are published when they commit
+
+
+@pytest.fixture(autouse=True)
+def _system(settings: Any, tmp_path: Path, comfyui_sim: InProcessSimulator) -> None:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.COMFYUI_BACKENDS = {"default": comfyui_sim.url}
+
+
+WORKFLOW = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 77}},
+    "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": 0.3}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "writes"}},
+}
+
+
+def test_completed_is_sent_with_the_last_node_and_the_output_and_every_event_once_in_order() -> None:
+    job = JobFactory.create(workflow=WORKFLOW)
+    sent: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+
+    def broadcast(state: dict[str, Any], user_id: int | None, events: Any = ()) -> None:
+        sent.append((state, list(events)))
+
+    with mock.patch.object(services, "job_broadcast", broadcast):
+        job_track(str(job.id))
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED
+    final_state, final_events = sent[-1]
+    assert final_state["status"] == JobStatus.COMPLETED and final_state["outputs"]
+    kinds = [(event["kind"], event["node_id"]) for event in final_events]
+    assert ("node_finished", "3") in kinds and (EventKind.OUTPUT, "3") in kinds, kinds
+    assert kinds[-1] == (EventKind.STATUS, ""), "the status change comes after what led to it"
+    assert not [state for state, _ in sent[:-1] if state["status"] == JobStatus.COMPLETED]
+
+    stored = list(JobEvent.objects.filter(job=job).order_by("seq").values_list("seq", flat=True))
+    assert stored == list(range(1, len(stored) + 1)) and job.seq == stored[-1]
+    assert [event["seq"] for _, events in sent for event in events] == stored
