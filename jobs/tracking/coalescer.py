@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from jobs import eta, instruments, services
 from jobs.eta import NodeEstimate
-from jobs.models import Job, JobEvent, JobStatus, column_width
+from jobs.models import ACTIVE_STATUSES, Job, JobEvent, JobStatus, column_width
 from jobs.progress import JobProgress
 from jobs.tracking.claim import heartbeat_seconds
 from jobs.tracking.timeline import Timeline
@@ -101,12 +101,14 @@ class Coalescer:
 
     def _changed(self, change: Callable[[services.Pending], bool]) -> bool:
         self.sync_progress_fields()
-        events = self.timeline.events
-        moved = change(services.Pending(events, self.timeline.timings, self.unsent_events))
+        ours = self.job.prompt_id
+        moved = change(services.Pending(self.timeline.events, self.timeline.timings, self.unsent_events))
         if not moved:
-            # Someone else moved the job first: what is pending is stored as a write of its own
-            # would store it (only while the job is still active in this attempt).
-            self.flush_if_due(force=True)
+            # Someone else moved the job first (the job was read again): what is pending is stored
+            # as a write of its own would store it, only while the job is still active in this
+            # attempt; never into the attempt that a sweep's requeue made since.
+            if self.job.prompt_id == ours and self.job.status in ACTIVE_STATUSES:
+                self.flush_if_due(force=True)
             return False
         self.timeline.clear_pending()
         self.unsent_events = []

@@ -6,6 +6,7 @@ change's own transaction)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -14,8 +15,11 @@ import pytest
 
 from devtools.simulator_process import InProcessSimulator
 from jobs import services
-from jobs.models import EventKind, JobEvent, JobStatus
+from jobs.models import EventKind, Job, JobEvent, JobStatus
+from jobs.progress import JobProgress
 from jobs.tracking import job_track
+from jobs.tracking.coalescer import Coalescer
+from jobs.tracking.timeline import Timeline
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)  # status changes are published when they commit
@@ -56,3 +60,28 @@ def test_completed_is_sent_with_the_last_node_and_the_output_and_every_event_onc
     stored = list(JobEvent.objects.filter(job=job).order_by("seq").values_list("seq", flat=True))
     assert stored == list(range(1, len(stored) + 1)) and job.seq == stored[-1]
     assert [event["seq"] for _, events in sent for event in events] == stored
+
+
+@pytest.mark.parametrize("requeued", [True, False], ids=["requeued-and-taken-again", "same-attempt"])
+def test_a_tracker_that_lost_its_job_closes_nothing_and_writes_only_into_its_own_attempt(requeued: bool) -> None:
+    """A tracker whose job a sweep requeued (a new prompt) and another tracker runs again: its close
+    fails and what it noted stays out of the new attempt's timeline. One whose compare-and-set lost
+    while the job is still in its attempt keeps what it noted, as its own write would."""
+    job = JobFactory.create(workflow=WORKFLOW, status=JobStatus.RUNNING, seq=3)
+    ours = job.prompt_id
+    progress = JobProgress(prompt_id=str(ours), workflow=WORKFLOW)
+    timeline = Timeline(job, progress, prompt_id=str(ours))
+    coalescer = Coalescer(job, progress, {}, timeline)
+    timeline.event(EventKind.NOTE, data={"message": "noted by the first tracker"})
+
+    moved_on = {"status": JobStatus.SUBMITTED, "attempt": 2}
+    if requeued:
+        moved_on["prompt_id"] = uuid.uuid4()
+    Job.objects.filter(pk=job.pk).update(**moved_on)  # behind this tracker's back
+    with mock.patch.object(services, "job_broadcast"):
+        assert coalescer.close(JobStatus.COMPLETED) is False
+
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUBMITTED
+    notes = list(JobEvent.objects.filter(job=job, kind=EventKind.NOTE).values_list("data__message", flat=True))
+    assert notes == ([] if requeued else ["noted by the first tracker"])
