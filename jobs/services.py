@@ -435,17 +435,10 @@ def job_transition(
             job.seq += earlier + 1
         else:
             job.seq = Job.objects.filter(pk=job.pk).values_list("seq", flat=True).get()
-        for seq, noted in enumerate(pending.events, start=job.seq - earlier):
-            noted.seq = seq
         event = JobEvent(
-            job=job,
-            seq=job.seq,
-            kind=EventKind.STATUS,
-            at=now,
-            data={"from": current, "to": new_status, **(event_data or {})},
+            job=job, kind=EventKind.STATUS, at=now, data={"from": current, "to": new_status, **(event_data or {})}
         )
-        JobEvent.objects.bulk_create([*pending.events, event])
-        NodeTiming.objects.bulk_create(pending.timings)
+        _timeline_store(job, [*pending.events, event], pending.timings)
         job_publish(job, [*pending.unsent, *pending.events, event], webhook_event=STATUS_EVENTS.get(new_status))
         if JobStatus.QUEUED in (current, new_status):
             queue_moved()
@@ -682,12 +675,18 @@ def job_progress_save(job: Job, events: Sequence[JobEvent] = (), timings: Sequen
         if not updated:
             return False
         job.seq = Job.objects.filter(pk=job.pk).values_list("seq", flat=True).get()
-        for offset, event in enumerate(events, start=job.seq - len(events) + 1):
-            event.seq = offset
-        JobEvent.objects.bulk_create(events)
-        NodeTiming.objects.bulk_create(timings)
+        _timeline_store(job, events, timings)
     job_progress_webhook(job)
     return True
+
+
+def _timeline_store(job: Job, events: Sequence[JobEvent], timings: Sequence[NodeTiming]) -> None:
+    """Store a tracker's new events, numbered up to the job's seq (already raised by as many in the
+    same transaction), and its finished node timings."""
+    for seq, event in enumerate(events, start=job.seq - len(events) + 1):
+        event.seq = seq
+    JobEvent.objects.bulk_create(events)
+    NodeTiming.objects.bulk_create(timings)
 
 
 def job_heartbeat(job: Job) -> None:
