@@ -42,6 +42,15 @@ class ComfyUIClient:
         self.max_answer_bytes = max_answer_bytes
         self._session = requests.Session()
 
+    def clone(self) -> ComfyUIClient:
+        """A client of the same server with its own connections, for another thread."""
+        return ComfyUIClient(
+            self.base_url,
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            max_answer_bytes=self.max_answer_bytes,
+        )
+
     # --- HTTP --------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:

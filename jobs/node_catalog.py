@@ -2,7 +2,9 @@
 from /object_info.
 
 Fetched once per backend and kept for a while: /object_info is large (megabytes on a studio
-install) and changes only when custom nodes are installed.
+install, seconds to answer) and changes only when custom nodes are installed. Once old, the catalog
+is still served while a thread fetches it again (jobs.refresh_ahead): a GPU worker asks for it as
+it starts each job, and its next prompt should not wait for the fetch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from comfyui import ComfyUIClient, ComfyUIError
+from jobs.refresh_ahead import refresh_in_background
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +34,15 @@ _catalogs: dict[str, tuple[float, NodeCatalog]] = {}
 def node_catalog(backend: str, client: ComfyUIClient) -> NodeCatalog:
     """The backend's catalog; empty when the backend cannot say (names fall back to class names)."""
     cached = _catalogs.get(backend)
-    if cached is not None and time.monotonic() - cached[0] < CATALOG_TTL_SECONDS:
+    if cached is not None:
+        age = time.monotonic() - cached[0]
+        if age >= CATALOG_TTL_SECONDS:
+            refresh_in_background(("node catalog", backend), lambda: _catalog_fetch(backend, client.clone()))
         return cached[1]
+    return _catalog_fetch(backend, client)
+
+
+def _catalog_fetch(backend: str, client: ComfyUIClient) -> NodeCatalog:
     try:
         info = client.object_info()
     except ComfyUIError as exc:
