@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # The tests use their own Redis database, so they never take a running system's jobs.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: run test install lint lock wheel-check docker-check
+.PHONY: run test install lint lock wheel-check docker-check docker-rehearse
 
 # Exact versions from the dev lock (the product's plus the dev extra's), then the project itself
 # without resolving again; a changed lock file reinstalls.
@@ -55,6 +55,13 @@ docker-check: install
 	  docker compose -f docker/compose.yaml -f docker/compose.gpu.yaml config -q; status=$$?; \
 	  [ -z "$$made" ] || rm -f docker/.env; exit $$status; \
 	fi
+
+# The same deployment rehearsed where no container runs (devtools/compose_rehearsal.py): every service
+# of the project's image started as a process with Compose's command, environment and health check,
+# against this machine's PostgreSQL and Redis, moto's S3 server and simulators; then a job per GPU
+# worker, its output in the object store and downloaded through the web service.
+docker-rehearse: install
+	$(PY) -m devtools.compose_rehearsal
 
 # `make run PORT=8001 SIM_PORT=8189`; HOST=0.0.0.0 only with DEBUG=0 and a SECRET_KEY.
 HOST ?= 127.0.0.1
