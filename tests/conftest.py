@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,3 +114,14 @@ def _backend_facts_read_fresh() -> None:
     from fleet.catalog import backend_facts_forget
 
     backend_facts_forget()
+
+
+@pytest.fixture(autouse=True)
+def _refresher_stopped_after() -> Iterator[None]:
+    """A test whose clock passed a cached history's minute has it read again on the process's
+    refresher thread (jobs.refresh_ahead): stopped after the test, its connection to the test
+    database closed, so no test inherits it and the test database can be dropped."""
+    yield
+    from jobs.refresh_ahead import refresher_stop
+
+    refresher_stop()

@@ -4,6 +4,8 @@ the background once it is old: a submit or a free GPU's dispatch never waits for
 from __future__ import annotations
 
 import threading
+import time
+from functools import partial
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from comfyui import ComfyUIClient, ComfyUIError
-from jobs import eta, node_catalog
+from jobs import eta, node_catalog, refresh_ahead
 from jobs.refresh_ahead import refreshes_wait
 from tests.unit.test_eta import finished_job, image_workflow
 
@@ -114,3 +116,35 @@ def test_a_failed_catalog_fetch_keeps_what_was_known(clock):
     assert node_catalog.node_catalog("gpu-a", backend).display_names == {"KSampler": "KSampler"}
     refreshes_wait()
     assert backend.calls == 3  # asked again at the next use after the failure
+
+
+def test_many_refreshes_due_at_once_run_one_after_another_on_one_thread():
+    release = threading.Event()
+    ran: list[tuple[int, int]] = []
+
+    def refresh(number: int) -> None:
+        release.wait(10)
+        ran.append((number, threading.get_ident()))
+
+    for number in range(20):  # twenty histories whose minute is up together
+        refresh_ahead.refresh_in_background(("test", number), partial(refresh, number))
+        refresh_ahead.refresh_in_background(("test", number), partial(refresh, -1))  # asked again: once
+    release.set()
+    refreshes_wait()
+    assert [number for number, _ in ran] == list(range(20))
+    assert len({thread for _, thread in ran}) == 1
+
+
+def test_the_refresher_stops_when_idle_and_starts_again_when_asked(monkeypatch):
+    monkeypatch.setattr(refresh_ahead, "IDLE_SECONDS", 0.05)
+    ran: list[str] = []
+    refresh_ahead.refresh_in_background("first", lambda: ran.append("first"))
+    refreshes_wait()
+    deadline = time.monotonic() + 5
+    while refresh_ahead._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert refresh_ahead._thread is None  # stopped, its connection closed
+
+    refresh_ahead.refresh_in_background("second", lambda: ran.append("second"))
+    refreshes_wait()
+    assert ran == ["first", "second"]
