@@ -37,57 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from devtools.benchmarks.progress_latency import sleep_workflow
+from devtools.compose_files import DOCKER, env_file_read, gpu_workers_module, interpolated, load, resolved_services
 from devtools.processes import Process, free_port
 from devtools.simulator_process import SimulatorProcess
 
-REPO = Path(__file__).resolve().parent.parent
-DOCKER = REPO / "docker"
 DATABASE = "anime_compose_rehearsal"
 HEALTH_TIMEOUT = 120.0
 JOB_TIMEOUT = 120.0
-
-REHEARSAL_WORKFLOW = {
-    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0x336699}},
-    "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": 1.0}},
-    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "rehearsal"}},
-}
-
-_VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
-
-
-def env_file_read(path: Path) -> dict[str, str]:
-    values = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#") and "=" in line:
-            name, value = line.split("=", 1)
-            values[name.strip()] = value.strip()
-    return values
-
-
-def interpolate(value: Any, variables: dict[str, str]) -> Any:
-    """Compose's interpolation: ${X}, ${X:-default}, ${X:?error}, and $$ for a literal $."""
-    if isinstance(value, dict):
-        return {key: interpolate(item, variables) for key, item in value.items()}
-    if isinstance(value, list):
-        return [interpolate(item, variables) for item in value]
-    if not isinstance(value, str):
-        return value
-
-    def one(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, operator, argument = match.group(1), match.group(2), match.group(3)
-        found = variables.get(name)
-        if operator in (":-", "-") and not found:
-            return argument or ""
-        if operator in (":?", "?") and not found:
-            raise SystemExit(f"compose: {argument or name + ' is not set'}")
-        return found or ""
-
-    return _VARIABLE.sub(one, value)
 
 
 def dockerfile_environment() -> dict[str, str]:
@@ -106,13 +63,8 @@ def dockerfile_environment() -> dict[str, str]:
 def project_services(variables: dict[str, str]) -> dict[str, dict[str, Any]]:
     """The services that run the project's image, from compose.yaml and compose.gpu.yaml, with
     `extends` applied and variables interpolated."""
-    base = interpolate(yaml.safe_load((DOCKER / "compose.yaml").read_text()), variables)["services"]
-    gpu = interpolate(yaml.safe_load((DOCKER / "compose.gpu.yaml").read_text()), variables)["services"]
-    services = dict(base)
-    for name, service in gpu.items():
-        extends = service.pop("extends", None)
-        services[name] = {**base[extends["service"]], **service} if extends else service
-    return {name: s for name, s in services.items() if s.get("image") == "anime-production"}
+    services = resolved_services(load("compose.yaml"), load("compose.gpu.yaml"))
+    return {name: interpolated(s, variables) for name, s in services.items() if s.get("image") == "anime-production"}
 
 
 @dataclass
@@ -122,7 +74,7 @@ class Rehearsal:
     object_store: str
     redis_db: str
     simulators: dict[str, SimulatorProcess]
-    rewrites: list[str] = field(default_factory=list)
+    image_environment: dict[str, str] = field(default_factory=dockerfile_environment)
     processes: dict[str, Process] = field(default_factory=dict)
 
     def environment(self, name: str, service: dict[str, Any]) -> dict[str, str]:
@@ -131,11 +83,10 @@ class Rehearsal:
         (home / "media").mkdir(parents=True, exist_ok=True)
         env = {"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
         env["HOSTNAME"] = socket.gethostname()  # in a container, its own name; celery's %h
-        env.update(dockerfile_environment())
+        env.update(self.image_environment)
         env.update(self.env_file)
         env.update({key: str(value) for key, value in (service.get("environment") or {}).items()})
-        backends = [entry.split("=", 1)[0] for entry in env.get("COMFYUI_BACKENDS", "").split(",") if "=" in entry]
-        env["COMFYUI_BACKENDS"] = ",".join(f"{b}={self.simulators[b].url}" for b in backends)
+        env["COMFYUI_BACKENDS"] = ",".join(f"{name}={simulator.url}" for name, simulator in self.simulators.items())
         return {key: _app_path(self._local(value), home) for key, value in env.items()}
 
     def _local(self, value: str) -> str:
@@ -190,27 +141,26 @@ def database_drop() -> None:
 
 def object_store_start(bucket: str) -> tuple[Any, str]:
     """moto's S3 server, with the bucket storage-setup makes."""
-    import boto3
     from moto.server import ThreadedMotoServer
 
     port = free_port("127.0.0.1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
-    )
-    client.create_bucket(Bucket=bucket)
+    _s3(endpoint).create_bucket(Bucket=bucket)
     return server, endpoint
 
 
 def objects_in(endpoint: str, bucket: str) -> list[str]:
+    return [item["Key"] for item in _s3(endpoint).list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def _s3(endpoint: str) -> Any:
     import boto3
 
-    client = boto3.client(
+    return boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
     )
-    return [item["Key"] for item in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 def http(method: str, url: str, key: str, body: Any = None) -> tuple[int, bytes, str]:
@@ -249,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     env_file["SECRET_KEY"] = secrets.token_urlsafe(32)  # the example's placeholder, replaced as a studio would
     services = project_services({**os.environ, **env_file})
     work = Path(tempfile.mkdtemp(prefix="compose-rehearsal-"))
-    backends = [entry.split("=", 1)[0] for entry in env_file["COMFYUI_BACKENDS"].split(",")]
+    backends = gpu_workers_module().backend_names(env_file["COMFYUI_BACKENDS"])
     simulators = {name: SimulatorProcess(output_dir=work / f"comfyui-{name}") for name in backends}
     # The web container's port 8000 is a free port here (a `make run` may hold 8000 on this machine).
     web_port = free_port("127.0.0.1")
@@ -293,14 +243,7 @@ def main(argv: list[str] | None = None) -> None:
 
         key = api_key_make(rehearsal.environment("web", services["web"]))
         base = f"http://127.0.0.1:{web_port}"
-        workflow = {
-            "1": {
-                "class_type": "EmptyImage",
-                "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0x336699},
-            },
-            "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": 1.0}},
-            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "rehearsal"}},
-        }
+        workflow = sleep_workflow(1.0, 0x336699)
         for backend in backends:
             code, body, _ = http(
                 "POST", f"{base}/api/jobs/", key, {"workflow": workflow, "job_type": "image", "backend": backend}

@@ -6,12 +6,10 @@ docker/compose-spec/) and the project's own rules; each rule is shown failing on
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 import runpy
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]  # no types-jsonschema in the dev lock
@@ -19,84 +17,23 @@ import pytest
 import yaml
 
 from access.access_log import uvicorn_argv
+from devtools.compose_files import (
+    DOCKER,
+    env_file_read,
+    gpu_workers_module,
+    interpolate,
+    load,
+    resolved_services,
+    variables_used,
+)
 from fleet.workers import default_worker_args, gpu_worker_args, webhook_worker_args
 
-DOCKER = Path(__file__).resolve().parents[2] / "docker"
 SETTINGS = DOCKER.parent / "anime_production" / "settings.py"
-# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error} and $VAR; `$$` is a literal `$`.
-VARIABLE = re.compile(
-    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
-)
 # What each worker service runs and the Celery node name its health check pings.
 WORKER_NODES = {
     ("run_worker", "default"): default_worker_args(),
     ("run_worker", "webhooks"): webhook_worker_args(1),
 }
-
-
-def gpu_workers_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_workers", DOCKER / "gpu_workers.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def env_example() -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in (DOCKER / "env.example").read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.lstrip().startswith("#"):
-            values[key.strip()] = value.strip()
-    return values
-
-
-def load(name: str) -> dict[str, Any]:
-    return yaml.safe_load((DOCKER / name).read_text())
-
-
-def interpolate(value: str, env: dict[str, str]) -> str:
-    """A Compose value with env's variables put in, as `docker compose config` would."""
-
-    def one(match: re.Match[str]) -> str:
-        name = match["braced"] or match["bare"]
-        op, arg = match["op"] or "", match["arg"] or ""
-        # With a colon, empty counts as unset.
-        unset = not env.get(name) if op.startswith(":") else name not in env
-        if unset and op.endswith("-"):
-            return arg
-        if unset and op.endswith("?"):
-            raise ValueError(f"{name}: {arg}")
-        return env.get(name, "")
-
-    return "$".join(VARIABLE.sub(one, part) for part in value.split("$$"))
-
-
-def variables_used(node: Any) -> set[str]:
-    if isinstance(node, dict):
-        return set().union(*(variables_used(value) for value in node.values()), set())
-    if isinstance(node, list):
-        return set().union(*(variables_used(item) for item in node), set())
-    if isinstance(node, str):
-        return {m["braced"] or m["bare"] for part in node.split("$$") for m in VARIABLE.finditer(part)}
-    return set()
-
-
-def resolved_services(base: dict[str, Any], override: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Both files' services, each `extends: {file: compose.yaml}` resolved as Compose does (its mappings
-    merged key by key, depends_on never taken from the extended service)."""
-    services = {name: dict(service) for name, service in base["services"].items()}
-    for name, service in override["services"].items():
-        merged = dict(service)
-        if "extends" in service:
-            assert service["extends"]["file"] == "compose.yaml"
-            parent = {k: v for k, v in base["services"][service["extends"]["service"]].items() if k != "depends_on"}
-            merged = {**parent, **{k: v for k, v in service.items() if k != "extends"}}
-            for key in ("healthcheck", "environment"):
-                if key in parent and key in service:
-                    merged[key] = {**parent[key], **service[key]}
-        services[name] = merged
-    return services
 
 
 def schema_errors(document: dict[str, Any]) -> list[str]:
@@ -224,7 +161,7 @@ def test_compose_files_are_valid_compose_specification(compose: dict[str, Any], 
 
 
 def test_every_variable_compose_uses_is_in_env_example(compose: dict[str, Any], compose_gpu: dict[str, Any]) -> None:
-    env = env_example()
+    env = env_file_read()
     assert undeclared_variables([compose, compose_gpu], env) == set()
     # And they interpolate: none of the required ones (${VAR:?}) is empty in the example.
     for service in compose["services"].values():
@@ -232,7 +169,7 @@ def test_every_variable_compose_uses_is_in_env_example(compose: dict[str, Any], 
             interpolate(part, env)
 
 
-def test_generated_gpu_workers_are_current_with_env_example() -> None:
+def test_generated_gpu_workers_are_current_with_env_file_read() -> None:
     gpu_workers = gpu_workers_module()
     assert gpu_workers.main(["--env-file", str(DOCKER / "env.example"), "--check"]) == 0
 
@@ -240,11 +177,11 @@ def test_generated_gpu_workers_are_current_with_env_example() -> None:
 def test_one_gpu_worker_per_backend_settings_name(
     compose: dict[str, Any], compose_gpu: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backends = settings_backends(env_example(), monkeypatch)
+    backends = settings_backends(env_file_read(), monkeypatch)
     assert len(backends) >= 2, "the example shows more than one GPU machine"
     assert gpu_worker_problems(resolved_services(compose, compose_gpu), backends) == []
     # The generator reads the list as settings.py does.
-    assert gpu_workers_module().backend_names(env_example()["COMFYUI_BACKENDS"]) == backends
+    assert gpu_workers_module().backend_names(env_file_read()["COMFYUI_BACKENDS"]) == backends
 
 
 def test_every_service_has_a_health_check_and_a_restart_policy(
@@ -256,7 +193,7 @@ def test_every_service_has_a_health_check_and_a_restart_policy(
 
 
 def test_web_serves_as_the_readme_chose(compose: dict[str, Any]) -> None:
-    assert web_command_problems(compose["services"], env_example()) == []
+    assert web_command_problems(compose["services"], env_file_read()) == []
     assert "uvicorn, two processes on one port" in (DOCKER.parent / "README.md").read_text()
 
 
@@ -279,7 +216,7 @@ def test_every_process_keeps_its_files_in_the_object_store(
 ) -> None:
     """No two containers share a disk: the settings every app service gets switch storage to the
     minio service's bucket, with the key storage-setup makes."""
-    env = env_example()
+    env = env_file_read()
     services = compose["services"]
     app_environment = {k: interpolate(str(v), env) for k, v in services["web"]["environment"].items()}
     assert all(services[name]["environment"] == services["web"]["environment"] for name in ("beat", "migrate"))
@@ -308,7 +245,7 @@ def test_schema_refuses_a_broken_compose_file(compose: dict[str, Any]) -> None:
 def test_a_variable_missing_from_env_example_is_named(compose: dict[str, Any], compose_gpu: dict[str, Any]) -> None:
     broken = copy.deepcopy(compose)
     broken["services"]["web"]["environment"] = {"SENTRY_DSN": "${SENTRY_DSN}", "LITERAL": "$$NOT_A_VARIABLE"}
-    assert undeclared_variables([broken, compose_gpu], env_example()) == {"SENTRY_DSN"}
+    assert undeclared_variables([broken, compose_gpu], env_file_read()) == {"SENTRY_DSN"}
 
 
 def test_a_stale_generated_file_is_refused(tmp_path: Path) -> None:
@@ -340,7 +277,7 @@ def test_the_generator_refuses_a_bad_backend_list(backends: str, message: str) -
 def test_gpu_workers_not_matching_the_backends_are_named(
     compose: dict[str, Any], compose_gpu: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backends = settings_backends(env_example(), monkeypatch)
+    backends = settings_backends(env_file_read(), monkeypatch)
     services = resolved_services(compose, compose_gpu)
     missing = {k: v for k, v in services.items() if k != "gpu-worker-gpu2"}
     assert gpu_worker_problems(missing, backends) == ["backend 'gpu2' has no GPU worker"]
@@ -378,7 +315,7 @@ def test_missing_health_checks_and_restart_policies_are_named(compose: dict[str,
 
 
 def test_a_web_command_other_than_the_readme_choice_is_named(compose: dict[str, Any]) -> None:
-    env = env_example()
+    env = env_file_read()
     daphne = copy.deepcopy(compose["services"])
     daphne["web"]["command"] = ["daphne", "-b", "0.0.0.0", "-p", "8000", "anime_production.asgi:application"]
     assert web_command_problems(daphne, env) != []
