@@ -35,7 +35,7 @@ def uvicorn_argv(host: str, port: int, workers: int) -> list[str]:
     connect storm (README "Serving" has the figures that chose it)."""
     return [
         sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--workers", str(workers),
-        "--no-access-log", "--lifespan", "off", "--ws-max-size", "65536", "--backlog", "4096", ASGI_APPLICATION,
+        "--no-access-log", "--lifespan", "on", "--ws-max-size", "65536", "--backlog", "4096", ASGI_APPLICATION,
     ]  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from access.database_unavailable import DatabaseUnavailableWebsocket  # noqa: E4
 from access.in_flight import ListRequestsInFlight  # noqa: E402
 from access.request_threads import RequestThreads  # noqa: E402
 from anime_production.collector import web_process_collector  # noqa: E402
+from anime_production.lifespan import lifespan  # noqa: E402
 from anime_production.warm_up import warm_up  # noqa: E402
 from assets.uploads import daphne_form_parsing_off  # noqa: E402
 from comfy_api.routing import FrontDoorWebsockets  # noqa: E402
@@ -38,6 +39,8 @@ application = AccessLogMiddleware(
                     AllowedHostsOriginValidator(TokenOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns)))
                 )
             ),
+            # The process's start: history read ahead for its first submits (anime_production/lifespan.py).
+            "lifespan": lifespan,
         }
     )
 )

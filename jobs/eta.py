@@ -60,6 +60,10 @@ HISTORY_UNKNOWN_CACHE_SECONDS = 5.0
 # this (the refreshes keep failing, or nothing asked for it), it is read again before it is used.
 HISTORY_STALE_SECONDS = 1800.0
 HISTORY_CACHE_ENTRIES = 256
+# What a process starting up reads ahead (history_warm_up): the kinds of workflow among the latest
+# jobs, at most this many kinds.
+WARM_UP_RECENT_JOBS = 100
+WARM_UP_KINDS = 20
 NODE_COSTS_MEMO_ENTRIES = 100_000
 QUEUE_TOTALS_ENTRIES = 10_000
 
@@ -380,6 +384,27 @@ def _history_for(classes: frozenset[str]) -> TimingHistory:
             refresh_in_background(("eta history", classes), lambda: _history_read(classes))
             return history
     return _history_read(classes)
+
+
+def history_warm_up() -> None:
+    """Have the refresher read history for the kinds of workflow submitted lately (their node
+    classes, as `expected_total_seconds` asks), so a process that just started does not read it
+    cold on its first submit of each. Returns at once; a database that is down only logs."""
+    refresh_in_background(("eta history", "warm-up"), _history_warm_up)
+
+
+def _history_warm_up() -> None:
+    recent = Job.objects.order_by("-created_at").values_list("workflow", flat=True)[:WARM_UP_RECENT_JOBS]
+    kinds: list[frozenset[str]] = []
+    for workflow in recent:
+        if not isinstance(workflow, dict) or not workflow:
+            continue
+        classes = frozenset(_class_type(workflow, str(n)) for n in workflow)
+        if classes not in kinds:
+            kinds.append(classes)
+    for classes in kinds[:WARM_UP_KINDS]:
+        if classes not in _history_cache:
+            _history_read(classes)
 
 
 def _history_read(classes: frozenset[str]) -> TimingHistory:

@@ -76,7 +76,7 @@ def server_argv(server: str, port: int, workers: int) -> list[str]:
     if server == "uvicorn":
         return [
             sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-            "--no-access-log", "--lifespan", "off", "--log-level", "warning", "--backlog", "4096", ASGI_APPLICATION,
+            "--no-access-log", "--lifespan", "on", "--log-level", "warning", "--backlog", "4096", ASGI_APPLICATION,
         ]  # fmt: skip
     return [
         sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
