@@ -20,11 +20,16 @@ from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
 
+from access.kept_connections import thread_started
+
 
 class RequestThreads:
     def __init__(self, app: Any, threads: int) -> None:
         self.app = app
-        self.executors = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"request-{n}") for n in range(threads)]
+        self.executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"request-{n}", initializer=thread_started)
+            for n in range(threads)
+        ]
         self.in_flight = [0] * threads
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:

@@ -6,12 +6,17 @@ lately (jobs.eta.history_warm_up), in the background: the server does not wait f
 database that is down only logs. Measured before (devtools/benchmarks/dispatch.py, 1 M jobs of
 history, two uvicorn processes): a process's first submit of a kind of workflow read its history
 cold, 80 ms of a 164-ms POST, and that was the run's p99 for the POST and for the dispatch behind it.
+
+At the end the connections its request and handshake threads kept are closed (access.kept_connections),
+so PostgreSQL sees them end rather than drop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from access.kept_connections import kept_connections_close
 from jobs.eta import history_warm_up
 
 
@@ -22,5 +27,6 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
             history_warm_up()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await asyncio.to_thread(kept_connections_close)  # Django's database calls are sync only
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -26,6 +26,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
+from access.kept_connections import thread_started
 from access.redis_cache import cache_incr_expiring
 from jobs import selectors
 from jobs.broadcast import STAFF_GROUP, job_group, user_group
@@ -56,7 +57,9 @@ HUB_ONLY = "no channel layer: the fan-out hub"
 # thread-sensitive call of the process shares (Django's sync views included), where a storm of
 # 2,000 connects queued behind each other; and never on more than this many connections.
 HANDSHAKE_THREADS = 8
-_handshake_pool = ThreadPoolExecutor(max_workers=HANDSHAKE_THREADS, thread_name_prefix="ws-handshake")
+_handshake_pool = ThreadPoolExecutor(
+    max_workers=HANDSHAKE_THREADS, thread_name_prefix="ws-handshake", initializer=thread_started
+)
 
 
 # A handshake thread's connection that answered this recently is not asked `SELECT 1` first (Django's

@@ -116,6 +116,17 @@ def _backend_facts_read_fresh() -> None:
     backend_facts_forget()
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's, and before it drops the test database: the connections that the ASGI
+    application's request and handshake threads keep are closed (access.kept_connections); left
+    open, PostgreSQL refused to drop the database ("being accessed by other users")."""
+    yield
+    from access.kept_connections import kept_connections_close
+
+    kept_connections_close()
+
+
 @pytest.fixture(autouse=True)
 def _refresher_stopped_after() -> Iterator[None]:
     """A test whose clock passed a cached history's minute has it read again on the process's

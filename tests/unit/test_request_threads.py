@@ -11,8 +11,11 @@ from asgiref.sync import async_to_sync
 from channels.testing import HttpCommunicator
 from django.core.asgi import get_asgi_application
 from django.core.signals import request_started
+from django.db import connection, connections
 
+from access.kept_connections import kept_connections_close
 from access.request_threads import RequestThreads
+from jobs.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,3 +60,33 @@ def test_requests_in_flight_go_to_the_least_busy_thread() -> None:
     seen = threads_serving(app, 1)
 
     assert seen == ["request-1_0"]
+
+
+def test_the_connections_the_threads_keep_are_closed_from_outside_them() -> None:
+    # What a web process's lifespan shutdown and the end of a test session do (access.kept_connections):
+    # left open, PostgreSQL would not drop the test database ("being accessed by other users").
+    app = RequestThreads(get_asgi_application(), threads=2)
+
+    def query_and_wrapper() -> Any:
+        Job.objects.count()
+        return connections["default"]
+
+    kept = [executor.submit(query_and_wrapper).result() for executor in app.executors]
+    assert all(wrapper.connection is not None for wrapper in kept)
+    pids = [wrapper.connection.info.backend_pid for wrapper in kept] if connection.vendor == "postgresql" else []
+
+    kept_connections_close()
+
+    assert all(wrapper.connection is None for wrapper in kept)
+    assert not set(pids) & set(sessions_of_this_database())  # PostgreSQL saw them end
+    # A thread that serves again opens a new connection.
+    assert app.executors[0].submit(Job.objects.count).result() == 0
+
+
+def sessions_of_this_database() -> list[int]:
+    """PostgreSQL's sessions on the test database (their server pids); none on SQLite."""
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        return [row[0] for row in cursor.fetchall()]
