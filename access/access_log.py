@@ -32,7 +32,8 @@ def uvicorn_argv(host: str, port: int, workers: int) -> list[str]:
     """uvicorn serving the project as `make run` and Docker run it: `workers` processes on one port
     (each subscribed once per channel-layer group), its access log off as daphne's is, websocket
     messages from clients bounded (they send none that matter), a listen backlog that holds a
-    connect storm (README "Serving" has the figures that chose it)."""
+    connect storm (README "Serving" has the figures that chose it), and the lifespan protocol on: each
+    process reads history ahead as it starts (anime_production/lifespan.py)."""
     return [
         sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--workers", str(workers),
         "--no-access-log", "--lifespan", "on", "--ws-max-size", "65536", "--backlog", "4096", ASGI_APPLICATION,
