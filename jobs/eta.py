@@ -64,6 +64,7 @@ HISTORY_CACHE_ENTRIES = 256
 # jobs, at most this many kinds.
 WARM_UP_RECENT_JOBS = 100
 WARM_UP_KINDS = 20
+WARM_UP_CHUNK_JOBS = 5
 NODE_COSTS_MEMO_ENTRIES = 100_000
 QUEUE_TOTALS_ENTRIES = 10_000
 
@@ -396,7 +397,8 @@ def history_warm_up() -> None:
 def _history_warm_up() -> None:
     recent = Job.objects.order_by("-created_at").values_list("workflow", flat=True)[:WARM_UP_RECENT_JOBS]
     kinds: list[frozenset[str]] = []
-    for workflow in recent:
+    # A few workflows at a time (each up to WORKFLOW_MAX_BYTES): not a hundred of them in memory at once.
+    for workflow in recent.iterator(chunk_size=WARM_UP_CHUNK_JOBS):
         if not isinstance(workflow, dict) or not workflow:
             continue
         classes = frozenset(_class_type(workflow, str(n)) for n in workflow)
