@@ -7,9 +7,10 @@ then a default that counts as knowing nothing. Statistics are medians over the m
 timings only, because backends, drivers and models change and old timings stop being true.
 
 The math is in pure functions over `TimingSample`s (`estimates_from_history`, `remaining_seconds`,
-...); `node_estimates` is the one place that reads the database, with a short in-process cache that a
-job completed in the same process joins at once (`history_learn`) and that is read again in the
-background once a minute (jobs.refresh_ahead), never on a submit's or a dispatch's path.
+...); `node_estimates` is the one place that reads the database, with a short in-process cache per node
+class that a job completed in the same process joins at once (`history_learn`) and that is read again
+in the background once a minute (jobs.refresh_ahead), never on a submit's or a dispatch's path; a
+submit reads only classes this process has never read (a new workflow of known classes reads none).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -59,7 +61,7 @@ HISTORY_UNKNOWN_CACHE_SECONDS = 5.0
 # Past its minute, what history said is served while it is read again in the background; older than
 # this (the refreshes keep failing, or nothing asked for it), it is read again before it is used.
 HISTORY_STALE_SECONDS = 1800.0
-HISTORY_CACHE_ENTRIES = 256
+HISTORY_CACHE_ENTRIES = 4096  # node classes
 # What a process starting up reads ahead (history_warm_up): the kinds of workflow among the latest
 # jobs, at most this many kinds.
 WARM_UP_RECENT_JOBS = 100
@@ -280,6 +282,10 @@ class TimingHistory:
     def knows_any(self) -> bool:
         return any(self.by_class.values())  # a defaultdict: a lookup leaves an empty list behind
 
+    def of_class(self, class_type: str) -> TimingHistory:
+        """What it knows of one class: every bucket belongs to one class (a cost key names its class)."""
+        return self
+
     def learn(self, sample: TimingSample) -> None:
         """A timing newer than all the others: first in each of its buckets, the oldest dropped."""
         for bucket in self._buckets(sample):
@@ -317,7 +323,27 @@ def _estimate_scaled(samples: Sequence[TimingSample], cost: NodeCost) -> NodeEst
     return NodeEstimate(seconds, per_step, len(samples), "class")
 
 
-def _node_estimate(history: TimingHistory, cost: NodeCost, *, backend: str, fingerprint: str) -> NodeEstimate:
+class ClassHistories:
+    """Each class's own TimingHistory, for a set of classes; what `estimates_from_history` reads
+    from a process's per-class cache (one history would mean merging them)."""
+
+    def __init__(self, histories: dict[str, TimingHistory]) -> None:
+        self._histories = histories
+
+    def of_class(self, class_type: str) -> TimingHistory:
+        return self._histories.get(class_type) or _NOTHING_KNOWN
+
+    def knows_any(self) -> bool:
+        return any(history.knows_any() for history in self._histories.values())
+
+
+_NOTHING_KNOWN = TimingHistory(())
+
+
+def _node_estimate(
+    histories: TimingHistory | ClassHistories, cost: NodeCost, *, backend: str, fingerprint: str
+) -> NodeEstimate:
+    history = histories.of_class(cost.class_type)
     levels: list[tuple[list[TimingSample], str]] = [
         (history.by_fingerprint.get((fingerprint, backend, cost.key), []), "fingerprint"),
         (history.by_cost_key.get((backend, cost.key), []), "class+backend"),
@@ -336,7 +362,7 @@ def _node_estimate(history: TimingHistory, cost: NodeCost, *, backend: str, fing
 
 
 def estimates_from_history(
-    history: TimingHistory, *, backend: str, workflow: dict[str, Any], nodes: Iterable[str]
+    history: TimingHistory | ClassHistories, *, backend: str, workflow: dict[str, Any], nodes: Iterable[str]
 ) -> dict[str, NodeEstimate]:
     """The pure part of `node_estimates`: the same answer from timings given directly."""
     fingerprint = workflow_fingerprint(workflow)
@@ -348,7 +374,10 @@ def estimates_from_history(
 
 # --- reading history from the database --------------------------------------------------------
 
-_history_cache: dict[frozenset[str], tuple[float, TimingHistory]] = {}
+# Each node class's history, read once and then kept: every bucket of a TimingHistory belongs to
+# one class, so a workflow's history is its classes' together, and a workflow of classes read
+# before (for another workflow, or at the process's start) needs no read at all.
+_history_cache: dict[str, tuple[float, TimingHistory]] = {}
 # Finished jobs never change, so a timed node's cost signature is computed once per process.
 _node_costs_memo: dict[tuple[Any, str], NodeCost] = {}
 _node_costs_lock = threading.Lock()
@@ -367,30 +396,34 @@ def node_estimates(backend: str, workflow: dict[str, Any], nodes: set[str]) -> d
     return estimates_from_history(_history_for(classes), backend=backend, workflow=workflow, nodes=nodes)
 
 
-def _history_for(classes: frozenset[str]) -> TimingHistory:
-    """What history says of `classes`: read once, then kept. Once older than HISTORY_CACHE_SECONDS
-    it is still served while a thread reads it again (jobs.refresh_ahead), so the read never lands
-    on a submit or a free GPU's dispatch; read here only when it is older than HISTORY_STALE_SECONDS
-    (its refreshes kept failing) or knew nothing (asked again after HISTORY_UNKNOWN_CACHE_SECONDS)."""
-    cached = _history_cache.get(classes)
-    if cached is not None:
+def _history_for(classes: frozenset[str]) -> ClassHistories:
+    """What history says of `classes`, class by class: each read once, then kept. Once older than
+    HISTORY_CACHE_SECONDS (HISTORY_UNKNOWN_CACHE_SECONDS for a class history knew nothing of) it is
+    still served while a thread reads it again (jobs.refresh_ahead), so no read lands on a submit
+    or a free GPU's dispatch but the first of a class in this process, and one older than
+    HISTORY_STALE_SECONDS (its refreshes kept failing, or nothing asked)."""
+    now = time.monotonic()
+    found: dict[str, TimingHistory] = {}
+    unread: list[str] = []
+    for class_type in classes:
+        cached = _history_cache.get(class_type)
+        if cached is None or now - cached[0] >= HISTORY_STALE_SECONDS:
+            unread.append(class_type)
+            continue
         read_at, history = cached
-        age = time.monotonic() - read_at
-        if not history.knows_any():
-            if age < HISTORY_UNKNOWN_CACHE_SECONDS:
-                return history
-        elif age < HISTORY_CACHE_SECONDS:
-            return history
-        elif age < HISTORY_STALE_SECONDS:
-            refresh_in_background(("eta history", classes), lambda: _history_read(classes))
-            return history
-    return _history_read(classes)
+        fresh_for = HISTORY_CACHE_SECONDS if history.knows_any() else HISTORY_UNKNOWN_CACHE_SECONDS
+        if now - read_at >= fresh_for:
+            refresh_in_background(("eta history", class_type), partial(_histories_read, [class_type]))
+        found[class_type] = history
+    if unread:
+        found.update(_histories_read(unread))
+    return ClassHistories(found)
 
 
 def history_warm_up() -> None:
-    """Have the refresher read history for the kinds of workflow submitted lately (their node
-    classes, as `expected_total_seconds` asks), so a process that just started does not read it
-    cold on its first submit of each. Returns at once; a database that is down only logs."""
+    """Have the refresher read history for the node classes of the kinds of workflow submitted
+    lately, so a process that just started does not read it on its first submit of each. Returns
+    at once; a database that is down only logs."""
     refresh_in_background(("eta history", "warm-up"), _history_warm_up)
 
 
@@ -404,18 +437,20 @@ def _history_warm_up() -> None:
         classes = frozenset(_class_type(workflow, str(n)) for n in workflow)
         if classes not in kinds:
             kinds.append(classes)
-    for classes in kinds[:WARM_UP_KINDS]:
-        if classes not in _history_cache:
-            _history_read(classes)
+    wanted = {class_type for classes in kinds[:WARM_UP_KINDS] for class_type in classes}
+    _histories_read(sorted(wanted - _history_cache.keys()))
 
 
-def _history_read(classes: frozenset[str]) -> TimingHistory:
+def _histories_read(classes: Sequence[str]) -> dict[str, TimingHistory]:
     read_at = time.monotonic()
-    history = TimingHistory(_recent_samples(classes))
-    if len(_history_cache) >= HISTORY_CACHE_ENTRIES:
+    samples: dict[str, list[TimingSample]] = {class_type: [] for class_type in classes}
+    for sample in _recent_samples(frozenset(classes)):
+        samples[sample.class_type].append(sample)
+    histories = {class_type: TimingHistory(found) for class_type, found in samples.items()}
+    if len(_history_cache) + len(histories) > HISTORY_CACHE_ENTRIES:
         _history_cache.clear()
-    _history_cache[classes] = (read_at, history)
-    return history
+    _history_cache.update({class_type: (read_at, history) for class_type, history in histories.items()})
+    return histories
 
 
 def _recent_samples(classes: frozenset[str]) -> list[TimingSample]:
@@ -458,8 +493,8 @@ def _samples(rows: Sequence[tuple[Any, ...]]) -> list[TimingSample]:
 
 def history_learn(job: Job) -> None:
     """Learn from a job that just completed in this process, now: its node timings join the
-    histories already read here, so the next job of the same kind knows them without reading
-    history again (which is read again once a minute, off the path to the next prompt)."""
+    histories of their classes already read here, so the next job of the same kind knows them
+    without reading history again (which is read again once a minute, off the path to the next prompt)."""
     if job.status != JobStatus.COMPLETED or not _history_cache:
         return
     fields = ("job_id", "node_id", "class_type", "backend", "fingerprint", "duration", "steps", "finished_at")
@@ -469,9 +504,9 @@ def history_learn(job: Job) -> None:
         logger.warning("job %s: its node timings were not learned at once", job.id, exc_info=True)
         return
     for sample in _samples(rows):
-        for classes, (_, history) in list(_history_cache.items()):  # a refresh may replace one meanwhile
-            if sample.class_type in classes:
-                history.learn(sample)
+        cached = _history_cache.get(sample.class_type)  # a refresh may replace it meanwhile
+        if cached is not None:
+            cached[1].learn(sample)
 
 
 def _node_costs(nodes: set[tuple[Any, str]]) -> dict[tuple[Any, str], NodeCost]:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from devtools.eta_accuracy import eta_accuracy, simulated_runs, training_history
@@ -359,6 +361,10 @@ def test_what_history_knew_nothing_of_is_asked_again_within_seconds_not_a_minute
     for _ in range(3):
         finished_job(workflow, "gpu-a", {"8": 2.0})
     clock[0] += eta.HISTORY_UNKNOWN_CACHE_SECONDS + 0.1
+    # Asked again in the background: this call is answered at once with what was known...
+    assert eta.node_estimates("gpu-a", workflow, {"8"})["8"] == eta.DEFAULT_ESTIMATE
+    refreshes_wait()
+    # ...and the next one knows.
     learned = eta.node_estimates("gpu-a", workflow, {"8"})["8"]
     assert learned.seconds == pytest.approx(2.0)
 
@@ -372,3 +378,21 @@ def test_what_history_knew_nothing_of_is_asked_again_within_seconds_not_a_minute
     assert eta.node_estimates("gpu-a", workflow, {"8"})["8"].seconds == pytest.approx(2.0)
     refreshes_wait()
     assert eta.node_estimates("gpu-a", workflow, {"8"})["8"].seconds == pytest.approx(9.0)
+
+
+@pytest.mark.django_db
+def test_a_new_workflow_of_classes_already_read_needs_no_read_of_history():
+    eta.eta_cache_clear()
+    workflow = image_workflow()
+    for _ in range(3):
+        finished_job(workflow, "gpu-a", {"3": 12.0, "8": 2.0})
+    eta.expected_total_seconds("gpu-a", workflow)  # this process reads every class of it once
+
+    # An artist's other graph, made of the same kinds of node (a second decode of the same samples).
+    other = {**workflow, "10": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}}}
+    del other["9"]
+    with CaptureQueriesContext(connection) as queries:
+        estimates = eta.node_estimates("gpu-a", other, {"3", "8", "10"})
+    assert len(queries) == 0
+    assert estimates["10"].seconds == pytest.approx(2.0)  # learned from node 8's timings, same cost
+    assert estimates["3"].seconds == pytest.approx(12.0)

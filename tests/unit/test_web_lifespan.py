@@ -65,7 +65,7 @@ def test_a_web_process_starts_when_the_read_ahead_fails(monkeypatch, caplog):
     def database_down(*_: Any) -> None:
         raise eta.DatabaseError("connection refused")
 
-    monkeypatch.setattr(eta, "_history_read", database_down)
+    monkeypatch.setattr(eta, "_histories_read", database_down)
     finished_job(image_workflow(), "gpu-a", {"8": 2.0})
 
     assert start_and_stop_the_process()[0] == {"type": "lifespan.startup.complete"}
