@@ -398,26 +398,30 @@ def node_estimates(backend: str, workflow: dict[str, Any], nodes: set[str]) -> d
 
 def _history_for(classes: frozenset[str]) -> ClassHistories:
     """What history says of `classes`, class by class: each read once, then kept. Once older than
-    HISTORY_CACHE_SECONDS (HISTORY_UNKNOWN_CACHE_SECONDS for a class history knew nothing of) it is
-    still served while a thread reads it again (jobs.refresh_ahead), so no read lands on a submit
-    or a free GPU's dispatch but the first of a class in this process, and one older than
-    HISTORY_STALE_SECONDS (its refreshes kept failing, or nothing asked)."""
+    HISTORY_CACHE_SECONDS it is still served while a thread reads it again (jobs.refresh_ahead), so
+    no read lands on a submit or a free GPU's dispatch but the first of a class in this process and
+    one older than HISTORY_STALE_SECONDS (its refreshes kept failing, or nothing asked). When history
+    knew nothing of any of them, they are read again here after HISTORY_UNKNOWN_CACHE_SECONDS."""
     now = time.monotonic()
-    found: dict[str, TimingHistory] = {}
+    found: dict[str, tuple[float, TimingHistory]] = {}
     unread: list[str] = []
     for class_type in classes:
         cached = _history_cache.get(class_type)
         if cached is None or now - cached[0] >= HISTORY_STALE_SECONDS:
             unread.append(class_type)
-            continue
-        read_at, history = cached
-        fresh_for = HISTORY_CACHE_SECONDS if history.knows_any() else HISTORY_UNKNOWN_CACHE_SECONDS
-        if now - read_at >= fresh_for:
+        else:
+            found[class_type] = cached
+    if found and not any(history.knows_any() for _, history in found.values()):
+        unread += [
+            class_type for class_type, (read_at, _) in found.items() if now - read_at >= HISTORY_UNKNOWN_CACHE_SECONDS
+        ]
+    for class_type, (read_at, _) in found.items():
+        if now - read_at >= HISTORY_CACHE_SECONDS and class_type not in unread:
             refresh_in_background(("eta history", class_type), partial(_histories_read, [class_type]))
-        found[class_type] = history
+    histories = {class_type: history for class_type, (_, history) in found.items()}
     if unread:
-        found.update(_histories_read(unread))
-    return ClassHistories(found)
+        histories.update(_histories_read(unread))
+    return ClassHistories(histories)
 
 
 def history_warm_up() -> None:

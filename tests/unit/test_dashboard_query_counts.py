@@ -87,9 +87,12 @@ def test_group_list_queries_do_not_grow_with_the_page_size(staff_api):
 
 def history(days: int) -> None:
     """Finished jobs on every day of the window, on two backends, with failures of two kinds."""
-    now = timezone.now()
+    now = timezone.localtime()
+    # Five minutes ago, but never before today's midnight: the windows count whole days, and in the
+    # first minutes after midnight "five minutes ago" was yesterday (the oldest day fell out).
+    anchor = max(now - timedelta(minutes=5), now.replace(hour=0, minute=0, second=0, microsecond=0))
     for day in range(days):
-        finished = now - timedelta(days=day, minutes=5)
+        finished = anchor - timedelta(days=day)
         finished_job(finished_at=finished, backend="gpu1")
         finished_job(finished_at=finished, backend="gpu2", job_type="video", run=600)
         category = FailureCategory.OUT_OF_MEMORY if day % 2 else FailureCategory.LOST
