@@ -236,10 +236,15 @@ class JobSocketConsumer(AsyncJsonWebsocketConsumer):
 
     async def follow(self, group: str) -> None:
         if getattr(self, "mailbox", None) is None:
-            self.mailbox = Mailbox(self.hub_message, self.too_slow)
+            # Held until the socket's snapshot is sent (jobs.fanout_hub): `snapshot_sent`.
+            self.mailbox = Mailbox(self.hub_message, self.too_slow, held=True)
             self.following: set[str] = set()
         self.following.add(group)
         await process_hub().join(group, self.mailbox)
+
+    def snapshot_sent(self) -> None:
+        """The groups' messages that waited for the snapshot, then the rest, are relayed from now on."""
+        self.mailbox.release()
 
     async def unfollow(self, group: str) -> None:
         if group in getattr(self, "following", ()):
@@ -306,6 +311,7 @@ class JobConsumer(JobSocketConsumer):
         self.last_version = state["version"]
         self.last_seq = max([state["seq"], after or 0, *(e["seq"] for e in backlog)])
         await self.send_json({"type": "snapshot", "job": state, "events": backlog})
+        self.snapshot_sent()
         await self._follow_queue()
 
     async def disconnect(self, code: int) -> None:
@@ -384,6 +390,7 @@ class JobListConsumer(JobSocketConsumer):
         for job in jobs:
             self._hold(job)
         await self.send_json({"type": "snapshot", "jobs": jobs})
+        self.snapshot_sent()
 
     async def disconnect(self, code: int) -> None:
         await self.unfollow_all()

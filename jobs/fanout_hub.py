@@ -8,6 +8,12 @@ the hub's: a message is received and decoded once per process, then handed to th
 in this process by a plain call that appends it to the socket's mailbox; each socket's own sender
 task sends what its mailbox holds, so a slow client delays nobody else.
 
+A socket's mailbox is held until its snapshot is sent (`release`): it joins its groups before
+reading the snapshot, so nothing falls between the two, and what arrives meanwhile waits and is then
+filtered by version. Delivered at once instead, a state that came while the snapshot was being read
+met a socket with no state yet and was dropped; when that was the job's last, the viewer never saw
+it end (tests/integration/test_fleet_faults.py, a web restart under 500 subscribers, failed so).
+
 A socket that falls MAILBOX_LIMIT messages behind (a client that stopped reading) is closed with
 CLOSE_TOO_SLOW: its client reconnects and catches up from the database, as after any drop.
 """
@@ -33,11 +39,20 @@ CLOSE_TOO_SLOW = 4408
 class Mailbox:
     """A socket's messages waiting to be sent, and the task that sends them in order."""
 
-    def __init__(self, handle: Callable[[dict[str, Any]], Awaitable[None]], overflow: Callable[[], Awaitable[None]]):
+    def __init__(
+        self,
+        handle: Callable[[dict[str, Any]], Awaitable[None]],
+        overflow: Callable[[], Awaitable[None]],
+        *,
+        held: bool = False,
+    ):
         self._handle = handle
         self._overflow = overflow
         self._messages: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
+        self._released = asyncio.Event()  # what is put is sent only once released
+        if not held:
+            self._released.set()
         self._overflowed = False
         self._closing: asyncio.Future[None] | None = None
         self._task = asyncio.ensure_future(self._run())
@@ -55,7 +70,12 @@ class Mailbox:
         self._messages.append(message)
         self._wake.set()
 
+    def release(self) -> None:
+        """Start sending (a held mailbox): what waited first, in order."""
+        self._released.set()
+
     async def _run(self) -> None:
+        await self._released.wait()
         while True:
             await self._wake.wait()
             self._wake.clear()

@@ -3,6 +3,8 @@ Redis layer's own trap, an idle socket, is in tests/integration/test_websocket_r
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
@@ -10,7 +12,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from anime_production.asgi import application
-from jobs import services
+from jobs import consumers, selectors, services
 from jobs.broadcast import job_group, job_state_message
 from jobs.models import JobStatus
 from tests.factories import JobFactory, UserFactory, api_key_for
@@ -57,6 +59,36 @@ def test_subscriber_gets_snapshot_then_updates_in_order():
     kinds = [(e["kind"], e["data"]["to"]) for e in first["events"] + second["events"]]
     assert kinds == [("status", "submitted"), ("status", "running")]
     assert first["events"][0]["seq"] < second["events"][0]["seq"]
+
+
+def test_a_state_broadcast_while_the_snapshot_is_read_reaches_the_subscriber_after_it(monkeypatch):
+    # The socket joins the job's group, then reads its snapshot; the job ends in between (its last
+    # state committed after the read, broadcast before the read returns). Relayed at once, that state
+    # met a socket with no state yet and was dropped: the viewer never saw the job end.
+    job = JobFactory.create()
+    token = token_for(job.user)
+    as_read = selectors.job_state(job)
+    ended = dict(as_read, status="completed", version=as_read["version"] + 1)
+
+    async def snapshot_read_while_the_job_ends(user, job_id, after):
+        await get_channel_layer().group_send(job_group(job.id), job_state_message(ended))
+        await asyncio.sleep(0.1)  # the hub hands it to the socket's mailbox meanwhile
+        return True, (as_read, [], None)
+
+    monkeypatch.setattr(consumers, "job_handshake", snapshot_read_while_the_job_ends)
+
+    async def scenario():
+        ws = communicator(f"/ws/jobs/{job.id}/", with_key(token))
+        connected, _ = await ws.connect()
+        assert connected
+        snapshot = await ws.receive_json_from(timeout=5)
+        update = await ws.receive_json_from(timeout=5)
+        await ws.disconnect()
+        return snapshot, update
+
+    snapshot, update = async_to_sync(scenario)()
+    assert snapshot["job"]["status"] == "queued"
+    assert update["job"]["status"] == "completed" and update["job"]["version"] == ended["version"]
 
 
 def test_stale_update_is_not_relayed_after_a_newer_snapshot():
