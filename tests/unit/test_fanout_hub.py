@@ -76,3 +76,29 @@ def test_a_socket_that_stops_reading_is_closed_and_holds_nobody_back():
     closed, fast_sent = async_to_sync(scenario)()
     assert closed, "the socket that fell behind is closed"
     assert fast_sent == list(range(MAILBOX_LIMIT + 2)), "the other socket got every message, in order"
+
+
+def test_a_held_mailbox_keeps_what_comes_during_the_snapshot_and_sends_it_after():
+    async def scenario() -> tuple[list[int], list[int], list[bool]]:
+        sent: list[int] = []
+        closed: list[bool] = []
+
+        async def handle(message: dict[str, Any]) -> None:
+            sent.append(message["n"])
+
+        async def overflow() -> None:
+            closed.append(True)
+
+        box = Mailbox(handle, overflow, held=True)
+        for n in range(MAILBOX_LIMIT * 4):  # a storm's slow snapshot, on a socket that sees every job
+            box.put({"n": n})
+        await asyncio.sleep(0.05)
+        before_release = list(sent)
+        box.release()
+        await asyncio.sleep(0.05)
+        box.close()
+        return before_release, sent, closed
+
+    before_release, sent, closed = async_to_sync(scenario)()
+    assert before_release == []  # nothing reaches the socket before its snapshot
+    assert sent == list(range(MAILBOX_LIMIT * 4)) and not closed  # all of it after, in order
