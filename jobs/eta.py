@@ -333,9 +333,6 @@ class ClassHistories:
     def of_class(self, class_type: str) -> TimingHistory:
         return self._histories.get(class_type) or _NOTHING_KNOWN
 
-    def knows_any(self) -> bool:
-        return any(history.knows_any() for history in self._histories.values())
-
 
 _NOTHING_KNOWN = TimingHistory(())
 
