@@ -9,11 +9,18 @@ import time
 import pytest
 from django.db import connection
 
+from jobs.refresh_ahead import refresh_in_background, refreshes_wait
 from tests.integration.test_job_lifecycle import sleep_workflow, submit, wait_final
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STATISTICS_FLUSH_SECONDS = 1.5  # PostgreSQL publishes a backend's counters at most once a second
+# Sessions the GPU worker may rightly open in the test's few seconds, whatever it ran before: its
+# task connection, once past CONN_MAX_AGE (60 s), is closed at the next task and made again; its
+# refresher (jobs.refresh_ahead: a thread with a connection of its own, closed after 30 s idle) may
+# start again when one of its ETA histories turns a minute old. A connection made at every task
+# would be at least one a job, 4 here.
+WORKER_SESSIONS_ALLOWED = 2
 
 
 def sessions_opened() -> int:
@@ -28,9 +35,13 @@ def test_a_gpu_worker_runs_job_after_job_on_the_connection_it_has(live, api):
     if connection.vendor != "postgresql":
         pytest.skip("counted in PostgreSQL's statistics")
     assert wait_final(api, submit(api, sleep_workflow(0.1))["id"])["status"] == "completed"  # connected once
+    # This process's submits refresh history too: its refresher connects now, and stays connected
+    # (30 s idle) through the jobs below, so what is counted from here on is the GPU worker's.
+    refresh_in_background(("test", "connected"), lambda: connection.ensure_connection())  # its thread's
+    refreshes_wait()
     time.sleep(STATISTICS_FLUSH_SECONDS)
     before = sessions_opened()
     for _ in range(4):  # each one a wake task: the worker was idle when it was made
         assert wait_final(api, submit(api, sleep_workflow(0.1))["id"])["status"] == "completed"
     time.sleep(STATISTICS_FLUSH_SECONDS)
-    assert sessions_opened() - before <= 1
+    assert sessions_opened() - before <= WORKER_SESSIONS_ALLOWED
