@@ -18,6 +18,10 @@ from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
 
+# A window for jobs stamped minutes ago: "today" alone (days=1) starts at midnight, so at 00:03 a job
+# finished 5 minutes before is yesterday's and a test of something else fails.
+RECENT_DAYS = 7
+
 
 def finished_job(
     *,
@@ -91,14 +95,14 @@ def test_statistics_per_job_type_and_backend_from_the_rollup():
 def test_incremental_refresh_adds_new_jobs_once_and_catches_late_commits():
     finished_job()
     first = stats_rollup_refresh()
-    assert generation_stats(days=1)["overall"]["count"] == 1
+    assert generation_stats(days=RECENT_DAYS)["overall"]["count"] == 1
 
     finished_job()
     # Stamped before the previous refresh ran, committed after it: inside the late-commit slack.
     finished_job(finished_at=first.until - LATE_COMMIT_SLACK / 2)
     stats_rollup_refresh()
     stats_rollup_refresh()  # a second run over the same hours changes nothing
-    assert generation_stats(days=1)["overall"]["count"] == 3
+    assert generation_stats(days=RECENT_DAYS)["overall"]["count"] == 3
     hourly = JobRollup.objects.filter(period=RollupPeriod.HOUR).values_list("count", flat=True)
     assert sum(hourly) == 3
 
@@ -137,7 +141,7 @@ def test_slowest_node_classes_come_first():
             duration=seconds,
         )
     stats_rollup_refresh()
-    nodes = generation_stats(days=1)["slowest_nodes"]
+    nodes = generation_stats(days=RECENT_DAYS)["slowest_nodes"]
     assert [node["class_type"] for node in nodes] == ["KSampler", "VAEDecode", "SaveImage"]
     assert nodes[0]["count"] == 2 and nodes[0]["mean"] == pytest.approx(32.0)
     assert nodes[0]["max"] == pytest.approx(34.0)
@@ -176,7 +180,7 @@ def test_the_beat_schedule_refreshes_the_rollups(settings):
     assert entry["schedule"] <= 300
     finished_job()
     stats_rollup_refresh_task()
-    assert generation_stats(days=1)["overall"]["count"] == 1
+    assert generation_stats(days=RECENT_DAYS)["overall"]["count"] == 1
 
 
 def test_bar_chart_draws_one_bar_per_value_and_escapes_labels():
