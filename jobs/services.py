@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
@@ -56,6 +56,7 @@ from jobs.models import (
     transition_allowed,
 )
 from jobs.output_files import ViewStream, output_identity, output_kind
+from jobs.progress_write import ProgressSaved, progress_update
 from jobs.queue_announcements import FLEET_QUEUE_GROUP, announcement
 from jobs.thumbnails import output_thumbnail_store
 from jobs.wake import backend_wake_first, backends_wake
@@ -660,24 +661,28 @@ def progress_values(job: Job) -> dict[str, Any]:
     return {name: getattr(job, name) for name in PROGRESS_FIELDS}
 
 
-def job_progress_save(job: Job, events: Sequence[JobEvent] = (), timings: Sequence[NodeTiming] = ()) -> bool:
-    """One write: the latest progress, the new timeline events, the finished node timings.
+def job_progress_save(
+    job: Job, events: Sequence[JobEvent] = (), timings: Sequence[NodeTiming] = ()
+) -> ProgressSaved | None:
+    """One write: the latest progress, the new timeline events, the finished node timings; what it
+    found (the new seq, whether a cancel is asked for), or None.
 
     Only while the job is still active in the same attempt; a job closed or requeued meanwhile
-    (by a sweep, a cancel) keeps what its new owner wrote. The events get their seq here.
+    (by a sweep, a cancel) keeps what its new owner wrote (None). The events get their seq here.
+    With nothing but progress to store it is one statement (jobs.progress_write).
     """
     job.heartbeat_at = timezone.now()
     values = {**progress_values(job), "version": job.version, "heartbeat_at": job.heartbeat_at}
-    with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status__in=ACTIVE_STATUSES, prompt_id=job.prompt_id).update(
-            seq=F("seq") + len(events), **values
+    with transaction.atomic() if events or timings else nullcontext():
+        saved = progress_update(
+            job.pk, prompt_id=job.prompt_id, statuses=ACTIVE_STATUSES, values=values, seq_added=len(events)
         )
-        if not updated:
-            return False
-        job.seq = Job.objects.filter(pk=job.pk).values_list("seq", flat=True).get()
+        if saved is None:
+            return None
+        job.seq = saved.seq
         _timeline_store(job, events, timings)
     job_progress_webhook(job)
-    return True
+    return saved
 
 
 def _timeline_store(job: Job, events: Sequence[JobEvent], timings: Sequence[NodeTiming]) -> None:

@@ -9,6 +9,7 @@ both add `url`, the job's absolute address. Emitting never raises and never wait
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -42,7 +43,7 @@ def job_state_webhook(job: Job, event: str, state: dict[str, Any]) -> None:
 
 def job_progress_webhook(job: Job) -> None:
     """job.progress (throttled per job by webhooks.services): where the job is, from memory."""
-    webhook_job_event(event=JOB_PROGRESS, subject=job_subject(job), data=progress_data(job))
+    webhook_job_event(event=JOB_PROGRESS, subject=job_subject(job), data=partial(progress_data, job))
 
 
 def progress_data(job: Job) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -142,12 +143,15 @@ class ProgressGate:
 progress_gate = ProgressGate()
 
 
-def webhook_job_event(*, event: str, subject: Subject, data: dict[str, Any]) -> None:
+def webhook_job_event(*, event: str, subject: Subject, data: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
     """Send a job's event to the webhooks that want it, after the current transaction commits.
-    job.progress goes out at most once per WEBHOOK_PROGRESS_SECONDS per job. Never raises."""
+    job.progress goes out at most once per WEBHOOK_PROGRESS_SECONDS per job; its `data` may be a
+    function, called only then (a tracker saves progress every 0.6 s). Never raises."""
     job_id = str(subject.job_id)
     if event == JOB_PROGRESS and not progress_gate.due(job_id, settings.WEBHOOK_PROGRESS_SECONDS):
         return
+    if callable(data):
+        data = data()
     if event in JOB_FINAL_EVENTS:
         progress_gate.forget(job_id)
     occurred_at = timezone.now()

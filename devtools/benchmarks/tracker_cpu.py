@@ -249,7 +249,12 @@ def main(argv: list[str] | None = None) -> None:
 def close_connections() -> None:
     from django.db import connections
 
-    connections.close_all()  # an open one would keep the database from being dropped
+    from jobs.refresh_ahead import refresher_stop
+
+    # An open one would keep the database from being dropped: this thread's, and the refresher's
+    # (after a minute the ETA's history is read again on a thread of its own: jobs.refresh_ahead).
+    refresher_stop()
+    connections.close_all()
 
 
 def measure(args: argparse.Namespace, work_dir: Path) -> tuple[list[RunResult], str | None]:

@@ -19,6 +19,7 @@ from jobs import eta, instruments, services
 from jobs.eta import NodeEstimate
 from jobs.models import ACTIVE_STATUSES, Job, JobEvent, JobStatus, column_width
 from jobs.progress import JobProgress
+from jobs.progress_write import ProgressSaved
 from jobs.tracking.claim import heartbeat_seconds
 from jobs.tracking.timeline import Timeline
 
@@ -40,6 +41,9 @@ class Coalescer:
         self.last_broadcast = 0.0
         self.db_writes = 0
         self.broadcasts = 0
+        # The latest progress write that found the job still ours (time.monotonic, what it found):
+        # the watchdog needs no read of its own for a while after it.
+        self.saved: tuple[float, ProgressSaved] | None = None
 
     def mark_changed(self) -> None:
         self.dirty = True
@@ -161,8 +165,10 @@ class Coalescer:
             # Events reach browsers only once stored, so a client that reconnects with the last
             # seq it saw can always fetch what it missed.
             events = self.timeline.events
-            if services.job_progress_save(self.job, events, self.timeline.timings):
+            saved = services.job_progress_save(self.job, events, self.timeline.timings)
+            if saved is not None:
                 self.unsent_events.extend(events)
+                self.saved = (now, saved)
             self.timeline.clear_pending()
             self.db_writes += 1
             instruments.progress_written()

@@ -85,6 +85,7 @@ class JobTracker:
             progress=self.progress,
             estimates=estimates,
             timeline=self.timeline,
+            coalescer=self.coalescer,
             ending=self.ending,
         )
 

@@ -14,6 +14,7 @@ from jobs.eta import NodeEstimate
 from jobs.failures import Failure, stuck_or_timed_out
 from jobs.models import EventKind, Job, JobStatus
 from jobs.progress import JobProgress
+from jobs.tracking.coalescer import Coalescer
 from jobs.tracking.ending import JobEnding, TrackingEnded
 from jobs.tracking.timeline import Timeline
 
@@ -34,6 +35,7 @@ class Watchdog:
         progress: JobProgress,
         estimates: dict[str, NodeEstimate],
         timeline: Timeline,
+        coalescer: Coalescer,
         ending: JobEnding,
     ) -> None:
         self.job = job
@@ -42,6 +44,7 @@ class Watchdog:
         self.progress = progress
         self.estimates = estimates
         self.timeline = timeline
+        self.coalescer = coalescer
         self.ending = ending
         self.started_monotonic = time.monotonic()
         self.last_progress = time.monotonic()
@@ -56,6 +59,12 @@ class Watchdog:
         """Has someone asked to cancel, or taken the job from us (a sweep closed or requeued it)?"""
         now = time.monotonic()
         if now - self.last_db_check < settings.TRACKER_DB_INTERVAL:
+            return
+        if self.coalescer.saved is not None and now - self.coalescer.saved[0] < settings.TRACKER_DB_INTERVAL:
+            # The progress write told as much: the job is still ours, and whether a cancel came.
+            self.last_db_check, saved = self.coalescer.saved
+            if saved.cancel_requested:
+                self.stop_prompt(reason=None)
             return
         self.last_db_check = now
         status, prompt_id, cancel_requested_at = (
