@@ -22,3 +22,21 @@ def database_connections_checked(task: Any = None, **_: Any) -> None:
     if task is not None and getattr(task.request, "is_eager", False):
         return
     close_old_connections()
+
+
+# The queues this worker consumes (its -Q), noted in the main process before the pool forks.
+_worker_queues: list[str] = []
+
+
+@signals.celeryd_init.connect
+def worker_queues_noted(options: dict[str, Any] | None = None, **_: Any) -> None:
+    _worker_queues[:] = list((options or {}).get("queues") or [])
+
+
+@signals.worker_process_init.connect
+def pool_process_reads_ahead(**_: Any) -> None:
+    """A GPU worker's pool process fetches its backend's node catalog and reads the ETA's history
+    as it starts, in the background (jobs/tracking/read_ahead.py)."""
+    from jobs.tracking.read_ahead import gpu_worker_read_ahead
+
+    gpu_worker_read_ahead(_worker_queues)

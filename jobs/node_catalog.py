@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from comfyui import ComfyUIClient, ComfyUIError
 from jobs.refresh_ahead import refresh_in_background
@@ -40,6 +41,13 @@ def node_catalog(backend: str, client: ComfyUIClient) -> NodeCatalog:
             refresh_in_background(("node catalog", backend), lambda: _catalog_fetch(backend, client.clone()))
         return cached[1]
     return _catalog_fetch(backend, client)
+
+
+def catalog_read_ahead(backend: str, client: ComfyUIClient) -> None:
+    """Have the refresher fetch the backend's catalog now, unless one is kept (a GPU worker that
+    starts: its first job would fetch it on a free GPU's path). Returns at once."""
+    if backend not in _catalogs:
+        refresh_in_background(("node catalog", backend), partial(_catalog_fetch, backend, client))
 
 
 def _catalog_fetch(backend: str, client: ComfyUIClient) -> NodeCatalog:

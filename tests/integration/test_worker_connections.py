@@ -45,3 +45,9 @@ def test_a_gpu_worker_runs_job_after_job_on_the_connection_it_has(live, api):
         assert wait_final(api, submit(api, sleep_workflow(0.1))["id"])["status"] == "completed"
     time.sleep(STATISTICS_FLUSH_SECONDS)
     assert sessions_opened() - before <= WORKER_SESSIONS_ALLOWED
+
+
+def test_a_gpu_worker_s_pool_process_reads_ahead_for_its_backend_as_it_starts(live):
+    """Celery's signals wired (anime_production/celery.py): the worker of queue gpu.default reads
+    ahead for backend default (what it reads: tests/unit/test_refresh_ahead.py)."""
+    assert "reading ahead for backend default: its node catalog and the ETA's history" in live.log()

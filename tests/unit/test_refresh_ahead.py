@@ -7,6 +7,7 @@ import threading
 import time
 from functools import partial
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.db import connection
@@ -148,3 +149,32 @@ def test_the_refresher_stops_when_idle_and_starts_again_when_asked(monkeypatch):
     refresh_ahead.refresh_in_background("second", lambda: ran.append("second"))
     refreshes_wait()
     assert ran == ["first", "second"]
+
+
+@pytest.mark.django_db(transaction=True)  # the read-ahead reads on the refresher's connection
+def test_a_gpu_worker_reads_its_backend_s_catalog_and_history_ahead_as_it_starts(settings, comfyui_sim):
+    from comfyui.client import ComfyUIClient as Client
+    from jobs.tracking.read_ahead import gpu_worker_read_ahead
+
+    settings.COMFYUI_BACKENDS = {"gpu-a": comfyui_sim.url, "gpu-b": "http://127.0.0.1:9"}
+    workflow = image_workflow()
+    for _ in range(3):
+        finished_job(workflow, "gpu-a", {"3": 12.0, "8": 2.0})
+
+    assert gpu_worker_read_ahead(["gpu.gpu-a", "celery"]) == ["gpu-a"]
+    refreshes_wait()
+    # The first job's tracker: its catalog and its estimates known, nothing fetched or read.
+    with mock.patch.object(Client, "object_info", side_effect=AssertionError("fetched on the job's path")):
+        assert node_catalog.node_catalog("gpu-a", Client(comfyui_sim.url)).display_names
+    assert "gpu-b" not in node_catalog._catalogs  # another worker's backend
+    with CaptureQueriesContext(connection) as queries:
+        estimates = eta.node_estimates("gpu-a", workflow, {"3", "8"})
+    assert len(queries) == 0 and estimates["3"].seconds == pytest.approx(12.0)
+
+
+def test_a_worker_of_no_gpu_queue_reads_nothing_ahead(settings):
+    from jobs.tracking.read_ahead import gpu_worker_read_ahead
+
+    settings.COMFYUI_BACKENDS = {"gpu-a": "http://127.0.0.1:9"}
+    assert gpu_worker_read_ahead(["default"]) == []
+    assert not node_catalog._catalogs
