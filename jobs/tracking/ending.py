@@ -69,6 +69,8 @@ class JobEnding:
         self.interrupt_reason: Failure | None = None
         # The file store stayed down past STORAGE_RETRY_SECONDS: the outputs left are not tried again.
         self.store_down = False
+        # Stored by this ending; their thumbnails are made once the job's end is sent (close, fail).
+        self.stored: list[JobOutput] = []
         # Called once when ComfyUI is done with the prompt, before its outputs are fetched: the
         # backend's next prompt goes in then (jobs.tracking.shift), so the GPU never waits for them.
         self.gpu_freed = gpu_freed
@@ -101,6 +103,7 @@ class JobEnding:
             self.coalescer.flush_if_due(force=True)
         else:
             self.coalescer.close(status)
+        services.job_thumbnails_make(self.job, self.stored)
         raise TrackingEnded
 
     def fail(self, failure: Failure) -> NoReturn:
@@ -114,6 +117,7 @@ class JobEnding:
             self.coalescer.flush_if_due(force=True)
             services.job_fail(self.job, failure.category, failure.message, failure.details)
         logger.info("job %s attempt failed: %s: %s", self.job.id, failure.category, failure.message[:500])
+        services.job_thumbnails_make(self.job, self.stored)  # of what was stored before it failed
         raise TrackingEnded
 
     def _end_interrupted(self, entry: HistoryEntry | None) -> NoReturn:
@@ -171,6 +175,7 @@ class JobEnding:
             self._note_skipped(output, "unfetchable", f"{label} could not be fetched: {exc}")
             return
         report.stored += 1
+        self.stored.append(stored)
         self.timeline.event(
             EventKind.OUTPUT,
             node_id=output.node_id,

@@ -20,7 +20,7 @@ import requests
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from jobs.models import NodeTiming
+from jobs.models import JobOutput, NodeTiming
 from tests.factories import api_key_for
 from tests.integration.test_job_lifecycle import sleep_workflow
 from tests.system import ARTIFACTS
@@ -139,7 +139,12 @@ def _walk_through_the_dashboard(browser: Any, web_server: str, token: str) -> tu
     assert page.evaluate("window.sameDocument") is True, "the page reloaded"
     shot(page, "live-queue")
 
-    # The job page: its output thumbnail loads, its timeline and node timings are there.
+    # The job page: its output thumbnail loads, its timeline and node timings are there. The
+    # thumbnail is made just after the job's end is sent (jobs.services.job_thumbnails_make).
+    deadline = time.monotonic() + 15
+    while not JobOutput.objects.filter(job_id=job_id).exclude(thumbnail="").exists():
+        assert time.monotonic() < deadline, "no thumbnail 15 s after the job completed"
+        time.sleep(0.05)
     page.locator(f'tr[data-job-id="{job_id}"] a').click()
     page.wait_for_url(f"**/admin/jobs/job/{job_id}/change/")
     page.wait_for_function(THUMBNAIL_LOADED, timeout=15_000)

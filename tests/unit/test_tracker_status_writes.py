@@ -50,12 +50,16 @@ def test_completed_is_sent_with_the_last_node_and_the_output_and_every_event_onc
 
     job.refresh_from_db()
     assert job.status == JobStatus.COMPLETED
-    final_state, final_events = sent[-1]
-    assert final_state["status"] == JobStatus.COMPLETED and final_state["outputs"]
+    ends = [n for n, (state, _) in enumerate(sent) if state["status"] == JobStatus.COMPLETED]
+    final_state, final_events = sent[ends[0]]
+    assert final_state["outputs"]
     kinds = [(event["kind"], event["node_id"]) for event in final_events]
     assert ("node_finished", "3") in kinds and (EventKind.OUTPUT, "3") in kinds, kinds
     assert kinds[-1] == (EventKind.STATUS, ""), "the status change comes after what led to it"
-    assert not [state for state, _ in sent[:-1] if state["status"] == JobStatus.COMPLETED]
+    # Then once more, the output's thumbnail made (after the end was sent), as a newer version.
+    assert len(ends) == 2 and ends[1] == len(sent) - 1 and not sent[-1][1]
+    assert final_state["outputs"][0]["thumbnail_url"] is None and sent[-1][0]["outputs"][0]["thumbnail_url"]
+    assert sent[-1][0]["version"] > final_state["version"]
 
     stored = list(JobEvent.objects.filter(job=job).order_by("seq").values_list("seq", flat=True))
     assert stored == list(range(1, len(stored) + 1)) and job.seq == stored[-1]
