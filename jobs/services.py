@@ -56,8 +56,8 @@ from jobs.models import (
     transition_allowed,
 )
 from jobs.output_files import ViewStream, output_identity, output_kind
-from jobs.progress_write import ProgressSaved, progress_update
 from jobs.queue_announcements import FLEET_QUEUE_GROUP, announcement
+from jobs.row_update import RowUpdated, progress_update, status_update
 from jobs.thumbnails import output_thumbnail_store
 from jobs.wake import backend_wake_first, backends_wake
 from jobs.webhook_events import STATUS_EVENTS, job_progress_webhook, job_state_webhook
@@ -399,6 +399,7 @@ def job_transition(
     expected: str | None = None,
     event_data: dict[str, Any] | None = None,
     row_locked: bool = False,
+    savepoint: bool = True,
     pending: Pending = NOTHING_PENDING,
     **fields: Any,
 ) -> bool:
@@ -407,9 +408,10 @@ def job_transition(
     Compare-and-set: zero rows updated means someone else moved it first; the instance is then
     refreshed and False returned (and nothing `pending` stored). An illegal transition raises. The
     status change is recorded on the timeline in the same transaction and broadcast after it
-    commits, with the `pending` events. `row_locked`: inside a transaction that holds the job's row
-    lock since before `job` was read, and fails whole when this does (a take): no savepoint, and
-    its seq is not read back (three round trips fewer on a free GPU's path).
+    commits, with the `pending` events. The compare-and-set returns the new seq in the same round
+    trip (jobs.row_update). `row_locked`: inside a transaction that holds the job's row lock since
+    before `job` was read, and fails whole when this does (a take): no savepoint. `savepoint`
+    False: inside a transaction that fails whole when this raises (job_close), none either.
     """
     current = expected or job.status
     if not transition_allowed(current, new_status):
@@ -421,21 +423,16 @@ def job_transition(
     if new_status == JobStatus.COMPLETED:
         fields["progress"] = 1.0
     fields["version"] = next_version(job)
-    with transaction.atomic(savepoint=not row_locked):
+    with transaction.atomic(savepoint=savepoint and not row_locked):
         earlier = len(pending.events)
-        updated = Job.objects.filter(pk=job.pk, status=current).update(
-            status=new_status, seq=F("seq") + earlier + 1, **fields
-        )
-        if not updated:
+        moved = status_update(job.pk, current=current, values={"status": new_status, **fields}, seq_added=earlier + 1)
+        if moved is None:
             job.refresh_from_db()
             return False
         job.status = new_status
         for name, value in fields.items():
             setattr(job, name, value)
-        if row_locked:
-            job.seq += earlier + 1
-        else:
-            job.seq = Job.objects.filter(pk=job.pk).values_list("seq", flat=True).get()
+        job.seq = moved.seq
         event = JobEvent(
             job=job, kind=EventKind.STATUS, at=now, data={"from": current, "to": new_status, **(event_data or {})}
         )
@@ -663,13 +660,13 @@ def progress_values(job: Job) -> dict[str, Any]:
 
 def job_progress_save(
     job: Job, events: Sequence[JobEvent] = (), timings: Sequence[NodeTiming] = ()
-) -> ProgressSaved | None:
+) -> RowUpdated | None:
     """One write: the latest progress, the new timeline events, the finished node timings; what it
     found (the new seq, whether a cancel is asked for), or None.
 
     Only while the job is still active in the same attempt; a job closed or requeued meanwhile
     (by a sweep, a cancel) keeps what its new owner wrote (None). The events get their seq here.
-    With nothing but progress to store it is one statement (jobs.progress_write).
+    With nothing but progress to store it is one statement (jobs.row_update).
     """
     job.heartbeat_at = timezone.now()
     values = {**progress_values(job), "version": job.version, "heartbeat_at": job.heartbeat_at}
@@ -742,7 +739,7 @@ def job_close(job: Job, status: str, *, pending: Pending = NOTHING_PENDING, **fi
     """Close the current attempt and the job (completed or cancelled), in one transaction (with what
     its tracker still had `pending`)."""
     with transaction.atomic():
-        moved = job_transition(job, status, pending=pending, **fields)
+        moved = job_transition(job, status, savepoint=False, pending=pending, **fields)
         if moved:
             job_attempt_close(job, outcome=status)
     return moved

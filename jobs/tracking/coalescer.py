@@ -19,7 +19,7 @@ from jobs import eta, instruments, services
 from jobs.eta import NodeEstimate
 from jobs.models import ACTIVE_STATUSES, Job, JobEvent, JobStatus, column_width
 from jobs.progress import JobProgress
-from jobs.progress_write import ProgressSaved
+from jobs.row_update import RowUpdated
 from jobs.tracking.claim import heartbeat_seconds
 from jobs.tracking.timeline import Timeline
 
@@ -43,7 +43,7 @@ class Coalescer:
         self.broadcasts = 0
         # The latest progress write that found the job still ours (time.monotonic, what it found):
         # the watchdog needs no read of its own for a while after it.
-        self.saved: tuple[float, ProgressSaved] | None = None
+        self.saved: tuple[float, RowUpdated] | None = None
 
     def mark_changed(self) -> None:
         self.dirty = True

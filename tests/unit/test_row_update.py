@@ -1,5 +1,6 @@
-"""The tracker's progress write is one statement that also tells the tracker what it must know of
-the job (its timeline's seq, a cancel asked for), so the watchdog need not read the job again."""
+"""The job row's frequent writes are one statement each: the tracker's progress write also tells
+it what it must know of the job (its timeline's seq, a cancel asked for), so the watchdog need not
+read the job again; a status change returns its seq."""
 
 from __future__ import annotations
 
@@ -120,3 +121,25 @@ def test_with_no_recent_progress_write_the_watchdog_reads_the_job_itself(setting
         watchdog.check_db_if_due()
     assert len(queries) == 1
     client.interrupt.assert_called_once_with(str(job.prompt_id))
+
+
+@pytest.mark.django_db(transaction=True)  # the close's own transaction, as in production: no test transaction around it
+def test_a_close_is_one_transaction_whose_status_change_returns_its_seq_without_a_savepoint() -> None:
+    job = JobFactory.create(workflow=WORKFLOW, status=JobStatus.RUNNING)
+    Job.objects.filter(pk=job.pk).update(seq=5)  # events stored by others meanwhile
+    with CaptureQueriesContext(connection) as queries:
+        assert services.job_close(job, JobStatus.COMPLETED)
+    statements = [query["sql"] for query in queries]
+    assert not [sql for sql in statements if "SAVEPOINT" in sql], statements
+    assert not [sql for sql in statements if sql.startswith('SELECT "jobs_job"."seq"')], statements
+    stored = Job.objects.get(pk=job.pk)
+    assert stored.status == JobStatus.COMPLETED and job.seq == stored.seq == 6
+    assert list(JobEvent.objects.filter(job=job).values_list("seq", "kind")) == [(6, EventKind.STATUS)]
+
+
+def test_a_status_change_someone_else_made_first_is_refused_and_the_job_read_again() -> None:
+    job = JobFactory.create(workflow=WORKFLOW, status=JobStatus.RUNNING)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
+    assert not services.job_transition(job, JobStatus.COMPLETED, expected=JobStatus.RUNNING)
+    assert job.status == JobStatus.FAILED == Job.objects.get(pk=job.pk).status
+    assert not JobEvent.objects.filter(job=job).exists()
