@@ -31,13 +31,17 @@ def sessions_opened() -> int:
         return int(cursor.fetchone()[0])
 
 
+def connect_this_thread() -> None:
+    connection.ensure_connection()  # `connection` is the calling thread's: here, the refresher's
+
+
 def test_a_gpu_worker_runs_job_after_job_on_the_connection_it_has(live, api):
     if connection.vendor != "postgresql":
         pytest.skip("counted in PostgreSQL's statistics")
     assert wait_final(api, submit(api, sleep_workflow(0.1))["id"])["status"] == "completed"  # connected once
     # This process's submits refresh history too: its refresher connects now, and stays connected
     # (30 s idle) through the jobs below, so what is counted from here on is the GPU worker's.
-    refresh_in_background(("test", "connected"), lambda: connection.ensure_connection())  # its thread's
+    refresh_in_background(("test", "connected"), connect_this_thread)
     refreshes_wait()
     time.sleep(STATISTICS_FLUSH_SECONDS)
     before = sessions_opened()
