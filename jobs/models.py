@@ -119,11 +119,20 @@ class JobGroup(models.Model):
 
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Every column here indexed alone by Django's default (foreign keys, db_index) was also the first of
+    # a composite index below, and a job's row is written at each status change: its user, backend,
+    # type and failure category are found through those (migration 0012), its retry through the
+    # unique constraint; the fingerprint is learned by from node timings, never looked up here.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        db_index=False,  # job_user_created_idx
     )
     # The GPU it runs (or ran) on: empty while it waits, bound when a backend takes it (jobs.dispatch).
-    backend = models.CharField(max_length=64, db_index=True, blank=True)
+    backend = models.CharField(max_length=64, blank=True)
     # What it may run on: a backend the submitter named, labels the backend must carry, and the node
     # classes and model files its workflow needs (jobs.fit), judged against each backend when it takes work.
     requested_backend = models.CharField(max_length=64, blank=True)
@@ -131,7 +140,7 @@ class Job(models.Model):
     needs = models.JSONField(default=dict, blank=True, help_text="node classes and model files of its workflow")
     # Its turn among the waiting jobs of its priority (jobs.fair_share): the GPUs go round the users.
     fair_turn = models.BigIntegerField(default=0)
-    job_type = models.CharField(max_length=32, db_index=True)
+    job_type = models.CharField(max_length=32)
     priority = models.PositiveSmallIntegerField(default=5, help_text="0 (lowest) to 9 (most urgent)")
     workflow = models.JSONField(help_text="ComfyUI API-format graph")
 
@@ -146,10 +155,11 @@ class Job(models.Model):
         on_delete=models.SET_NULL,
         related_name="retries",
         help_text="the job this one retries by hand",
+        db_index=False,  # job_one_manual_retry
     )
     not_before = models.DateTimeField(null=True, blank=True, help_text="retry backoff: not submitted before")
     # Fingerprint of the graph's structure and cost inputs: what the ETA model learns by.
-    fingerprint = models.CharField(max_length=64, blank=True, db_index=True)
+    fingerprint = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -183,7 +193,7 @@ class Job(models.Model):
     eta_finish_at = models.DateTimeField(null=True, blank=True, help_text="estimated finish (an estimate)")
     preview_at = models.DateTimeField(null=True, blank=True, help_text="when the latest live preview was kept")
 
-    failure_category = models.CharField(max_length=32, choices=FailureCategory.choices, blank=True, db_index=True)
+    failure_category = models.CharField(max_length=32, choices=FailureCategory.choices, blank=True)
     error_message = models.TextField(blank=True)
     error_details = models.JSONField(default=dict, blank=True)
 

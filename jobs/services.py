@@ -124,9 +124,11 @@ NOTHING_PENDING = Pending()
 # --- state out: broadcasts ---------------------------------------------------------------------
 
 
-def job_broadcast_now(job: Job, events: Sequence[JobEvent] = ()) -> None:
-    """The tracker's broadcast, several a second: shaped by serializers kept for it (jobs.live_state)."""
-    job_broadcast(selectors.job_state(job), job.user_id, live_state.live_event_payloads(events))
+def job_broadcast_now(job: Job, events: Sequence[JobEvent] = (), *, shape: live_state.TrackedJobShape) -> None:
+    """The tracker's broadcast, several a second: shaped by serializers kept for it, only what
+    progress changed when nothing else did (jobs.live_state)."""
+    state = selectors.job_state(job) if job.status == JobStatus.QUEUED else shape.state(job)
+    job_broadcast(state, job.user_id, live_state.live_event_payloads(events))
 
 
 def job_publish(job: Job, events: Sequence[JobEvent] = (), *, webhook_event: str | None = None) -> None:

@@ -277,7 +277,7 @@ def post_query_count(user: Any) -> tuple[int, list[str]]:
 class QueueMove:
     waiting: int
     queries: int
-    sends: int  # channel-layer group_send calls
+    sends: int  # channel-layer group sends
     bytes_sent: int
     told: int  # waiting jobs whose subscribers can tell their place (and ETA when one is known) from it
     seconds: float
@@ -285,18 +285,29 @@ class QueueMove:
 
 @contextmanager
 def layer_sends() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Every group_send of this process's channel layer, recorded (and still sent)."""
+    """Every group send of this process, recorded (and still sent): through the channel layer, or
+    published from the sending thread (jobs.group_publish, on the pub/sub layer) one per group."""
     from channels.layers import get_channel_layer
+
+    from jobs.group_publish import GroupPublisher
 
     layer = get_channel_layer()
     sent: list[tuple[str, dict[str, Any]]] = []
     original = layer.group_send
+    original_publish = GroupPublisher.publish
 
     async def recording(group: str, message: dict[str, Any]) -> None:
         sent.append((group, message))
         await original(group, message)
 
-    with mock.patch.object(layer, "group_send", recording):
+    def publishing(publisher: GroupPublisher, groups: list[str], message: dict[str, Any]) -> None:
+        sent.extend((group, message) for group in groups)
+        original_publish(publisher, groups, message)
+
+    with (
+        mock.patch.object(layer, "group_send", recording),
+        mock.patch.object(GroupPublisher, "publish", publishing),
+    ):
         yield sent
 
 

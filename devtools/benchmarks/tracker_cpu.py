@@ -305,8 +305,8 @@ def report(results: list[RunResult], profile: str | None) -> None:
     )
     print("decoded/s: messages the session decoded and handed to the tracker, per second (the rest never were)")
     print(
-        "tracker thread: the share of that CPU spent in the thread that reads ComfyUI (the rest: the channel "
-        "layer's loop sending broadcasts, the database driver, the garbage collector's share of either)"
+        "tracker thread: the share of that CPU spent in the thread that reads ComfyUI (the rest: other threads, "
+        "such as the channel layer's loop when broadcasts go through it, on a layer other than pub/sub)"
     )
     print("writes/s and broadcasts/s: the tracker's own tally over the same window (goal 6: <= 2 and <= 10)")
     if profile:

@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from jobs import eta, instruments, services
+from jobs import eta, instruments, live_state, services
 from jobs.eta import NodeEstimate
 from jobs.models import ACTIVE_STATUSES, Job, JobEvent, JobStatus, column_width
 from jobs.progress import JobProgress
@@ -44,6 +44,7 @@ class Coalescer:
         # The latest progress write that found the job still ours (time.monotonic, what it found):
         # the watchdog needs no read of its own for a while after it.
         self.saved: tuple[float, RowUpdated] | None = None
+        self.shape = live_state.TrackedJobShape()
 
     def mark_changed(self) -> None:
         self.dirty = True
@@ -182,7 +183,7 @@ class Coalescer:
             self.sync_progress_fields()
             self.job.version = services.next_version(self.job)
             self.db_dirty = True  # the stored version must catch up
-            services.job_broadcast_now(self.job, self.unsent_events)
+            services.job_broadcast_now(self.job, self.unsent_events, shape=self.shape)
             self.unsent_events = []
             self.broadcasts += 1
             self.last_broadcast = now

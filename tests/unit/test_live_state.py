@@ -124,3 +124,72 @@ def test_live_events_are_the_rest_events():
 
 def test_a_waiting_job_shows_its_place():
     assert selectors.job_state(waiting_jobs())["queue_position"] == 2
+
+
+def another_value(job: Job, attname: str) -> object:
+    """A new value of the column's type, different from the job's."""
+    field = next(f for f in Job._meta.concrete_fields if f.attname == attname)
+    old = getattr(job, attname)
+    kind = field.get_internal_type()
+    if kind == "DateTimeField":
+        return (old or timezone.now()) + timedelta(seconds=7.5)
+    if kind == "FloatField":
+        return (old or 0.0) + 0.375
+    if kind.endswith("IntegerField"):
+        return (old or 0) + 3
+    if kind in ("CharField", "TextField"):
+        return f"{old}9"
+    if kind == "JSONField":
+        return [*(old or []), "9"]
+    raise AssertionError(f"no new value for {attname} ({kind})")
+
+
+@pytest.mark.parametrize("column", sorted(live_state.PROGRESS_COLUMNS))
+def test_a_tracked_job_shaped_again_after_a_progress_column_changed_shows_what_afresh_shows(column):
+    job = running_job()
+    shape = live_state.TrackedJobShape()
+    assert shape.state(job) == afresh(job)
+    nullable = next(f for f in Job._meta.concrete_fields if f.attname == column).null
+
+    for value in [another_value(job, column), *([None] if nullable else [])]:
+        setattr(job, column, value)
+        with mock.patch.object(live_state, "job_payloads", wraps=live_state.job_payloads) as whole:
+            shown = shape.state(job)
+        assert not whole.called  # only the progress fields were shaped again
+        expected = afresh(job)
+        assert shown == expected
+        assert list(shown) == list(expected)
+
+
+def test_a_tracked_job_s_run_time_follows_the_clock():
+    job = running_job()
+    shape = live_state.TrackedJobShape()
+    before = shape.state(job)["run_seconds"]
+    with mock.patch("django.utils.timezone.now", return_value=timezone.now() + timedelta(seconds=2)):
+        later = shape.state(job)
+        assert later == afresh(job)
+    assert later["run_seconds"] == before + 2
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("status", JobStatus.COMPLETED),
+        ("cancel_requested_at", None),
+        ("name", "hero shot, take 2"),
+        ("error_message", "KSampler: out of memory"),
+        ("backend", "gpu-7"),
+    ],
+)
+def test_a_tracked_job_is_shaped_whole_again_when_anything_else_changed(column, value):
+    job = running_job()
+    shape = live_state.TrackedJobShape()
+    shape.state(job)
+    job.step_value = 8.0
+    setattr(job, column, value)
+
+    with mock.patch.object(live_state, "job_payloads", wraps=live_state.job_payloads) as whole:
+        shown = shape.state(job)
+
+    assert whole.called
+    assert shown == afresh(job)
