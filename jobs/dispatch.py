@@ -61,29 +61,31 @@ def users_held() -> set[int]:
     return set(limits.users_at_running_limit())
 
 
-def job_take_next(backend: str, *, ending: Job | None = None) -> Job | None:
+def job_take_next(backend: str, *, ending: Job | None = None, woken: bool = False) -> Job | None:
     """Bind the best waiting job this backend can run to it and mark it submitted (its tracker
     submits the prompt next); None when it runs a job already or nothing fits. `ending`: the job
     this backend's worker is closing, whose prompt ComfyUI is done with (its outputs are still being
-    stored): it does not make the backend busy. Either way the backend's pending wake is spent
-    (jobs.wake), once the take has committed."""
+    stored): it does not make the backend busy. `woken`: the take that a wake asked for (a job was
+    made for this backend, which was idle), when something nearly always waits. Either way the
+    backend's pending wake is spent (jobs.wake), once the take has committed."""
     try:
-        return _take(backend, ending)
+        return _take(backend, ending, woken)
     finally:
         wake_spent(backend)
 
 
-def _take(backend: str, ending: Job | None) -> Job | None:
-    if not _waiting_for(backend, timezone.now()).exists():
+def _take(backend: str, ending: Job | None, woken: bool) -> Job | None:
+    if not woken and not _waiting_for(backend, timezone.now()).exists():
         # One query instead of the take's eight when nothing waits that this backend could take: a
         # job's end looks for a successor before its outputs are stored and before it is closed.
+        # Not asked after a wake: the query would be one more between a new job and its prompt.
         return None
     fleet = {facts.name: facts for facts in backend_facts()}
     me = fleet.get(backend)
     if me is None or not me.in_service:
         return None
     held = users_held()
-    with transaction.atomic(), index_order_kept():
+    with transaction.atomic(), index_order_kept(reset=False):  # the take's transaction ends with it
         if Backend.objects.select_for_update().filter(name=backend).first() is None:
             Backend.objects.get_or_create(name=backend)  # its first take: the row to lock from now on
             Backend.objects.select_for_update().filter(name=backend).first()

@@ -74,15 +74,34 @@ class ViewStream(File):
             close()  # ends the /view generator, which closes its HTTP response
 
 
-def output_identity(job: Job, output: OutputFile) -> dict[str, Any]:
+# What names one output among a job's: (node_id, comfy_subfolder, comfy_filename, comfy_type).
+OutputKey = tuple[str, str, str, str]
+
+
+def output_key(output: OutputFile) -> OutputKey:
     """The columns that name one output of a job, each cut to its column's width (a name longer
     than that keeps a hash of the whole, so two long names never become one)."""
+    return (
+        fitted(output.node_id, _width("node_id")),
+        fitted(output.subfolder, _width("comfy_subfolder")),
+        fitted(output.filename, _width("comfy_filename")),
+        fitted(output.type, _width("comfy_type")),
+    )
+
+
+def stored_key(record: JobOutput) -> OutputKey:
+    return record.node_id, record.comfy_subfolder, record.comfy_filename, record.comfy_type
+
+
+def output_identity(job: Job, output: OutputFile) -> dict[str, Any]:
+    """The output's row's naming columns (output_key), with its job."""
+    node_id, subfolder, filename, kind = output_key(output)
     return {
         "job": job,
-        "node_id": fitted(output.node_id, _width("node_id")),
-        "comfy_subfolder": fitted(output.subfolder, _width("comfy_subfolder")),
-        "comfy_filename": fitted(output.filename, _width("comfy_filename")),
-        "comfy_type": fitted(output.type, _width("comfy_type")),
+        "node_id": node_id,
+        "comfy_subfolder": subfolder,
+        "comfy_filename": filename,
+        "comfy_type": kind,
     }
 
 

@@ -26,10 +26,11 @@ def waiting_in_order() -> QuerySet[Job]:
 
 
 @contextmanager
-def index_order_kept() -> Iterator[None]:
+def index_order_kept(*, reset: bool = True) -> Iterator[None]:
     """Within: PostgreSQL reads the waiting order through the dispatch index whatever its statistics
     say (sorting off, for this transaction only; a transaction that goes on after the block gets it
-    back). Elsewhere nothing changes."""
+    back, unless `reset` is False: the caller's transaction ends with the block). Elsewhere nothing
+    changes."""
     if connection.vendor != "postgresql":
         yield
         return
@@ -38,6 +39,6 @@ def index_order_kept() -> Iterator[None]:
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL enable_sort = off")
         yield
-        if continues:
+        if continues and reset:
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL enable_sort TO DEFAULT")

@@ -54,7 +54,7 @@ def backend_work(backend: str) -> int:
     job keeps the backend busy), then re-attaches to that job (job_track waits out the dead tracker's
     heartbeat) and goes on taking. Looked for after the shift, not before: a query less between a
     new job's wake and its prompt."""
-    ran = Shift(backend).run()
+    ran = Shift(backend).run(woken=True)
     if _orphan_resume(backend):
         ran += 1 + Shift(backend).run()
     return ran

@@ -22,7 +22,7 @@ from jobs.failures import (
     failure_from_outputs,
 )
 from jobs.models import EventKind, FailureCategory, Job, JobOutput, JobStatus
-from jobs.output_files import output_label
+from jobs.output_files import OutputKey, output_label
 from jobs.progress import JobProgress
 from jobs.tracking.coalescer import Coalescer
 from jobs.tracking.timeline import Timeline
@@ -150,18 +150,20 @@ class JobEnding:
         listed = history_outputs(entry)
         limit = settings.JOB_MAX_OUTPUTS
         report = OutputReport(listed=len(listed), too_many=max(len(listed) - limit, 0))
+        kept = services.job_outputs_read(self.job)
         for output in listed[:limit]:
-            self._store_output(output, report)
+            self._store_output(output, report, kept)
+        services.job_outputs_known(self.job, kept.values())
         if report.too_many:
             self._note_too_many(listed[limit:], limit)
         failure = failure_from_outputs(report)
         if failure is not None:
             self.fail(failure)
 
-    def _store_output(self, output: OutputFile, report: OutputReport) -> None:
+    def _store_output(self, output: OutputFile, report: OutputReport, kept: dict[OutputKey, JobOutput]) -> None:
         label = output_label(output)
         try:
-            stored = self._stored_while_store_recovers(output)
+            stored = self._stored_while_store_recovers(output, kept)
         except STORE_ERRORS as exc:
             report.unstored.append(f"{label}: {type(exc).__name__}: {exc}")
             self._note_skipped(output, "storage_unavailable", f"{label} could not be stored: {exc}")
@@ -182,7 +184,7 @@ class JobEnding:
             data={"output_id": stored.pk, "filename": stored.comfy_filename, "media_type": stored.media_type},
         )
 
-    def _stored_while_store_recovers(self, output: OutputFile) -> JobOutput:
+    def _stored_while_store_recovers(self, output: OutputFile, kept: dict[OutputKey, JobOutput]) -> JobOutput:
         """One output fetched and stored, tried again with backoff while the file store is down (an
         S3 endpoint that refuses or times out, a full disk), for at most STORAGE_RETRY_SECONDS. Each
         try fetches the file from ComfyUI afresh (a download cut off by the store leaves nothing
@@ -196,7 +198,7 @@ class JobEnding:
         while True:
             tries += 1
             try:
-                return services.job_output_store(self.job, self.client, output)
+                return services.job_output_store(self.job, self.client, output, kept=kept)
             except STORE_ERRORS as exc:
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -81,12 +81,13 @@ class Shift:
         self.closing: HeartbeatKeeper | None = None  # beats for the job handing over until it is closed
         self.leftovers: list[Callable[[], None]] = []
 
-    def run(self) -> int:
+    def run(self, *, woken: bool = False) -> int:
         """Take, follow, take the next, until nothing waits that this backend can run. Returns the
-        jobs taken."""
+        jobs taken. `woken`: a wake asked for the first take (jobs.dispatch.job_take_next)."""
         try:
             while True:
-                started, self.successor = self.successor or self._take(ending=None), None
+                started, self.successor = self.successor or self._take(ending=None, woken=woken), None
+                woken = False
                 _run_all(self.leftovers)  # the next prompt is in (or nothing came)
                 if started is None:
                     return self.taken
@@ -100,7 +101,7 @@ class Shift:
                 self.leftovers.append(_after(self.successor.job, self.successor.tracker))
             _run_all(self.leftovers)
 
-    def _take(self, ending: Job | None) -> Started | None:
+    def _take(self, ending: Job | None, *, woken: bool = False) -> Started | None:
         """The best waiting job this backend can run, with its prompt in ComfyUI; None when nothing
         fits. A job that ends while starting (its prompt refused) is passed over for the next."""
         while True:
@@ -108,7 +109,7 @@ class Shift:
                 # The taken job's new status and the queue's move are told once its prompt is in ComfyUI.
                 held.enter_context(services.queue_moves_held())
                 held.enter_context(services.publications_held())
-                job = dispatch.job_take_next(self.backend, ending=ending)
+                job = dispatch.job_take_next(self.backend, ending=ending, woken=woken)
                 if job is None:
                     return None
                 self.taken += 1

@@ -187,6 +187,25 @@ def test_a_take_costs_the_same_queries_at_10_and_500_waiting(two_backends):
     assert len(many) == len(few) <= 30, "\n".join(query["sql"][:150] for query in few.captured_queries)
 
 
+def test_a_take_a_wake_asked_for_does_not_first_ask_whether_anything_waits(two_backends):
+    submit()
+    submit()
+    take_and_finish("gpu-a")  # the backend's row is made by the first take
+    with CaptureQueriesContext(connection) as asked:
+        assert dispatch.job_take_next("gpu-a") is not None
+    Job.objects.filter(status=JobStatus.SUBMITTED).update(status=JobStatus.COMPLETED)
+    submit()
+    with CaptureQueriesContext(connection) as woken:
+        assert dispatch.job_take_next("gpu-a", woken=True) is not None
+
+    sql = [query["sql"] for query in woken.captured_queries]
+    assert len(sql) == len(asked) - 1, "\n".join(sql)
+    assert not any(statement.startswith("SELECT 1 AS") for statement in sql)
+    with CaptureQueriesContext(connection) as empty:
+        assert dispatch.job_take_next("gpu-b") is None
+    assert len(empty) == 1  # nothing waits for it: one query, not the whole take
+
+
 # --- fit at submit: a 400 naming what is missing -----------------------------------------------
 
 

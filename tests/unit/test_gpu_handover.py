@@ -47,13 +47,13 @@ def test_the_next_prompt_goes_in_before_the_last_jobs_outputs_are_stored(backend
     store = services.job_output_store
     seen: dict[str, Any] = {}
 
-    def slow_store(job: Job, client: Any, output: Any) -> Any:
+    def slow_store(job: Job, client: Any, output: Any, **options: Any) -> Any:
         if job.pk == first.pk and not seen:
             time.sleep(3.0)  # longer than the orphan sweep's window (2 x TRACKER_STALE_SECONDS)
             seen["prompts"] = received(backend)
             seen["statuses"] = dict(Job.objects.values_list("pk", "status"))
             seen["swept"] = sweeps.sweep_orphaned_jobs()
-        return store(job, client, output)
+        return store(job, client, output, **options)
 
     monkeypatch.setattr(services, "job_output_store", slow_store)
     assert tracking.backend_work("default") == 2

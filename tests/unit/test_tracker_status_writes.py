@@ -6,15 +6,18 @@ change's own transaction)."""
 
 from __future__ import annotations
 
+import copy
 import uuid
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from devtools.simulator_process import InProcessSimulator
-from jobs import services
+from jobs import selectors, services
 from jobs.models import EventKind, Job, JobEvent, JobStatus
 from jobs.progress import JobProgress
 from jobs.tracking import job_track
@@ -89,3 +92,28 @@ def test_a_tracker_that_lost_its_job_closes_nothing_and_writes_only_into_its_own
     assert job.status == JobStatus.SUBMITTED
     notes = list(JobEvent.objects.filter(job=job, kind=EventKind.NOTE).values_list("data__message", flat=True))
     assert notes == ([] if requeued else ["noted by the first tracker"])
+
+
+def test_a_batch_s_outputs_are_read_once_and_its_end_lists_every_one_as_rest_does() -> None:
+    batch: dict[str, Any] = copy.deepcopy(WORKFLOW)
+    batch["1"]["inputs"]["batch_size"] = 3
+    job = JobFactory.create(workflow=batch)
+    sent: list[dict[str, Any]] = []
+
+    def broadcast(state: dict[str, Any], user_id: int | None, events: Any = ()) -> None:
+        sent.append(state)
+
+    with (
+        mock.patch.object(services, "job_broadcast", broadcast),
+        CaptureQueriesContext(connection) as queries,
+    ):
+        job_track(str(job.id))
+
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('SELECT "jobs_joboutput"')]
+    assert len(reads) == 1, reads  # not one a file, nor one each time the job is shaped
+    ends = [state for state in sent if state["status"] == JobStatus.COMPLETED]
+    rest = selectors.job_state(Job.objects.get(pk=job.pk))
+    assert len(rest["outputs"]) == 3
+    assert [o["id"] for o in ends[0]["outputs"]] == [o["id"] for o in rest["outputs"]]
+    assert ends[-1]["outputs"] == rest["outputs"]  # with the thumbnails made after the end was sent
+    assert all(o["thumbnail_url"] for o in rest["outputs"])
