@@ -460,11 +460,12 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    # One user's scripts must not slow everyone else down: 429 with Retry-After past these rates.
+    # One user's scripts must not slow everyone else down: 429 with Retry-After past these rates,
+    # counted atomically in Redis (access/throttles.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        "access.throttles.AnonRateThrottle",
+        "access.throttles.UserRateThrottle",
+        "access.throttles.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": os.environ.get("THROTTLE_ANON", "60/min"),
