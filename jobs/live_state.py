@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rest_framework.fields import SkipField
 
-from jobs.models import Job, JobEvent
+from jobs.models import PROGRESS_FIELDS, Job, JobEvent
 from jobs.serializers import JobEventSerializer, JobSerializer
 
 if TYPE_CHECKING:
@@ -60,27 +60,8 @@ def live_event_payloads(events: Iterable[JobEvent]) -> list[dict[str, Any]]:
 # A change to any other column shapes the whole job again. tests/unit/test_live_state.py changes
 # each of these columns alone and compares with the whole job shaped afresh: a serializer field
 # that reads one of them and is missing below fails there.
-PROGRESS_COLUMNS = frozenset(
-    {
-        "current_node_id",
-        "current_node_class",
-        "current_node_name",
-        "current_node_category",
-        "step_value",
-        "step_max",
-        "nodes_total",
-        "nodes_done",
-        "cached_nodes",
-        "progress",
-        "eta_finish_at",
-        "version",
-        "seq",
-        "preview_at",
-        "last_progress_at",
-        "heartbeat_at",
-    }
-)
-PROGRESS_FIELDS = (
+PROGRESS_COLUMNS = frozenset({*PROGRESS_FIELDS, "version", "seq", "heartbeat_at"})
+SHAPED_AGAIN = (
     "progress",
     "progress_percent",
     "message",
@@ -99,7 +80,7 @@ PROGRESS_FIELDS = (
 
 class TrackedJobShape:
     """One tracked job's state for its frequent broadcasts: what job_payloads gives, with only
-    PROGRESS_FIELDS shaped again while no other column changed (the columns are compared by value,
+    SHAPED_AGAIN shaped again while no other column changed (the columns are compared by value,
     a JSON column by identity first: a tracker replaces a value, it never edits one in place).
     Not for a waiting job, whose place in the queue is read with it (selectors.job_state)."""
 
@@ -115,7 +96,7 @@ class TrackedJobShape:
             return dict(self._shaped)
         state = dict(self._shaped)
         fields = _shapers.job.fields
-        for name in PROGRESS_FIELDS:
+        for name in SHAPED_AGAIN:
             # What Serializer.to_representation does for each field.
             field = fields[name]
             try:

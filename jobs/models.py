@@ -24,6 +24,24 @@ class JobStatus(models.TextChoices):
 
 
 FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# The columns the tracker writes at a bounded rate while its job runs (jobs.services.progress_values).
+PROGRESS_FIELDS = (
+    "current_node_id",
+    "current_node_class",
+    "current_node_name",
+    "current_node_category",
+    "step_value",
+    "step_max",
+    "nodes_total",
+    "nodes_done",
+    "cached_nodes",
+    "progress",
+    "last_progress_at",
+    "eta_finish_at",
+    "preview_at",
+)
+
 ACTIVE_STATUSES = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
 WAITING_STATUSES = frozenset({JobStatus.QUEUED})
 

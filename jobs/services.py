@@ -40,6 +40,7 @@ from jobs.labels import NO_LABELS, JobLabels
 from jobs.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    PROGRESS_FIELDS,
     TRANSITION_TIMESTAMPS,
     EventKind,
     FailureCategory,
@@ -68,22 +69,6 @@ logger = logging.getLogger(__name__)
 
 JOB_RUN_TASK = "jobs.tasks.job_run"  # the tracking task, on the backend's GPU queue
 
-# Progress fields the tracker writes at a bounded rate.
-PROGRESS_FIELDS = (
-    "current_node_id",
-    "current_node_class",
-    "current_node_name",
-    "current_node_category",
-    "step_value",
-    "step_max",
-    "nodes_total",
-    "nodes_done",
-    "cached_nodes",
-    "progress",
-    "last_progress_at",
-    "eta_finish_at",
-    "preview_at",
-)
 # What a new attempt starts from.
 PROGRESS_RESET: dict[str, Any] = {
     "current_node_id": "",
