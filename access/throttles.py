@@ -22,7 +22,7 @@ from django.core.cache.backends.redis import RedisCache
 from rest_framework import throttling
 
 # KEYS[1]: the client's window; ARGV: now, window seconds, limit, a member unique to this request.
-# Returns {1} when the request is counted, {0, oldest} when it is refused.
+# Returns {1} when the request is counted, {0, oldest} when it is refused (a rate of 0: now).
 _WINDOW_SCRIPT = """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
@@ -34,22 +34,25 @@ if redis.call('ZCARD', key) < tonumber(ARGV[3]) then
   return {1}
 end
 local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-return {0, oldest[2]}
+return {0, oldest[2] or ARGV[1]}
 """
 
-_scripts: dict[int, Any] = {}  # id(redis client) -> the script registered on it
+_script: Any = None  # the script object, registered once; it runs on any client (redis-py sends its hash)
 
 
-def _window_script() -> Any | None:
-    """The sliding-window script on the cache's Redis, or None when the cache is not Redis."""
+def _window_client() -> Any | None:
+    """A client of the cache's Redis, or None when the cache is not Redis."""
     cache = caches["default"]
     if not isinstance(cache, RedisCache):
         return None
-    client = cache._cache.get_client(write=True)
-    script = _scripts.get(id(client))
-    if script is None:
-        script = _scripts[id(client)] = client.register_script(_WINDOW_SCRIPT)
-    return script
+    return cache._cache.get_client(write=True)
+
+
+def _window_count(client: Any, key: str, now: float, duration: int, limit: int) -> list[Any]:
+    global _script
+    if _script is None:
+        _script = client.register_script(_WINDOW_SCRIPT)
+    return _script(keys=[key], args=[now, duration, limit, uuid.uuid4().hex], client=client)
 
 
 class AtomicSimpleRateThrottle(throttling.SimpleRateThrottle):
@@ -61,8 +64,8 @@ class AtomicSimpleRateThrottle(throttling.SimpleRateThrottle):
     duration: int
 
     def allow_request(self, request: Any, view: Any) -> bool:
-        script = _window_script()
-        if script is None:
+        client = _window_client()
+        if client is None:
             return super().allow_request(request, view)
         if self.rate is None:
             return True
@@ -70,10 +73,9 @@ class AtomicSimpleRateThrottle(throttling.SimpleRateThrottle):
         if key is None:
             return True
         now = self.timer()
-        member = uuid.uuid4().hex
         # Not DRF's own key: a window DRF counted before (a list) stays where it is, and expires.
         window = caches["default"].make_key(f"window:{key}")
-        answer = script(keys=[window], args=[now, self.duration, self.num_requests, member])
+        answer = _window_count(client, window, now, self.duration, self.num_requests)
         if int(answer[0]) == 1:
             self._wait = None
             return True
@@ -81,7 +83,7 @@ class AtomicSimpleRateThrottle(throttling.SimpleRateThrottle):
         return False
 
     def wait(self) -> float | None:
-        if _window_script() is None:
+        if _window_client() is None:
             return super().wait()
         return self._wait
 

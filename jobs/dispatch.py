@@ -26,7 +26,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -85,7 +85,9 @@ def _take(backend: str, ending: Job | None, woken: bool) -> Job | None:
     if me is None or not me.in_service:
         return None
     held = users_held()
-    with transaction.atomic(), index_order_kept(reset=False):  # the take's transaction ends with it
+    # Sorting is reset before the commit only when a caller's transaction goes on after the take.
+    continues = connection.in_atomic_block
+    with transaction.atomic(), index_order_kept(reset=continues):
         if Backend.objects.select_for_update().filter(name=backend).first() is None:
             Backend.objects.get_or_create(name=backend)  # its first take: the row to lock from now on
             Backend.objects.select_for_update().filter(name=backend).first()

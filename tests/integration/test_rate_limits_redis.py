@@ -33,7 +33,7 @@ def client_of(key: str) -> APIClient:
 
 
 def test_twenty_parallel_requests_of_one_user_get_exactly_the_rate(rates):
-    assert throttles._window_script() is not None  # the Redis cache of the settings
+    assert throttles._window_client() is not None  # the Redis cache of the settings
     key = api_key_for(UserFactory.create())
     start = threading.Barrier(20)
     codes: list[int] = []
@@ -85,3 +85,10 @@ def test_a_window_drf_counted_before_an_upgrade_breaks_nothing(rates):
     cache.set(f"throttle_user_{user.pk}", [1_900_000_000.0] * 3, 60)  # DRF's list, under DRF's key
     api = client_of(api_key_for(user))
     assert [api.get("/api/jobs/").status_code for _ in range(6)] == [200] * 5 + [429]
+
+
+def test_a_rate_of_zero_refuses_every_request_for_the_whole_window(rates):
+    rates["user"] = "0/min"
+    refused = client_of(api_key_for(UserFactory.create())).get("/api/jobs/")
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "60"

@@ -46,3 +46,11 @@ def test_a_take_does_not_reset_sorting_before_its_commit_and_the_next_transactio
     assert not [sql for sql in statements if "enable_sort TO DEFAULT" in sql]
     with transaction.atomic():
         assert enable_sort() == "on"
+
+
+def test_a_take_inside_a_caller_s_transaction_leaves_it_sorting():
+    JobFactory.create()
+
+    with transaction.atomic():
+        assert dispatch.job_take_next("default") is not None
+        assert enable_sort() == "on"
