@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 from channels.layers import get_channel_layer
+from channels_redis.utils import _consistent_hash, decode_hosts
 
 # A Redis that does not answer fails the send after this long (the database stays the truth).
 PUBLISH_TIMEOUT = 5.0
@@ -45,8 +46,6 @@ class GroupPublisher:
     def publish(self, groups: list[str], message: dict[str, Any]) -> None:
         """One message to every group: serialized once, one round trip per shard. Raises redis-py's
         errors."""
-        from channels_redis.utils import _consistent_hash
-
         payload = self._layer.serialize(message)
         by_shard: dict[int, list[str]] = {}
         for group in groups:
@@ -90,8 +89,6 @@ def group_publisher() -> GroupPublisher | None:
 def _publisher_for(layer: Any) -> GroupPublisher | None:
     if layer is None or f"{type(layer).__module__}.{type(layer).__qualname__}" != PUBSUB_LAYER:
         return None
-    from channels_redis.utils import decode_hosts
-
     # The arguments the layer was made with (it makes its per-loop layers from them).
     options: dict[str, Any] = dict(getattr(layer, "_kwargs", None) or {})
     if getattr(layer, "_args", ()):

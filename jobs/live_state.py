@@ -14,6 +14,7 @@ of a job's 40 fields stays as it was shaped, until any other column changes.
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -108,13 +109,6 @@ class TrackedJobShape:
         return state
 
 
-_static_names: tuple[str, ...] = ()
-
-
+@functools.cache
 def _static_attnames() -> tuple[str, ...]:
-    global _static_names
-    if not _static_names:
-        _static_names = tuple(
-            field.attname for field in Job._meta.concrete_fields if field.attname not in PROGRESS_COLUMNS
-        )
-    return _static_names
+    return tuple(field.attname for field in Job._meta.concrete_fields if field.attname not in PROGRESS_COLUMNS)

@@ -93,9 +93,9 @@ def stored_key(record: JobOutput) -> OutputKey:
     return record.node_id, record.comfy_subfolder, record.comfy_filename, record.comfy_type
 
 
-def output_identity(job: Job, output: OutputFile) -> dict[str, Any]:
-    """The output's row's naming columns (output_key), with its job."""
-    node_id, subfolder, filename, kind = output_key(output)
+def output_identity(job: Job, key: OutputKey) -> dict[str, Any]:
+    """The output's row's naming columns (its output_key), with its job."""
+    node_id, subfolder, filename, kind = key
     return {
         "job": job,
         "node_id": node_id,

@@ -742,24 +742,21 @@ def job_outputs_read(job: Job) -> dict[OutputKey, JobOutput]:
 
 
 def job_output_store(
-    job: Job, client: ComfyUIClient, output: OutputFile, *, kept: dict[OutputKey, JobOutput] | None = None
+    job: Job, client: ComfyUIClient, output: OutputFile, *, kept: dict[OutputKey, JobOutput]
 ) -> JobOutput:
-    """Fetch one output through /view straight into the project's storage and record it (idempotent).
+    """Fetch one output through /view straight into the project's storage and record it (idempotent:
+    `kept`, the job's outputs as job_outputs_read read them, is looked in first, and the output is
+    added to it).
 
     Its media type is sniffed from its first bytes, never taken from the name ComfyUI gave it, and
     the stored file is named by the project with the sniffed extension (docs/HAZARDS.md). Past
     JOB_OUTPUT_MAX_BYTES the download stops with OutputTooLarge; a download that stops for any
     reason leaves nothing in storage. Its thumbnail is made later (job_thumbnails_make).
-    `kept`: the job's outputs as job_outputs_read read them, instead of a query for this one; the
-    output is added to it.
     """
-    identity = output_identity(job, output)
     key = output_key(output)
-    existing = kept.get(key) if kept is not None else JobOutput.objects.filter(**identity).first()
+    existing = kept.get(key)
     if existing is None:
-        existing = _output_fetch(job, client, output, identity)
-    if kept is not None:
-        kept[key] = existing
+        existing = kept[key] = _output_fetch(job, client, output, output_identity(job, key))
     return existing
 
 
