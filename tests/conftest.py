@@ -107,6 +107,20 @@ def api(user) -> APIClient:
     return client
 
 
+@pytest.fixture
+def throttle_rates(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, str]]:
+    """Sets the REST rates for one test, e.g. throttle_rates(anon="100/min", user="1/min", submit="1/min"),
+    and returns them (changing the dict changes them). DRF reads the rates once, into the throttle
+    class, when it is imported: settings changed later are not seen."""
+    from rest_framework.throttling import SimpleRateThrottle
+
+    def set_rates(**rates: str) -> dict[str, str]:
+        monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
+        return rates
+
+    return set_rates
+
+
 @pytest.fixture(autouse=True)
 def _backend_facts_read_fresh() -> None:
     """Routing keeps what it read of the backends for a second (fleet.catalog.backend_facts); a test

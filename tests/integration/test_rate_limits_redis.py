@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
-from rest_framework.throttling import SimpleRateThrottle
 
 from access import throttles
 from tests.factories import UserFactory, api_key_for
@@ -19,11 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def rates(monkeypatch) -> dict[str, str]:
-    # DRF reads the rates once, into the throttle class, when it is imported.
-    rates = {"anon": "100/min", "user": "5/min", "submit": "100/min"}
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
-    return rates
+def rates(throttle_rates) -> dict[str, str]:
+    return throttle_rates(anon="100/min", user="5/min", submit="100/min")
 
 
 def client_of(key: str) -> APIClient:

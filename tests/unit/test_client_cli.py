@@ -16,7 +16,6 @@ import pytest
 from click.testing import CliRunner, Result
 from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
-from rest_framework.throttling import SimpleRateThrottle
 
 from anime_client import Client
 from anime_client import client as client_module
@@ -236,8 +235,8 @@ def test_an_unknown_job_is_a_404(run):
         assert "not found (404)" in one_error_line(result), command
 
 
-def test_too_many_submits_say_when_to_retry(run, workflow_file, monkeypatch):
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "100/min", "user": "1/min", "submit": "1/min"})
+def test_too_many_submits_say_when_to_retry(run, workflow_file, throttle_rates):
+    throttle_rates(anon="100/min", user="1/min", submit="1/min")
     path = str(workflow_file(SLEEP_WORKFLOW))
     assert run("submit", path).exit_code == 0
     result = run("submit", path)

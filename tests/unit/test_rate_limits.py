@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from rest_framework.test import APIClient
-from rest_framework.throttling import SimpleRateThrottle
 
 from jobs import consumers
 from jobs.consumers import CLOSE_TOO_MANY_CONNECTS
@@ -20,11 +19,8 @@ from tests.unit.test_websocket import communicator, with_key
 
 
 @pytest.fixture
-def rates(monkeypatch) -> dict[str, str]:
-    # DRF reads the rates once, into the throttle class, when it is imported.
-    rates = {"anon": "100/min", "user": "100/min", "submit": "2/min"}
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", rates)
-    return rates
+def rates(throttle_rates) -> dict[str, str]:
+    return throttle_rates(anon="100/min", user="100/min", submit="2/min")
 
 
 def submit(api: APIClient) -> Any:

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
-from rest_framework.throttling import SimpleRateThrottle
 
 from assets.models import AssetUse
 from jobs.models import Job, JobGroup
@@ -235,9 +234,8 @@ def test_staff_only_templates_cannot_be_run_by_others(staff: APIClient, api: API
     assert run(api, {"inputs": {"keyframe": keyframe}}, name="internal").status_code == 404
 
 
-def test_runs_count_against_the_submit_rate(api: APIClient, template: Any, keyframe: str, monkeypatch: Any) -> None:
-    # DRF reads the rates once, into the throttle class, when it is imported.
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": "100/min", "user": "100/min", "submit": "2/min"})
+def test_runs_count_against_the_submit_rate(api: APIClient, template: Any, keyframe: str, throttle_rates: Any) -> None:
+    throttle_rates(anon="100/min", user="100/min", submit="2/min")
     codes = [run(api, {"inputs": {"keyframe": keyframe}}).status_code for _ in range(3)]
     assert codes == [201, 201, 429]
     assert api.get("/api/templates/keyframe/").status_code == 200, "reading a template is no submit"
