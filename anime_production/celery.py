@@ -33,6 +33,18 @@ def worker_queues_noted(options: dict[str, Any] | None = None, **_: Any) -> None
     _worker_queues[:] = list((options or {}).get("queues") or [])
 
 
+@signals.worker_init.connect
+def worker_warms_up(**_: Any) -> None:
+    """The worker's main process imports what a web process imports before it serves
+    (anime_production/warm_up.py), before its pool forks: every pool process has it. A GPU worker's
+    first job otherwise built the URL resolver (every view module, 262 ms in-process, cProfile of a
+    new worker's first take) to name the job in its first progress webhook, right after its prompt
+    went in, and read none of ComfyUI's messages meanwhile. Nothing here touches the network."""
+    from anime_production.warm_up import warm_up
+
+    warm_up()
+
+
 @signals.worker_process_init.connect
 def pool_process_reads_ahead(**_: Any) -> None:
     """A GPU worker's pool process fetches its backend's node catalog and reads the ETA's history

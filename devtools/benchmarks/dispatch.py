@@ -19,7 +19,9 @@ backend `b1`, uvicorn serving anime_production.asgi as `make run` does, and the 
   one queue of runnable jobs.
 - (b) wall time: each of those jobs paired with the same workflow sent straight to the simulator
   (POST /prompt, then its websocket until the prompt ends), the order alternating within pairs;
-  through the project it is POST /api/jobs/ until ws/jobs/<id>/ says `completed`.
+  through the project it is POST /api/jobs/ until ws/jobs/<id>/ says `completed`. Where that time goes
+  is printed beside it, medians of three legs by the simulator's stamps: sent -> prompt received,
+  -> ComfyUI done (`execution_success`), -> the end seen by the client.
 - (c) `POST /api/jobs/` through HTTP (the pairs' POSTs), and its query count in this process
   (Django's test client on the same database, CaptureQueriesContext).
 - (d) one queue move (`jobs.services.queue_moved`) at each W of `--move-waiting`, in this process:
@@ -101,11 +103,19 @@ def ms(seconds: float) -> str:
 _colours = iter(range(0x100000, 0xFFFFFF))
 
 
-async def direct_run(session: aiohttp.ClientSession, sim: SimulatorProcess, seconds: float) -> float:
-    """Wall seconds of one prompt sent straight to ComfyUI, watched on its websocket to the end."""
+@dataclass
+class Run:
+    prompt_id: str
+    wall: float  # sent -> its end seen on the websocket
+    began_at: float  # wall clocks (time.time()), to set beside the simulator's stamps
+    seen_at: float
+
+
+async def direct_run(session: aiohttp.ClientSession, sim: SimulatorProcess, seconds: float) -> Run:
+    """One prompt sent straight to ComfyUI, watched on its websocket to the end."""
     client_id = f"direct-{uuid.uuid4().hex}"
     prompt_id = str(uuid.uuid4())
-    began = time.perf_counter()
+    began_at, began = time.time(), time.perf_counter()
     async with session.ws_connect(f"{sim.ws_url}?clientId={client_id}", max_msg_size=0) as ws:
         body = {"prompt": sleep_workflow(seconds, next(_colours)), "client_id": client_id, "prompt_id": prompt_id}
         async with session.post(sim.url + "/prompt", json=body) as response:
@@ -119,14 +129,16 @@ async def direct_run(session: aiohttp.ClientSession, sim: SimulatorProcess, seco
                     break
             elif message.data.startswith('{"type": "execution_error"'):
                 raise RuntimeError(f"prompt {prompt_id} failed in the simulator: {message.data[:300]}")
-    return time.perf_counter() - began
+    return Run(prompt_id, time.perf_counter() - began, began_at, time.time())
 
 
 @dataclass
-class ProjectRun:
-    job_id: str
-    wall: float  # POST sent -> the websocket said completed
+class ProjectRun(Run):
     post: float  # the POST's own round trip
+
+    @property
+    def job_id(self) -> str:
+        return self.prompt_id  # a job's first prompt id is its own id
 
 
 async def project_run(session: aiohttp.ClientSession, base_url: str, key: str, seconds: float) -> ProjectRun:
@@ -138,7 +150,7 @@ async def project_run(session: aiohttp.ClientSession, base_url: str, key: str, s
         "priority": MEASURED_PRIORITY,
         "backend": BACKEND,
     }
-    began = time.perf_counter()
+    began_at, began = time.time(), time.perf_counter()
     async with session.post(f"{base_url}/api/jobs/", json=body, headers=headers) as response:
         posted = time.perf_counter()
         if response.status != 201:
@@ -154,7 +166,7 @@ async def project_run(session: aiohttp.ClientSession, base_url: str, key: str, s
                 if state["status"] != "completed":
                     raise RuntimeError(f"job {job['id']} ended {state['status']}: {state.get('error')}")
                 break
-    return ProjectRun(job["id"], time.perf_counter() - began, posted - began)
+    return ProjectRun(job["id"], time.perf_counter() - began, began_at, time.time(), posted - began)
 
 
 # --- the database side, in this process ---------------------------------------------------------
@@ -391,7 +403,32 @@ class EndToEnd:
     direct: list[float] = field(default_factory=list)
     project: list[float] = field(default_factory=list)
     posts: list[float] = field(default_factory=list)
+    # Each run's legs: sent -> ComfyUI received the prompt, -> ComfyUI done, -> the end seen.
+    direct_legs: list[tuple[float, float, float]] = field(default_factory=list)
+    project_legs: list[tuple[float, float, float]] = field(default_factory=list)
     machine_cores: float = 0.0
+
+
+async def run_legs(
+    session: aiohttp.ClientSession, sim: SimulatorProcess, runs: Sequence[Run], submissions: list[dict[str, Any]]
+) -> list[tuple[float, float, float]]:
+    """Where each run's time went, by the simulator's stamps (whole milliseconds): sent -> its prompt
+    received, received -> ComfyUI done (`execution_success` in its history), done -> the end seen by
+    the client (`executing` null straight from ComfyUI; `completed` on ws/jobs/<id>/ through the
+    project: the tracker's ending, outputs fetched and stored, and the broadcast)."""
+    received = {entry["prompt_id"]: entry["received_at"] / 1000 for entry in submissions if entry["accepted"]}
+    legs = []
+    for run in runs:
+        async with session.get(f"{sim.url}/history/{run.prompt_id}") as response:
+            entry = (await response.json())[run.prompt_id]
+        done = [data["timestamp"] / 1000 for event, data in entry["status"]["messages"] if event == "execution_success"]
+        got = received[run.prompt_id]
+        legs.append((got - run.began_at, done[0] - got, run.seen_at - done[0]))
+    return legs
+
+
+def legs_line(legs: list[tuple[float, float, float]]) -> str:
+    return " / ".join(ms(statistics.median(leg[i] for leg in legs)) for i in range(3))
 
 
 async def end_to_end(
@@ -399,19 +436,23 @@ async def end_to_end(
 ) -> EndToEnd:
     result = EndToEnd(waiting)
     runs: list[ProjectRun] = []
+    directs: list[Run] = []
     busy_before, began = machine_busy_seconds(), time.monotonic()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         for index in range(args.pairs):
             # Alternating which goes first: a machine that slows down mid-pair hurts both alike.
             if index % 2:
                 runs.append(await asyncio.wait_for(project_run(session, base_url, key, args.seconds), JOB_DEADLINE))
-                result.direct.append(await direct_run(session, sim, args.seconds))
+                directs.append(await direct_run(session, sim, args.seconds))
             else:
-                result.direct.append(await direct_run(session, sim, args.seconds))
+                directs.append(await direct_run(session, sim, args.seconds))
                 runs.append(await asyncio.wait_for(project_run(session, base_url, key, args.seconds), JOB_DEADLINE))
         async with session.get(sim.url + "/sim/submissions") as response:
             submissions = await response.json()
+        result.direct_legs = await run_legs(session, sim, directs, submissions)
+        result.project_legs = await run_legs(session, sim, runs, submissions)
     result.machine_cores = (machine_busy_seconds() - busy_before) / (time.monotonic() - began)
+    result.direct = [run.wall for run in directs]
     result.project = [run.wall for run in runs]
     result.posts = [run.post for run in runs]
     result.dispatch = await orm(dispatch_delays, [run.job_id for run in runs], submissions)
@@ -495,7 +536,9 @@ def end_to_end_lines(end: EndToEnd) -> str:
         f"  W={end.waiting:,}: dispatch p50 {ms(d50)} p99 {ms(d99)} "
         f"max {ms(max(end.dispatch))} ms; wall median direct {statistics.median(end.direct):.3f} s, project "
         f"{statistics.median(end.project):.3f} s (ratio {ratio:.3f}); POST p50 {ms(percentile(end.posts, 0.5))} "
-        f"p99 {ms(percentile(end.posts, 0.99))} ms; machine busy {end.machine_cores * 100:.0f}% of a core"
+        f"p99 {ms(percentile(end.posts, 0.99))} ms; machine busy {end.machine_cores * 100:.0f}% of a core\n"
+        f"    legs, medians (sent -> received / -> ComfyUI done / -> end seen): direct "
+        f"{legs_line(end.direct_legs)} ms, project {legs_line(end.project_legs)} ms"
     )
 
 

@@ -29,3 +29,33 @@ def test_the_web_process_has_its_views_and_redis_client_loaded_before_it_serves(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "missing: []"
+
+
+WORKER_PROBE = """
+import sys
+import django
+django.setup()
+from celery import signals
+import anime_production.celery
+before = [m for m in ("jobs.api", "comfy_api.views_prompts") if m in sys.modules]
+signals.worker_init.send(sender=None)
+missing = [m for m in ("jobs.api", "comfy_api.views_prompts", "redis") if m not in sys.modules]
+print("before:", before, "missing:", missing)
+"""
+
+
+def test_a_worker_has_the_views_loaded_before_its_pool_forks() -> None:
+    """A GPU worker's first job names itself in its first progress webhook (a URL reversed): the views
+    are imported when the worker starts (Celery's worker_init, in the main process), not then."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "anime_production.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE],
+        check=False,
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "before: [] missing: []"
