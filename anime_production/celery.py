@@ -39,10 +39,13 @@ def worker_warms_up(**_: Any) -> None:
     (anime_production/warm_up.py), before its pool forks: every pool process has it. A GPU worker's
     first job otherwise built the URL resolver (every view module, 262 ms in-process, cProfile of a
     new worker's first take) to name the job in its first progress webhook, right after its prompt
-    went in, and read none of ComfyUI's messages meanwhile. Nothing here touches the network."""
+    went in, and read none of ComfyUI's messages meanwhile. Then what it loaded is frozen out of the
+    cyclic collector's way (anime_production/collector.py). Nothing here touches the network."""
+    from anime_production.collector import startup_objects_frozen
     from anime_production.warm_up import warm_up
 
     warm_up()
+    startup_objects_frozen()
 
 
 @signals.worker_process_init.connect
