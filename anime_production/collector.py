@@ -8,12 +8,11 @@ times a second, and every time it grew by a quarter a full collection walked all
 storm of 2,000 connects and the fan-out that followed, nine full collections of 49-214 ms each (the
 event loop stopped for as long), the longest of them inside the latency benchmark's p99.
 
-- `gc.freeze()` after start-up: what Django, DRF and the URL conf made is never walked again. After
-  the warm-up (anime_production/warm_up.py), which is what imports the URL conf and every view: a
-  full collection walked ~180,000 objects, 43-87 ms on whichever request or job it landed
-  (in-process, after 70 POST /api/jobs/ on PostgreSQL), and 0.6-1.8 ms with them frozen. The Celery
-  workers freeze theirs too, in the main process before the pool forks (anime_production/celery.py),
-  as the gc module's documentation advises for servers that fork.
+- `gc.freeze()` after start-up: what Django, DRF and the URL conf made is never walked again.
+- The Celery workers freeze theirs, in the main process before the pool forks
+  (anime_production/celery.py), as the gc module's documentation advises for servers that fork: a
+  GPU worker's pool process walked ~195,000 objects in each full collection, 72-91 ms on the
+  tracker's thread, and 16,000 with them frozen, 5-9 ms (a hook in the worker, 2026-12-07).
 - A first threshold of 10,000 allocations: a message's objects are nearly always freed by their
   reference counts before a young collection sees them, so few are promoted (one full collection in
   the same run instead of nine, and the storm connected in 9.5 s instead of 10.4-10.8 s:
@@ -39,6 +38,6 @@ def startup_objects_frozen() -> None:
 
 
 def web_process_collector() -> None:
-    """Called once, when the ASGI application has been built and warmed up (anime_production/asgi.py)."""
+    """Called once, when the ASGI application has been built (anime_production/asgi.py)."""
     startup_objects_frozen()
     gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)
