@@ -298,6 +298,8 @@ COMFYUI_WS_TIMEOUT = float(os.environ.get("COMFYUI_WS_TIMEOUT", "1.0"))
 # Coalescing: at most one database write and one broadcast per job per interval.
 TRACKER_DB_INTERVAL = float(os.environ.get("TRACKER_DB_INTERVAL", "0.6"))
 TRACKER_BROADCAST_INTERVAL = float(os.environ.get("TRACKER_BROADCAST_INTERVAL", "0.12"))
+# ...and its progress to the job lists (ws/jobs/) at most this often: jobs.broadcast.ListPacer.
+TRACKER_LIST_BROADCAST_INTERVAL = float(os.environ.get("TRACKER_LIST_BROADCAST_INTERVAL", "0.5"))
 # A backend's next prompt goes into ComfyUI's own queue this long before the running one is expected
 # to end (by its own pace: jobs.eta.remaining_seconds), so the GPU goes from one prompt to the next without
 # waiting for us; 0: only once ComfyUI is done with it (jobs/tracking/shift.py).

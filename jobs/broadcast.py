@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from jobs import instruments
 from jobs.group_publish import group_publisher
@@ -45,11 +46,42 @@ def user_group(user_id: int) -> str:
     return f"jobs-user-{user_id}"
 
 
+def list_groups(user_id: int | None) -> list[str]:
+    """The groups of the job lists (ws/jobs/) that show a job: staff's, and its owner's."""
+    return [STAFF_GROUP] if user_id is None else [STAFF_GROUP, user_group(user_id)]
+
+
 def job_groups(job_id: Any, user_id: int | None) -> list[str]:
-    groups = [job_group(job_id), STAFF_GROUP]
-    if user_id is not None:
-        groups.append(user_group(user_id))
-    return groups
+    return [job_group(job_id), *list_groups(user_id)]
+
+
+class ListPacer:
+    """How often a running job's progress reaches the job lists: at most once per
+    TRACKER_LIST_BROADCAST_INTERVAL, where its own page (ws/jobs/<id>/) gets every broadcast.
+
+    A list shows many jobs at once: every job's every broadcast (~8 a second) was 833 messages a
+    second to each staff socket with 100 jobs running, half of the fan-out benchmark's load
+    (devtools/benchmarks/fanout.py) and more than a browser's list can draw. Whatever else changes
+    (status, errors, outputs, a waiting job's place) still goes to every group at once; the latest
+    progress that a list did not get is sent to it alone once the interval is up (`behind`)."""
+
+    def __init__(self) -> None:
+        self.last = float("-inf")  # time.monotonic() when the lists were last sent this job's state
+        self.behind: dict[str, Any] | None = None  # the latest state the lists have not had
+
+    def due(self, now: float) -> bool:
+        return now - self.last >= settings.TRACKER_LIST_BROADCAST_INTERVAL
+
+    def sent(self, now: float, state: dict[str, Any] | None, *, to_lists: bool) -> None:
+        """A state was broadcast (`to_lists`: to the lists too); None: the lists were told another way."""
+        if to_lists:
+            self.last, self.behind = now, None
+        else:
+            self.behind = state
+
+    def catch_up_at(self) -> float | None:
+        """When the lists are due the state they missed; None when they have the latest."""
+        return None if self.behind is None else self.last + settings.TRACKER_LIST_BROADCAST_INTERVAL
 
 
 async def _send_to_groups(groups: list[str], message: dict[str, Any]) -> None:
@@ -93,11 +125,20 @@ def job_state_message(state: dict[str, Any], events: Sequence[dict[str, Any]] = 
     }
 
 
-def job_broadcast(state: dict[str, Any], user_id: int | None, events: Sequence[dict[str, Any]] = ()) -> None:
+def job_broadcast(
+    state: dict[str, Any], user_id: int | None, events: Sequence[dict[str, Any]] = (), *, to_lists: bool = True
+) -> None:
     """Send one job state, with the timeline events persisted since the last one, to everyone
-    watching it. Never raises: the database stays the truth."""
+    watching it (`to_lists` False: to its own page only, ListPacer). Never raises: the database
+    stays the truth."""
     message = job_state_message(state, events)
-    groups_broadcast(job_groups(state["id"], user_id), message, what=f"job {state.get('id')}")
+    groups = job_groups(state["id"], user_id) if to_lists else [job_group(state["id"])]
+    groups_broadcast(groups, message, what=f"job {state.get('id')}")
+
+
+def job_lists_broadcast(state: dict[str, Any], user_id: int | None) -> None:
+    """A state the job lists missed (ListPacer.behind), to them alone. Never raises."""
+    groups_broadcast(list_groups(user_id), job_state_message(state), what=f"job {state.get('id')} to the lists")
 
 
 def groups_broadcast(groups: list[str], message: dict[str, Any], *, what: str) -> None:

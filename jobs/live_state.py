@@ -88,10 +88,13 @@ class TrackedJobShape:
     def __init__(self) -> None:
         self._static: tuple[Any, ...] | None = None
         self._shaped: dict[str, Any] = {}
+        # Whether the latest state() shaped the whole job: a column other than progress changed.
+        self.reshaped = False
 
     def state(self, job: Job) -> dict[str, Any]:
         static = tuple(getattr(job, name) for name in _static_attnames())
-        if static != self._static:
+        self.reshaped = static != self._static
+        if self.reshaped:
             self._shaped = job_payloads([job], {})[0]
             self._static = static
             return dict(self._shaped)

@@ -109,11 +109,19 @@ NOTHING_PENDING = Pending()
 # --- state out: broadcasts ---------------------------------------------------------------------
 
 
-def job_broadcast_now(job: Job, events: Sequence[JobEvent] = (), *, shape: live_state.TrackedJobShape) -> None:
+def job_broadcast_now(
+    job: Job, events: Sequence[JobEvent] = (), *, shape: live_state.TrackedJobShape, lists_due: bool = True
+) -> tuple[dict[str, Any], bool]:
     """The tracker's broadcast, several a second: shaped by serializers kept for it, only what
-    progress changed when nothing else did (jobs.live_state)."""
-    state = selectors.job_state(job) if job.status == JobStatus.QUEUED else shape.state(job)
-    job_broadcast(state, job.user_id, live_state.live_event_payloads(events))
+    progress changed when nothing else did (jobs.live_state). Progress alone goes to the job lists
+    only when `lists_due` (jobs.broadcast.ListPacer). Returns the state, and whether the lists got it."""
+    if job.status == JobStatus.QUEUED:
+        state, to_lists = selectors.job_state(job), True
+    else:
+        state = shape.state(job)
+        to_lists = lists_due or shape.reshaped
+    job_broadcast(state, job.user_id, live_state.live_event_payloads(events), to_lists=to_lists)
+    return state, to_lists
 
 
 def job_publish(job: Job, events: Sequence[JobEvent] = (), *, webhook_event: str | None = None) -> None:

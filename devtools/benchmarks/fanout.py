@@ -6,7 +6,9 @@
 The scenario of issue 12, goal 2: 100 running jobs, each broadcast at the tracker's rate (one state
 every TRACKER_BROADCAST_INTERVAL, ~8/s) by jobs.broadcast.job_broadcast from this process, through
 the real channel layer; 2,000 subscribers on ws/jobs/<id>/ spread over the 100 jobs (each with the
-API key of the job's owner, in X-API-Key), and 20 staff sockets on ws/jobs/ (every job's updates).
+API key of the job's owner, in X-API-Key), and 20 staff sockets on ws/jobs/ (every job's progress at
+the lists' pace, as the tracker sends it: at most once per TRACKER_LIST_BROADCAST_INTERVAL a job,
+jobs.broadcast.ListPacer).
 The payloads are the product's: each job's state as jobs.selectors.job_state makes it, with its
 progress, step and version moved on at every broadcast. A delay is matched by (job, version) to the
 time this process handed that state to job_broadcast, so nothing is added to the payload.
@@ -27,6 +29,7 @@ say how busy it was.
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import resource
@@ -213,6 +216,7 @@ def sockets_for(fixtures: Fixtures, subscribers: int, staff: int) -> list[dict[s
 @dataclass
 class Published:
     sent: dict[tuple[int, int], float] = field(default_factory=dict)  # (job index, version) -> time.time()
+    to_lists: set[tuple[int, int]] = field(default_factory=set)  # the states the job lists were sent too
     start: float = 0.0
     end: float = 0.0
     behind: float = 0.0  # how far behind its schedule the publisher fell at worst (seconds)
@@ -220,10 +224,12 @@ class Published:
 
 def publish(fixtures: Fixtures, seconds: float, interval: float) -> Published:
     """Every job's state, one job after another, each job once per `interval`, for `seconds`: the
-    tracker's broadcasts, as its coalescer makes them (jobs.broadcast.job_broadcast, synchronous)."""
-    from jobs.broadcast import job_broadcast
+    tracker's broadcasts, as its coalescer makes them (jobs.broadcast.job_broadcast, synchronous,
+    to the job lists at their pace: jobs.broadcast.ListPacer)."""
+    from jobs.broadcast import ListPacer, job_broadcast
 
     jobs = len(fixtures.states)
+    pacers = [ListPacer() for _ in range(jobs)]
     versions = [state["version"] for state in fixtures.states]
     published = Published()
     start = time.monotonic() + 0.05
@@ -249,7 +255,11 @@ def publish(fixtures: Fixtures, seconds: float, interval: float) -> Published:
             step={**(fixtures.states[index]["step"] or {}), "value": step, "max": 30},
         )
         published.sent[(index, versions[index])] = time.time()
-        job_broadcast(state, fixtures.user_ids[index], [])
+        to_lists = pacers[index].due(time.monotonic())
+        if to_lists:
+            published.to_lists.add((index, versions[index]))
+        job_broadcast(state, fixtures.user_ids[index], [], to_lists=to_lists)
+        pacers[index].sent(time.monotonic(), state, to_lists=to_lists)
         count += 1
     published.end = time.time()
     return published
@@ -387,7 +397,9 @@ def phase_result(
         args.subscribers // len(fixtures.job_ids) + (i < args.subscribers % len(fixtures.job_ids))
         for i in range(len(fixtures.job_ids))
     ]
-    expected = sum(listeners[job] + args.staff for job, _ in published.sent)
+    expected = sum(
+        listeners[job] + args.staff * ((job, version) in published.to_lists) for job, version in published.sent
+    )
     return Phase(
         name=name,
         connects=handshakes,
@@ -446,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="web processes behind the one port (not daphne)")
     parser.add_argument("--jobs", type=int, default=100, help="running jobs broadcasting")
     parser.add_argument("--subscribers", type=int, default=2000, help="sockets on ws/jobs/<id>/, spread over the jobs")
-    parser.add_argument("--staff", type=int, default=20, help="staff sockets on ws/jobs/ (every job's updates)")
+    parser.add_argument("--staff", type=int, default=20, help="staff sockets on ws/jobs/ (the lists' pace)")
     parser.add_argument("--interval", type=float, default=None, help="seconds between one job's broadcasts "
                         "(default TRACKER_BROADCAST_INTERVAL)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=20.0, help="how long the broadcasts run")
@@ -490,10 +502,12 @@ def measure(args: argparse.Namespace, env: dict[str, str], work_dir: Path) -> li
     fixtures = fixtures_make(args.jobs)
     connections.close_all()  # the servers' connections are theirs; ours would only hold the database open
     rate = args.jobs / args.interval
+    # The lists get a job's progress at most once per interval: every k-th of its broadcasts.
+    lists_rate = args.jobs / (args.interval * math.ceil(settings.TRACKER_LIST_BROADCAST_INTERVAL / args.interval))
     print(
-        f"{product_version()}; {args.jobs} jobs at {1 / args.interval:.1f} broadcasts/s each ({rate:.0f}/s), "
-        f"{args.subscribers} subscribers + {args.staff} staff sockets: "
-        f"{rate * (args.subscribers / args.jobs + args.staff):.0f} messages/s to deliver; {args.server} "
+        f"{product_version()}; {args.jobs} jobs at {1 / args.interval:.1f} broadcasts/s each ({rate:.0f}/s; "
+        f"to the lists {lists_rate:.0f}/s), {args.subscribers} subscribers + {args.staff} staff sockets: "
+        f"{rate * args.subscribers / args.jobs + lists_rate * args.staff:.0f} messages/s to deliver; {args.server} "
         f"x{args.workers}; database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}; "
         f"{args.seconds:g} s of broadcasts",
         flush=True,

@@ -68,9 +68,9 @@ def run_job(seconds: float) -> dict[str, Any]:
     sent = []
     real_broadcast = broadcast.job_broadcast
 
-    def counting_broadcast(state, user_id, events=()):
+    def counting_broadcast(state, user_id, events=(), **options):
         sent.append(len(events))
-        real_broadcast(state, user_id, events)
+        real_broadcast(state, user_id, events, **options)
 
     message_types: collections.Counter[str] = collections.Counter()
     real_apply = tracking.JobProgress.apply

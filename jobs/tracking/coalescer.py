@@ -2,7 +2,8 @@
 
 At most one progress write per TRACKER_DB_INTERVAL and one broadcast per TRACKER_BROADCAST_INTERVAL,
 however fast ComfyUI reports, plus one of each per status change; a heartbeat when nothing else
-was written for a while.
+was written for a while. The job lists get its progress at most once per
+TRACKER_LIST_BROADCAST_INTERVAL (jobs.broadcast.ListPacer).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from jobs import eta, instruments, live_state, services
+from jobs.broadcast import ListPacer, job_lists_broadcast
 from jobs.eta import NodeEstimate
 from jobs.models import ACTIVE_STATUSES, Job, JobEvent, JobStatus, column_width
 from jobs.progress import JobProgress
@@ -45,18 +47,25 @@ class Coalescer:
         # the watchdog needs no read of its own for a while after it.
         self.saved: tuple[float, RowUpdated] | None = None
         self.shape = live_state.TrackedJobShape()
+        self.lists = ListPacer()
 
     def mark_changed(self) -> None:
         self.dirty = True
 
     def wait_time(self) -> float:
         """How long to wait for ComfyUI's next message before sending what is pending anyway."""
-        if not self.dirty and not self.unsent_events:
+        now = time.monotonic()
+        dues = []
+        if self.dirty or self.unsent_events:
+            # Past the interval, the next state-changing message is broadcast at once; the timeout
+            # only sends the last state when ComfyUI went quiet for BROADCAST_QUIET_SECONDS more.
+            dues.append(self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS - now)
+        lists_due_at = self.lists.catch_up_at()
+        if lists_due_at is not None:
+            dues.append(lists_due_at - now)
+        if not dues:
             return settings.COMFYUI_WS_TIMEOUT
-        # Past the interval, the next state-changing message is broadcast at once; the timeout only
-        # sends the last state when ComfyUI went quiet for BROADCAST_QUIET_SECONDS more.
-        due = self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS - time.monotonic()
-        return min(max(due, 0.005), settings.COMFYUI_WS_TIMEOUT)
+        return min(max(min(dues), 0.005), settings.COMFYUI_WS_TIMEOUT)
 
     def due_at(self) -> tuple[float, float]:
         """When (time.monotonic) a change would be broadcast, and written, at the earliest: progress
@@ -79,7 +88,16 @@ class Coalescer:
             if not hold_broadcast or quiet_for_long:
                 self._broadcast_if_due(now)
             self._write_if_due(now)
+            self._lists_catch_up(now)
         self.beat_if_due()
+
+    def _lists_catch_up(self, now: float) -> None:
+        """The latest progress the job lists missed, to them alone, once their interval is up."""
+        behind = self.lists.behind
+        if behind is not None and self.lists.due(now):
+            job_lists_broadcast(behind, self.job.user_id)
+            self.lists.sent(now, behind, to_lists=True)
+            self.broadcasts += 1
 
     def beat_if_due(self) -> None:
         now = time.monotonic()
@@ -120,6 +138,7 @@ class Coalescer:
         self.db_writes += 1
         self.broadcasts += 1
         self.last_broadcast = self.last_db_write = time.monotonic()
+        self.lists.sent(self.last_broadcast, None, to_lists=True)  # a status change goes to every group
         self.dirty = self.db_dirty = False
         return True
 
@@ -183,7 +202,10 @@ class Coalescer:
             self.sync_progress_fields()
             self.job.version = services.next_version(self.job)
             self.db_dirty = True  # the stored version must catch up
-            services.job_broadcast_now(self.job, self.unsent_events, shape=self.shape)
+            state, to_lists = services.job_broadcast_now(
+                self.job, self.unsent_events, shape=self.shape, lists_due=force or self.lists.due(now)
+            )
+            self.lists.sent(now, state, to_lists=to_lists)
             self.unsent_events = []
             self.broadcasts += 1
             self.last_broadcast = now

@@ -98,7 +98,7 @@ def replay(
     stream.preview_metadata = preview_metadata  # the client sent ComfyUI's feature_flags asking for it
     frames: list[Any] = list(stream.opening())
 
-    def delivered(state: dict[str, Any], user_id: int | None, events: Any = ()) -> None:
+    def delivered(state: dict[str, Any], user_id: int | None, events: Any = (), **_: Any) -> None:
         # What the channel layer carries, decoded as the consumer decodes it.
         message = job_state_message(state, events)
         state_sent, events_sent = json.loads(message["state_json"]), json.loads(message["events_json"])

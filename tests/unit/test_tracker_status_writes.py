@@ -45,7 +45,7 @@ def test_completed_is_sent_with_the_last_node_and_the_output_and_every_event_onc
     job = JobFactory.create(workflow=WORKFLOW)
     sent: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
 
-    def broadcast(state: dict[str, Any], user_id: int | None, events: Any = ()) -> None:
+    def broadcast(state: dict[str, Any], user_id: int | None, events: Any = (), **_: Any) -> None:
         sent.append((state, list(events)))
 
     with mock.patch.object(services, "job_broadcast", broadcast):
@@ -100,7 +100,7 @@ def test_a_batch_s_outputs_are_read_once_and_its_end_lists_every_one_as_rest_doe
     job = JobFactory.create(workflow=batch)
     sent: list[dict[str, Any]] = []
 
-    def broadcast(state: dict[str, Any], user_id: int | None, events: Any = ()) -> None:
+    def broadcast(state: dict[str, Any], user_id: int | None, events: Any = (), **_: Any) -> None:
         sent.append(state)
 
     with (

@@ -53,7 +53,7 @@ def test_superseded_progress_is_never_decoded_and_nothing_people_see_is_lost() -
         return message
 
     with (
-        mock.patch.object(services, "job_broadcast", lambda state, user_id, events=(): states.append(state)),
+        mock.patch.object(services, "job_broadcast", lambda state, user_id, events=(), **_: states.append(state)),
         mock.patch.object(ComfySession, "receive", receive),
     ):
         job_track(str(job.id))
