@@ -61,8 +61,8 @@ class Coalescer:
             # only sends the last state when ComfyUI went quiet for BROADCAST_QUIET_SECONDS more.
             dues.append(self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS - now)
         lists_due_at = self.lists.catch_up_at()
-        if lists_due_at is not None:
-            dues.append(lists_due_at - now)
+        if lists_due_at is not None and not dues:
+            dues.append(max(lists_due_at, self._quiet_at()) - now)  # _lists_catch_up's moment
         if not dues:
             return settings.COMFYUI_WS_TIMEOUT
         return min(max(min(dues), 0.005), settings.COMFYUI_WS_TIMEOUT)
@@ -91,10 +91,17 @@ class Coalescer:
             self._lists_catch_up(now)
         self.beat_if_due()
 
+    def _quiet_at(self) -> float:
+        """When the job's broadcasts have gone quiet: a next one, had anything changed (decoded or
+        held undecoded by the session), would have gone out by then."""
+        return self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS
+
     def _lists_catch_up(self, now: float) -> None:
-        """The latest progress the job lists missed, to them alone, once their interval is up."""
+        """The latest progress the job lists missed, to them alone, once their interval is up and the
+        job's broadcasts went quiet. While they go on, the next one due goes to the lists too (they
+        are due by then), so a steady stream costs no publish more."""
         behind = self.lists.behind
-        if behind is not None and self.lists.due(now):
+        if behind is not None and self.lists.due(now) and now >= self._quiet_at() and not self.dirty:
             job_lists_broadcast(behind, self.job.user_id)
             self.lists.sent(now, behind, to_lists=True)
             self.broadcasts += 1
