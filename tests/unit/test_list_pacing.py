@@ -5,6 +5,7 @@ every group at once. The real tracker in this process against the simulator on a
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 import time
@@ -21,7 +22,7 @@ from jobs.models import JobStatus
 from jobs.progress import JobProgress
 from jobs.tracking import coalescer, job_track
 from jobs.tracking.timeline import Timeline
-from tests.factories import JobFactory
+from tests.factories import SLEEP_WORKFLOW, JobFactory
 
 LIST_INTERVAL = 0.3
 
@@ -34,14 +35,11 @@ def _system(settings: Any, tmp_path: Path, comfyui_sim: InProcessSimulator) -> N
 
 
 def sleep_workflow(seconds: float) -> dict[str, Any]:
-    return {
-        "1": {
-            "class_type": "EmptyImage",
-            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": random.randrange(1 << 24)},
-        },
-        "2": {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": seconds}},
-        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "paced"}},
-    }
+    """tests.factories' TestSleep graph, new to ComfyUI's cache (a colour of its own)."""
+    workflow: dict[str, Any] = copy.deepcopy(SLEEP_WORKFLOW)
+    workflow["1"]["inputs"]["color"] = random.randrange(1 << 24)
+    workflow["2"]["inputs"]["seconds"] = seconds
+    return workflow
 
 
 @pytest.mark.django_db(transaction=True)  # status changes are broadcast once their transaction commits
