@@ -255,11 +255,12 @@ def publish(fixtures: Fixtures, seconds: float, interval: float) -> Published:
             step={**(fixtures.states[index]["step"] or {}), "value": step, "max": 30},
         )
         published.sent[(index, versions[index])] = time.time()
-        to_lists = pacers[index].due(time.monotonic())
+        now = time.monotonic()
+        to_lists = pacers[index].due(now)  # as the tracker decides, by the moment of the broadcast
         if to_lists:
             published.to_lists.add((index, versions[index]))
         job_broadcast(state, fixtures.user_ids[index], [], to_lists=to_lists)
-        pacers[index].sent(time.monotonic(), state, to_lists=to_lists)
+        pacers[index].sent(now, state, to_lists=to_lists)
         count += 1
     published.end = time.time()
     return published

@@ -54,18 +54,15 @@ class Coalescer:
 
     def wait_time(self) -> float:
         """How long to wait for ComfyUI's next message before sending what is pending anyway."""
-        now = time.monotonic()
-        dues = []
         if self.dirty or self.unsent_events:
             # Past the interval, the next state-changing message is broadcast at once; the timeout
             # only sends the last state when ComfyUI went quiet for BROADCAST_QUIET_SECONDS more.
-            dues.append(self.last_broadcast + settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS - now)
-        lists_due_at = self.lists.catch_up_at()
-        if lists_due_at is not None and not dues:
-            dues.append(max(lists_due_at, self._quiet_at()) - now)  # _lists_catch_up's moment
-        if not dues:
+            due = self._quiet_at()
+        elif (lists_due_at := self.lists.catch_up_at()) is not None:
+            due = max(lists_due_at, self._quiet_at())  # _lists_catch_up's moment
+        else:
             return settings.COMFYUI_WS_TIMEOUT
-        return min(max(min(dues), 0.005), settings.COMFYUI_WS_TIMEOUT)
+        return min(max(due - time.monotonic(), 0.005), settings.COMFYUI_WS_TIMEOUT)
 
     def due_at(self) -> tuple[float, float]:
         """When (time.monotonic) a change would be broadcast, and written, at the earliest: progress
@@ -84,7 +81,7 @@ class Coalescer:
         else:
             # The browsers never wait for the database: events stored by this write go out with
             # the next broadcast, at most TRACKER_BROADCAST_INTERVAL later.
-            quiet_for_long = now - self.last_broadcast >= settings.TRACKER_BROADCAST_INTERVAL + BROADCAST_QUIET_SECONDS
+            quiet_for_long = now >= self._quiet_at()
             if not hold_broadcast or quiet_for_long:
                 self._broadcast_if_due(now)
             self._write_if_due(now)
