@@ -115,7 +115,7 @@ def backend_facts(*, max_age: float = 0.0) -> list[BackendFacts]:
     ):
         return _recent[0]
     rows = {row.name: row for row in Backend.objects.filter(name__in=list(settings.COMFYUI_BACKENDS))}
-    facts = [_facts(name, rows.get(name)) for name in settings.COMFYUI_BACKENDS]
+    facts = [backend_facts_of(name, rows.get(name)) for name in settings.COMFYUI_BACKENDS]
     _recent[:] = [facts, now, dict(settings.COMFYUI_BACKENDS)]
     return facts
 
@@ -131,10 +131,11 @@ def backend_facts_forget() -> None:
 
 
 def backend_facts_one(name: str) -> BackendFacts:
-    return _facts(name, Backend.objects.filter(name=name).first())
+    return backend_facts_of(name, Backend.objects.filter(name=name).first())
 
 
-def _facts(name: str, row: Backend | None) -> BackendFacts:
+def backend_facts_of(name: str, row: Backend | None) -> BackendFacts:
+    """A configured backend's facts from its row as the caller read it (None: no row yet)."""
     known = row is not None and bool(row.catalog_hash)
     return BackendFacts(
         name=name,

@@ -25,12 +25,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from fleet.catalog import BackendFacts, backend_facts
+from fleet.catalog import BackendFacts, backend_facts, backend_facts_of
 from fleet.models import Backend
 from jobs import eta, fit, services
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
@@ -46,6 +47,10 @@ BATCH = 50
 SCAN_LIMIT = 500  # rows judged per take at most: the rest wait for a later take (or another backend)
 SPEED_PREFERENCE_SECONDS = 10.0
 SPEED_MARGIN = 0.8  # another free backend is preferred when it is expected to need under 80 % of the time
+# A take reads its own backend's row fresh (it locks it); the others' facts (in service, node classes)
+# may be this old. Stale, they cost at most a job left to a faster backend just gone, for
+# SPEED_PREFERENCE_SECONDS; read each take, they were a query more between a new job and its prompt.
+OTHERS_FACTS_MAX_AGE = 5.0
 
 
 def tracker_client_id(job: Job) -> str:
@@ -80,17 +85,21 @@ def _take(backend: str, ending: Job | None, woken: bool) -> Job | None:
         # job's end looks for a successor before its outputs are stored and before it is closed.
         # Not asked after a wake: the query would be one more between a new job and its prompt.
         return None
-    fleet = {facts.name: facts for facts in backend_facts()}
-    me = fleet.get(backend)
-    if me is None or not me.in_service:
+    if backend not in settings.COMFYUI_BACKENDS:
         return None
+    # The other backends' facts serve only the speed preference: as this process read them lately.
+    fleet = {facts.name: facts for facts in backend_facts(max_age=OTHERS_FACTS_MAX_AGE)}
     held = users_held()
     # Sorting is reset before the commit only when a caller's transaction goes on after the take.
     continues = connection.in_atomic_block
     with transaction.atomic(), index_order_kept(reset=continues):
-        if Backend.objects.select_for_update().filter(name=backend).first() is None:
+        row = Backend.objects.select_for_update().filter(name=backend).first()
+        if row is None:
             Backend.objects.get_or_create(name=backend)  # its first take: the row to lock from now on
-            Backend.objects.select_for_update().filter(name=backend).first()
+            row = Backend.objects.select_for_update().filter(name=backend).first()
+        me = backend_facts_of(backend, row)  # its own, as they are now (draining, reachable)
+        if not me.in_service:
+            return None
         active = Job.objects.filter(status__in=ACTIVE_STATUSES)
         if ending is not None:
             active = active.exclude(pk=ending.pk)

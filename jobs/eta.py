@@ -24,6 +24,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -478,9 +479,10 @@ def _recent_samples(classes: frozenset[str]) -> list[TimingSample]:
     return _samples(list(rows.values()))
 
 
-def _samples(rows: Sequence[tuple[Any, ...]]) -> list[TimingSample]:
-    """(job id, node id, class, backend, fingerprint, duration, steps, finished at) as samples."""
-    costs = _node_costs({(row[0], row[1]) for row in rows})
+def _samples(rows: Sequence[tuple[Any, ...]], *, workflows: dict[Any, Any] | None = None) -> list[TimingSample]:
+    """(job id, node id, class, backend, fingerprint, duration, steps, finished at) as samples;
+    `workflows`: of some of their jobs, by id, at hand (the others' are read)."""
+    costs = _node_costs({(row[0], row[1]) for row in rows}, workflows or {})
     samples = []
     for job_id, node_id, class_type, backend, fingerprint, duration, steps, finished_at in rows:
         cost = costs.get((job_id, node_id)) or NodeCost(class_type=class_type)
@@ -492,25 +494,31 @@ def _samples(rows: Sequence[tuple[Any, ...]]) -> list[TimingSample]:
     return samples
 
 
-def history_learn(job: Job) -> None:
+def history_learn(job: Job, *, timed: Sequence[NodeTiming] | None = None) -> None:
     """Learn from a job that just completed in this process, now: its node timings join the
     histories of their classes already read here, so the next job of the same kind knows them
-    without reading history again (which is read again once a minute, off the path to the next prompt)."""
+    without reading history again (which is read again once a minute, off the path to the next prompt).
+    `timed`: the attempt's node timings as its tracker made them, when it followed the whole attempt;
+    else they are read. Either way learned with the job's own workflow, not read again (a GPU
+    worker cleans up after a job before it can take the next: 2 queries less)."""
     if job.status != JobStatus.COMPLETED or not _history_cache:
         return
     fields = ("job_id", "node_id", "class_type", "backend", "fingerprint", "duration", "steps", "finished_at")
-    try:
-        rows = list(NodeTiming.objects.filter(job=job, attempt=job.attempt).values_list(*fields))
-    except DatabaseError:  # learned at the next read of history instead; the job is done either way
-        logger.warning("job %s: its node timings were not learned at once", job.id, exc_info=True)
-        return
-    for sample in _samples(rows):
+    if timed is not None:
+        rows = [tuple(getattr(timing, name) for name in fields) for timing in timed]
+    else:
+        try:
+            rows = list(NodeTiming.objects.filter(job=job, attempt=job.attempt).values_list(*fields))
+        except DatabaseError:  # learned at the next read of history instead; the job is done either way
+            logger.warning("job %s: its node timings were not learned at once", job.id, exc_info=True)
+            return
+    for sample in _samples(rows, workflows={job.pk: job.workflow}):
         cached = _history_cache.get(sample.class_type)  # a refresh may replace it meanwhile
         if cached is not None:
             cached[1].learn(sample)
 
 
-def _node_costs(nodes: set[tuple[Any, str]]) -> dict[tuple[Any, str], NodeCost]:
+def _node_costs(nodes: set[tuple[Any, str]], workflows: dict[Any, Any]) -> dict[tuple[Any, str], NodeCost]:
     """The cost signature of each (job id, node id): NodeTiming keeps none of its own, so it is
     derived from the job's workflow, for the timed nodes only (a cold read of history at a million
     jobs spent 45 of its 85 ms on every node of 300 workflows, where 300 nodes were asked for)."""
@@ -522,7 +530,10 @@ def _node_costs(nodes: set[tuple[Any, str]]) -> dict[tuple[Any, str], NodeCost]:
         wanted: dict[Any, list[str]] = defaultdict(list)
         for job_id, node_id in missing:
             wanted[job_id].append(node_id)
-        for job_id, workflow in Job.objects.filter(pk__in=wanted).values_list("id", "workflow").iterator():
+        at_hand = [(job_id, workflows[job_id]) for job_id in wanted if job_id in workflows]
+        to_read = [job_id for job_id in wanted if job_id not in workflows]
+        read = Job.objects.filter(pk__in=to_read).values_list("id", "workflow").iterator() if to_read else iter(())
+        for job_id, workflow in chain(at_hand, read):
             graph = workflow if isinstance(workflow, dict) else {}
             for node_id in wanted[job_id]:
                 if node_id in graph:

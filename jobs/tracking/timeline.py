@@ -31,7 +31,8 @@ class Timeline:
         self.progress = progress
         self.prompt_id = prompt_id
         self.events: list[JobEvent] = []
-        self.timings: list[NodeTiming] = []
+        self.timings: list[NodeTiming] = []  # not stored yet
+        self.timed: list[NodeTiming] = []  # every node this tracker timed (jobs.eta.history_learn)
         self.node_started_at: dict[str, datetime] = {}
         self.last_step_sample = 0.0
         self.last_preview = 0.0
@@ -85,8 +86,7 @@ class Timeline:
     def _timing(
         self, node_id: str, class_type: str, started: datetime, finished: datetime, steps: float | None
     ) -> None:
-        self.timings.append(
-            NodeTiming(
+        timing = NodeTiming(
                 job=self.job,
                 attempt=self.job.attempt,
                 node_id=node_id[:NODE_ID_WIDTH],
@@ -97,8 +97,9 @@ class Timeline:
                 finished_at=finished,
                 duration=(finished - started).total_seconds(),
                 steps=int(steps) if steps else None,
-            )
         )
+        self.timings.append(timing)
+        self.timed.append(timing)
 
     def sample_steps(self, message: WsMessage) -> None:
         # Steps arrive ~100 times a second; the timeline keeps a sample now and then.

@@ -392,3 +392,26 @@ def test_a_new_workflow_of_classes_already_read_needs_no_read_of_history():
     assert len(queries) == 0
     assert estimates["10"].seconds == pytest.approx(2.0)  # learned from node 8's timings, same cost
     assert estimates["3"].seconds == pytest.approx(12.0)
+
+
+@pytest.mark.django_db
+def test_a_job_completed_here_is_learned_from_its_trackers_timings_as_from_its_rows_without_a_query():
+    workflow = image_workflow()
+    finished_job(workflow, "gpu-a", {"3": 12.0, "8": 2.0})
+
+    def learned(*, from_tracker: bool) -> tuple[int, tuple[float, float]]:
+        eta.eta_cache_clear()
+        eta.expected_total_seconds("gpu-a", workflow)  # the classes this process has read
+        slower = finished_job(workflow, "gpu-a", {"3": 30.0, "8": 5.0})  # completed since
+        timed = {"timed": list(NodeTiming.objects.filter(job=slower))} if from_tracker else {}
+        with CaptureQueriesContext(connection) as queries:
+            eta.history_learn(slower, **timed)
+        estimates = eta.node_estimates("gpu-a", workflow, {"3", "8"})
+        slower.delete()  # each way learns from the same history
+        return len(queries), (estimates["3"].seconds, estimates["8"].seconds)
+
+    read_queries, from_rows = learned(from_tracker=False)
+    tracker_queries, from_tracker = learned(from_tracker=True)
+    assert (read_queries, tracker_queries) == (1, 0), "its timings were read again; its workflow never"
+    assert from_tracker == from_rows
+    assert from_rows[0] > 12.0 and from_rows[1] > 2.0, "the slower run was learned"

@@ -156,3 +156,27 @@ def test_without_history_the_next_prompt_goes_in_only_once_comfyui_is_done(backe
     times = prompt_times(backend)
     one, two = times[str(first.prompt_id)], times[str(second.prompt_id)]
     assert two["received"] >= one["execution_success"], (one, two)
+
+
+def test_a_job_made_while_the_last_one_is_cleaned_up_after_is_taken_by_the_same_shift(backend, monkeypatch):
+    # Its wake would wait in the broker until the task that ran the last job ends: the shift looks
+    # once more after its clean-up, and the new job goes in without that round trip.
+    first = submit(0.2)
+    learn = eta.history_learn
+    made: list[Job] = []
+
+    def learn_then_submit(job: Job, *args: Any, **kwargs: Any) -> None:
+        learn(job, *args, **kwargs)
+        if not made:
+            made.append(submit(0.2))  # after the shift found nothing waiting, before its task ends
+
+    monkeypatch.setattr(eta, "history_learn", learn_then_submit)
+
+    assert tracking.backend_work("default") == 2
+
+    second = made[0]
+    for job in (first, second):
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED, job.error_message
+        assert job.deliveries == 1
+    assert received(backend) == [str(first.prompt_id), str(second.prompt_id)]
