@@ -87,16 +87,16 @@ class Timeline:
         self, node_id: str, class_type: str, started: datetime, finished: datetime, steps: float | None
     ) -> None:
         timing = NodeTiming(
-                job=self.job,
-                attempt=self.job.attempt,
-                node_id=node_id[:NODE_ID_WIDTH],
-                class_type=class_type[:CLASS_TYPE_WIDTH],
-                backend=self.job.backend,
-                fingerprint=self.job.fingerprint,
-                started_at=started,
-                finished_at=finished,
-                duration=(finished - started).total_seconds(),
-                steps=int(steps) if steps else None,
+            job=self.job,
+            attempt=self.job.attempt,
+            node_id=node_id[:NODE_ID_WIDTH],
+            class_type=class_type[:CLASS_TYPE_WIDTH],
+            backend=self.job.backend,
+            fingerprint=self.job.fingerprint,
+            started_at=started,
+            finished_at=finished,
+            duration=(finished - started).total_seconds(),
+            steps=int(steps) if steps else None,
         )
         self.timings.append(timing)
         self.timed.append(timing)
