@@ -14,21 +14,24 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
 from django.db.models import Field
+from django.db.models.expressions import Col
 
 from jobs.models import Job
 
 
 @dataclass(frozen=True)
 class RowUpdated:
-    """What the write found: the job's timeline seq after it, and whether a cancel is asked for."""
+    """What the write found: the job's timeline seq after it, and whether a cancel is asked for;
+    and the columns asked for with `load`, by attribute name, as the ORM would have read them."""
 
     seq: int
     cancel_requested: bool
+    loaded: dict[str, Any] = field(default_factory=dict)
 
 
 def progress_update(
@@ -46,22 +49,30 @@ def progress_update(
     return _update(job_pk, {"status": sorted(statuses), "prompt_id": [prompt_id]}, values, seq_added)
 
 
-def status_update(job_pk: uuid.UUID, *, current: str, values: Mapping[str, Any], seq_added: int) -> RowUpdated | None:
+def status_update(
+    job_pk: uuid.UUID, *, current: str, values: Mapping[str, Any], seq_added: int, load: Sequence[str] = ()
+) -> RowUpdated | None:
     """Store `values` (the new status among them) and raise the seq by `seq_added`, only while the
-    job's status is still `current` (a compare-and-set); None when someone moved it first."""
-    return _update(job_pk, {"status": [current]}, values, seq_added)
+    job's status is still `current` (a compare-and-set); None when someone moved it first. `load`:
+    columns (attribute names) to read back in the same round trip, such as those an instance read
+    with `only()` lacks (a take reads its candidates so)."""
+    return _update(job_pk, {"status": [current]}, values, seq_added, tuple(load))
 
 
-# (database, vendor, columns set, conditions with their number of values) -> the statement
-_statements: dict[tuple[str, str, tuple[str, ...], tuple[tuple[str, int], ...]], str] = {}
+# (database, vendor, columns set, conditions with their number of values, columns read) -> the statement
+_statements: dict[tuple[str, str, tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...]], str] = {}
 
 
 def _update(
-    job_pk: uuid.UUID, conditions: Mapping[str, Sequence[Any]], values: Mapping[str, Any], seq_added: int
+    job_pk: uuid.UUID,
+    conditions: Mapping[str, Sequence[Any]],
+    values: Mapping[str, Any],
+    seq_added: int,
+    load: tuple[str, ...] = (),
 ) -> RowUpdated | None:
     shape = tuple((name, len(allowed)) for name, allowed in conditions.items())
-    key = (connection.alias, connection.vendor, tuple(values), shape)
-    sql = _statements.get(key) or _statements.setdefault(key, _statement(tuple(values), shape))
+    key = (connection.alias, connection.vendor, tuple(values), shape, load)
+    sql = _statements.get(key) or _statements.setdefault(key, _statement(tuple(values), shape, load))
     params = [_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
     params.append(seq_added)
     params.append(_field("id").get_db_prep_value(job_pk, connection))
@@ -70,7 +81,18 @@ def _update(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    return None if row is None else RowUpdated(seq=int(row[0]), cancel_requested=row[1] is not None)
+    if row is None:
+        return None
+    loaded = {name: _from_db(name, value) for name, value in zip(load, row[2:], strict=True)}
+    return RowUpdated(seq=int(row[0]), cancel_requested=row[1] is not None, loaded=loaded)
+
+
+def _from_db(name: str, value: Any) -> Any:
+    """A value read back, converted as the ORM converts what it reads (JSON, UUIDs and dates on SQLite)."""
+    column = Col(Job._meta.db_table, _field(name))
+    for converter in [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]:
+        value = converter(value, column, connection)
+    return value
 
 
 def _field(name: str) -> Field[Any, Any]:
@@ -79,7 +101,7 @@ def _field(name: str) -> Field[Any, Any]:
     return field
 
 
-def _statement(fields: tuple[str, ...], conditions: tuple[tuple[str, int], ...]) -> str:
+def _statement(fields: tuple[str, ...], conditions: tuple[tuple[str, int], ...], load: tuple[str, ...]) -> str:
     quote = connection.ops.quote_name
 
     def column(name: str) -> str:
@@ -90,7 +112,8 @@ def _statement(fields: tuple[str, ...], conditions: tuple[tuple[str, int], ...])
     assignments = ", ".join(f"{column(name)} = %s" for name in fields)
     where = " AND ".join(f"{column(name)} IN ({', '.join(['%s'] * count)})" for name, count in conditions)
     seq = column("seq")
+    returning = ", ".join([seq, column("cancel_requested_at"), *(column(name) for name in load)])
     return (
         f"UPDATE {quote(Job._meta.db_table)} SET {assignments}, {seq} = {seq} + %s "
-        f"WHERE {column('id')} = %s AND {where} RETURNING {seq}, {column('cancel_requested_at')}"
+        f"WHERE {column('id')} = %s AND {where} RETURNING {returning}"
     )

@@ -420,10 +420,15 @@ def job_transition(
     fields["version"] = next_version(job)
     with transaction.atomic(savepoint=savepoint and not row_locked):
         earlier = len(pending.events)
-        moved = status_update(job.pk, current=current, values={"status": new_status, **fields}, seq_added=earlier + 1)
+        values = {"status": new_status, **fields}
+        # What an instance read with only() lacks comes back with the update (a take's candidate).
+        lacking = sorted(job.get_deferred_fields())
+        moved = status_update(job.pk, current=current, values=values, seq_added=earlier + 1, load=lacking)
         if moved is None:
             job.refresh_from_db()
             return False
+        for name, value in moved.loaded.items():
+            setattr(job, name, value)
         job.status = new_status
         for name, value in fields.items():
             setattr(job, name, value)
@@ -436,7 +441,10 @@ def job_transition(
         if JobStatus.QUEUED in (current, new_status):
             queue_moved()
         if new_status in FINAL_STATUSES:
-            asset_uses_release(job.id)  # its input assets may be deleted again
+            # Its input assets may be deleted again: job_create recorded a use for each asset its
+            # workflow names, and no other (a statement less at the end of most jobs).
+            if asset_references(job.workflow)[0]:
+                asset_uses_release(job.id)
             downstream_settle(job)
     logger.info("job %s: %s -> %s", job.id, current, new_status)
     job_transitioned(job, current, new_status)

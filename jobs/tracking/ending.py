@@ -74,6 +74,9 @@ class JobEnding:
         # Called once when ComfyUI is done with the prompt, before its outputs are fetched: the
         # backend's next prompt goes in then (jobs.tracking.shift), so the GPU never waits for them.
         self.gpu_freed = gpu_freed
+        # The job's stored outputs, when known without reading them (JobTracker: a job's first
+        # delivery has none); else read before storing, so that a tracker taking over stores none twice.
+        self.kept: dict[OutputKey, JobOutput] | None = None
 
     def finish(self) -> NoReturn:
         """ComfyUI is done with the prompt: close the job as its history says."""
@@ -150,7 +153,7 @@ class JobEnding:
         listed = history_outputs(entry)
         limit = settings.JOB_MAX_OUTPUTS
         report = OutputReport(listed=len(listed), too_many=max(len(listed) - limit, 0))
-        kept = services.job_outputs_read(self.job)
+        kept = self.kept if self.kept is not None else services.job_outputs_read(self.job)
         for output in listed[:limit]:
             self._store_output(output, report, kept)
         services.job_outputs_known(self.job, kept.values())

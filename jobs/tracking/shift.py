@@ -114,7 +114,7 @@ class Shift:
                 # The taken job's new status and the queue's move are told once its prompt is in ComfyUI.
                 held.enter_context(services.queue_moves_held())
                 held.enter_context(services.publications_held())
-                job = dispatch.job_take_next(self.backend, ending=ending, woken=woken)
+                job = dispatch.job_take_next(self.backend, ending=ending, woken=woken, held=held)
                 if job is None:
                     return None
                 self.taken += 1

@@ -68,6 +68,8 @@ class JobTracker:
             coalescer=self.coalescer,
             gpu_freed=gpu_freed,
         )
+        if taken and job.deliveries == 1:
+            self.ending.kept = {}  # bound to a GPU for the first time, by this tracker's take: no outputs yet
         # Called once when ComfyUI is expected to be done with the prompt within HANDOVER_AHEAD_SECONDS:
         # the backend's next prompt goes into ComfyUI's queue behind this one (jobs.tracking.shift).
         self.nearly_done = nearly_done

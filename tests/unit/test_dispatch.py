@@ -4,6 +4,7 @@ and users at their running limit."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -300,6 +301,22 @@ def test_a_wake_is_sent_again_once_the_backend_took_from_the_queue(two_backends,
         assert dispatch.job_take_next("gpu-a") is None  # nothing waits: the wake is spent all the same
         backends_wake(["gpu-a"])
     assert sent.call_count == 2
+
+
+def test_a_shifts_take_spends_the_wake_once_the_prompt_is_in_and_an_empty_take_at_once(two_backends):
+    # A GPU worker's shift holds the taken job's announcements until its prompt is in ComfyUI
+    # (jobs.tracking.shift): the wake is spent with them, a cache round trip off the way to the prompt.
+    submit()
+    cache.set(wake_mark("gpu-a"), 1)
+    with ExitStack() as held:
+        assert dispatch.job_take_next("gpu-a", held=held) is not None
+        assert cache.get(wake_mark("gpu-a")) == 1, "a busy backend: no new job wakes it meanwhile"
+    assert cache.get(wake_mark("gpu-a")) is None, "spent once the prompt is in: it may be woken again"
+
+    cache.set(wake_mark("gpu-b"), 1)
+    with ExitStack() as held:
+        assert dispatch.job_take_next("gpu-b", held=held) is None
+        assert cache.get(wake_mark("gpu-b")) is None, "still idle: the next new job must wake it"
 
 
 def test_the_admin_shows_what_a_waiting_job_waits_for_and_where_a_bound_one_runs(two_backends, admin_client):

@@ -143,3 +143,22 @@ def test_a_status_change_someone_else_made_first_is_refused_and_the_job_read_aga
     assert not services.job_transition(job, JobStatus.COMPLETED, expected=JobStatus.RUNNING)
     assert job.status == JobStatus.FAILED == Job.objects.get(pk=job.pk).status
     assert not JobEvent.objects.filter(job=job).exists()
+
+
+def test_a_status_change_of_a_job_read_with_only_fills_in_the_rest_as_the_orm_reads_it() -> None:
+    # A take reads its candidates with only() and moves the one it binds: the rest of the row comes
+    # back with the update, converted as a full read converts it (JSON, UUIDs, dates, foreign keys).
+    made = JobFactory.create(workflow=WORKFLOW, status=JobStatus.QUEUED, name="shot 12 ☃", tags=["a", "b"])
+    Job.objects.filter(pk=made.pk).update(eta_finish_at=timezone.now() + timedelta(seconds=7))
+    job = Job.objects.only("id", "version", "deliveries").get(pk=made.pk)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert services.job_transition(job, JobStatus.SUBMITTED, expected=JobStatus.QUEUED, backend="gpu-a")
+    assert not job.get_deferred_fields()
+    statements = [query["sql"].split()[0] for query in queries]
+    assert [word for word in statements if word in ("SELECT", "UPDATE", "INSERT")] == ["UPDATE", "INSERT"]
+
+    full = Job.objects.get(pk=made.pk)
+    for field in Job._meta.concrete_fields:
+        assert getattr(job, field.attname) == getattr(full, field.attname), field.attname
+    assert isinstance(job.workflow, dict) and isinstance(job.prompt_id, uuid.UUID)

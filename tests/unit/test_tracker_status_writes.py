@@ -17,7 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from devtools.simulator_process import InProcessSimulator
-from jobs import selectors, services
+from jobs import selectors, services, tracking
 from jobs.models import EventKind, Job, JobEvent, JobStatus
 from jobs.progress import JobProgress
 from jobs.tracking import job_track
@@ -117,3 +117,21 @@ def test_a_batch_s_outputs_are_read_once_and_its_end_lists_every_one_as_rest_doe
     assert [o["id"] for o in ends[0]["outputs"]] == [o["id"] for o in rest["outputs"]]
     assert ends[-1]["outputs"] == rest["outputs"]  # with the thumbnails made after the end was sent
     assert all(o["thumbnail_url"] for o in rest["outputs"])
+
+
+def test_a_job_on_its_first_delivery_stores_its_outputs_without_reading_them_and_releases_no_asset() -> None:
+    # A backend's own take binds it to a GPU for the first time: it can have no outputs yet, and its
+    # workflow names no asset (job_create recorded none): two statements less on the way to `completed`.
+    batch: dict[str, Any] = copy.deepcopy(WORKFLOW)
+    batch["1"]["inputs"]["batch_size"] = 3
+    job = services.job_create(user=None, workflow=batch, job_type="image")
+
+    with CaptureQueriesContext(connection) as queries:
+        assert tracking.backend_work("default") == 1
+
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert not [sql for sql in statements if sql.startswith('SELECT "jobs_joboutput"')]
+    assert not [sql for sql in statements if sql.startswith('UPDATE "assets_assetuse"')]
+    job.refresh_from_db()
+    assert job.status == JobStatus.COMPLETED, job.error_message
+    assert job.outputs.count() == 3
