@@ -182,8 +182,9 @@ def _best_fitting(
             if not fit.fits(needs, me):
                 continue
             faster = None
-            if free_others and row.created_at > young and cache.get(deferred_mark(row.pk)) != me.name:
-                faster = _faster_elsewhere(row, needs, me, free_others)
+            if row.created_at > young and (others := [facts for facts in free_others if fit.fits(needs, facts)]):
+                if cache.get(deferred_mark(row.pk)) != me.name:  # a cache round trip only where it can matter
+                    faster = _faster_elsewhere(row, me, others)
             if faster is not None:
                 # Each worker learns timings of its own: two backends could each find the other
                 # faster. The one a job was left to takes it, whatever it estimates.
@@ -216,13 +217,10 @@ def _batches() -> Iterator[tuple[int, int]]:
         offset, size = offset + size, BATCH
 
 
-def _faster_elsewhere(row: Job, needs: fit.JobNeeds, me: BackendFacts, free_others: list[BackendFacts]) -> str | None:
-    """Another free backend that can run the job and is expected to finish it clearly sooner
-    (learned node timings per backend, jobs.eta); None when there is none. Unknown timings prefer
-    nobody; a backend with no timings of its own is estimated from the others' (jobs.eta)."""
-    others = [facts for facts in free_others if fit.fits(needs, facts)]
-    if not others:
-        return None
+def _faster_elsewhere(row: Job, me: BackendFacts, others: list[BackendFacts]) -> str | None:
+    """Another of the free backends that can run the job (`others`) expected to finish it clearly
+    sooner (learned node timings per backend, jobs.eta); None when there is none. Unknown timings
+    prefer nobody; a backend with no timings of its own is estimated from the others' (jobs.eta)."""
     mine = eta.expected_total_seconds(me.name, row.workflow)
     if mine is None:
         return None
