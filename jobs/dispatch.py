@@ -163,9 +163,7 @@ class Deferred:
         backends_wake([backend], countdown=max((self.until - timezone.now()).total_seconds(), 0.0) + 0.1)
 
 
-def _best_fitting(
-    me: BackendFacts, free_others: list[BackendFacts], held: set[int], deferred: Deferred
-) -> Job | None:
+def _best_fitting(me: BackendFacts, free_others: list[BackendFacts], held: set[int], deferred: Deferred) -> Job | None:
     now = timezone.now()
     candidates = _waiting_for(me.name, now)
     if held:
@@ -182,9 +180,10 @@ def _best_fitting(
             if not fit.fits(needs, me):
                 continue
             faster = None
-            if row.created_at > young and (others := [facts for facts in free_others if fit.fits(needs, facts)]):
-                if cache.get(deferred_mark(row.pk)) != me.name:  # a cache round trip only where it can matter
-                    faster = _faster_elsewhere(row, me, others)
+            others = [facts for facts in free_others if fit.fits(needs, facts)] if row.created_at > young else []
+            # The cache is asked (a round trip) only where another free backend could run the job.
+            if others and cache.get(deferred_mark(row.pk)) != me.name:
+                faster = _faster_elsewhere(row, me, others)
             if faster is not None:
                 # Each worker learns timings of its own: two backends could each find the other
                 # faster. The one a job was left to takes it, whatever it estimates.

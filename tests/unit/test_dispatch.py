@@ -211,9 +211,11 @@ def test_a_young_job_no_other_free_backend_can_run_costs_its_take_no_speed_compa
     # The speed preference asks whether the job was left to this backend (a cache round trip) and
     # what history says of it (its workflow): only where another free backend could run it.
     submit(backend="gpu-a")  # pinned: gpu-b, free, cannot take it
-    with mock.patch.object(dispatch, "cache", wraps=dispatch.cache) as cache_used:
-        with mock.patch.object(dispatch, "_faster_elsewhere", wraps=dispatch._faster_elsewhere) as compared:
-            assert dispatch.job_take_next("gpu-a", woken=True) is not None
+    with (
+        mock.patch.object(dispatch, "cache", wraps=dispatch.cache) as cache_used,
+        mock.patch.object(dispatch, "_faster_elsewhere", wraps=dispatch._faster_elsewhere) as compared,
+    ):
+        assert dispatch.job_take_next("gpu-a", woken=True) is not None
     assert not cache_used.get.called and not compared.called
     submit()  # any backend may run it: gpu-b is asked about
     Job.objects.filter(status=JobStatus.SUBMITTED).update(status=JobStatus.COMPLETED)
