@@ -200,23 +200,18 @@ _ANNOUNCE_PENDING = "queue-announce:pending"
 _ANNOUNCED_AT = "queue-announce:at"
 # A pending announcement whose task was lost (its worker died) holds the next ones back this long at most.
 ANNOUNCE_PENDING_SECONDS = 10
-# A move is told this long after it at the soonest: a submit's moves (its create, then a free GPU's
-# take of it some 20 ms later) go out in one announcement, read by the default worker once the take
-# is done rather than beside it (at 1,000 waiting, 26 ms of CPU in the way of the next prompt).
-ANNOUNCE_GATHER_SECONDS = 0.1
 
 
 def queue_announce_soon() -> None:
     """Have the default worker announce the fleet's queue: once for however many moves come before
-    it does, ANNOUNCE_GATHER_SECONDS after the first of them and not sooner than
-    QUEUE_ANNOUNCE_INTERVAL after the announcement before. Reading the queue takes tens of ms at
-    10,000 waiting, and the queue moves at every submit and every job a GPU takes: those pay a cache
-    write (and, once per announcement, a broker message) instead."""
+    it does, and not sooner than QUEUE_ANNOUNCE_INTERVAL after the announcement before. Reading the
+    queue takes tens of ms at 10,000 waiting, and the queue moves at every submit and every job a
+    GPU takes: those pay a cache write (and, once per announcement, a broker message) instead."""
     try:
         if not cache.add(_ANNOUNCE_PENDING, 1, timeout=ANNOUNCE_PENDING_SECONDS):
             return
         last = cache.get(_ANNOUNCED_AT) or 0.0
-        delay = max(last + settings.QUEUE_ANNOUNCE_INTERVAL - time.time(), ANNOUNCE_GATHER_SECONDS)
+        delay = max(last + settings.QUEUE_ANNOUNCE_INTERVAL - time.time(), 0.0)
         task = current_app.signature(QUEUE_ANNOUNCE_TASK)
         task.apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE, countdown=delay)
     except Exception:  # a broker or cache that is down: the next move asks again

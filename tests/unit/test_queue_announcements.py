@@ -72,7 +72,7 @@ def test_a_burst_of_moves_asks_the_default_worker_for_one_announcement_and_the_n
     with mock.patch("celery.canvas.Signature.apply_async") as sent, CaptureQueriesContext(connection) as queries:
         for _ in range(100):
             services.queue_moved()
-    assert announcement_tasks(sent) == [services.ANNOUNCE_GATHER_SECONDS], "one, soon: nothing was announced lately"
+    assert announcement_tasks(sent) == [0.0], "one announcement, at once: nothing was announced lately"
     assert len(queries) == 0, "the mover reads nothing of the queue"
     with mock.patch("celery.canvas.Signature.apply_async") as sent:
         announce()  # the task runs
@@ -88,7 +88,7 @@ def test_a_move_while_the_broker_is_down_is_announced_by_the_next_move():
         services.queue_moved()  # logged, never raised: the move itself stands
     with mock.patch("celery.canvas.Signature.apply_async") as sent:
         services.queue_moved()
-    assert announcement_tasks(sent) == [services.ANNOUNCE_GATHER_SECONDS]
+    assert announcement_tasks(sent) == [0.0]
 
 
 def test_a_queue_move_costs_the_same_queries_and_one_send_at_any_length():
