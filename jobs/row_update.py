@@ -19,7 +19,6 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Field
-from django.db.models.expressions import Col
 
 from jobs.models import Job
 
@@ -88,8 +87,9 @@ def _update(
 
 
 def _from_db(name: str, value: Any) -> Any:
-    """A value read back, converted as the ORM converts what it reads (JSON, UUIDs and dates on SQLite)."""
-    column = Col(Job._meta.db_table, _field(name))
+    """A value read back, converted as the ORM converts what it reads (JSON, UUIDs and dates on SQLite;
+    a foreign key as the key it points to: get_col)."""
+    column = _field(name).get_col(Job._meta.db_table)
     for converter in [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]:
         value = converter(value, column, connection)
     return value

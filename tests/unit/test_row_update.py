@@ -148,7 +148,10 @@ def test_a_status_change_someone_else_made_first_is_refused_and_the_job_read_aga
 def test_a_status_change_of_a_job_read_with_only_fills_in_the_rest_as_the_orm_reads_it() -> None:
     # A take reads its candidates with only() and moves the one it binds: the rest of the row comes
     # back with the update, converted as a full read converts it (JSON, UUIDs, dates, foreign keys).
-    made = JobFactory.create(workflow=WORKFLOW, status=JobStatus.QUEUED, name="shot 12 ☃", tags=["a", "b"])
+    earlier = JobFactory.create(workflow=WORKFLOW, status=JobStatus.FAILED)
+    made = JobFactory.create(
+        workflow=WORKFLOW, status=JobStatus.QUEUED, name="shot 12 ☃", tags=["a", "b"], retry_of=earlier
+    )
     Job.objects.filter(pk=made.pk).update(eta_finish_at=timezone.now() + timedelta(seconds=7))
     job = Job.objects.only("id", "version", "deliveries").get(pk=made.pk)
 
