@@ -86,11 +86,21 @@ def _update(
     return RowUpdated(seq=int(row[0]), cancel_requested=row[1] is not None, loaded=loaded)
 
 
+# (database, column) -> its column expression and the ORM's converters of what is read from it
+_converters: dict[tuple[str, str], tuple[Any, list[Any]]] = {}
+
+
 def _from_db(name: str, value: Any) -> Any:
     """A value read back, converted as the ORM converts what it reads (JSON, UUIDs and dates on SQLite;
-    a foreign key as the key it points to: get_col)."""
-    column = _field(name).get_col(Job._meta.db_table)
-    for converter in [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]:
+    a foreign key as the key it points to: get_col). The converters are looked up once per column."""
+    key = (connection.alias, name)
+    found = _converters.get(key)
+    if found is None:
+        column = _field(name).get_col(Job._meta.db_table)
+        converters = [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]
+        found = _converters.setdefault(key, (column, converters))
+    column, converters = found
+    for converter in converters:
         value = converter(value, column, connection)
     return value
 
