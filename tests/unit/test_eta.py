@@ -116,8 +116,9 @@ def finished_job(
 ):
     """A finished job with the node timings the tracker would have written."""
     job = JobFactory.create(
-        user=None, workflow=workflow, backend=backend, status=status, fingerprint=eta.workflow_fingerprint(workflow)
-    )
+        user=None, workflow=workflow, backend=backend, status=status, fingerprint=eta.workflow_fingerprint(workflow),
+        finished_at=timezone.now(),
+    )  # fmt: skip
     end = timezone.now() - timedelta(minutes=5)
     NodeTiming.objects.bulk_create(
         NodeTiming(
@@ -415,3 +416,57 @@ def test_a_job_completed_here_is_learned_from_its_trackers_timings_as_from_its_r
     assert (read_queries, tracker_queries) == (1, 0), "its timings were read again; its workflow never"
     assert from_tracker == from_rows
     assert from_rows[0] > 12.0 and from_rows[1] > 2.0, "the slower run was learned"
+
+
+@pytest.mark.django_db
+def test_a_catch_up_learns_what_completed_elsewhere_in_two_queries_as_a_whole_read_would():
+    workflow, larger = image_workflow(), image_workflow(steps=40)
+    nodes = set(workflow)
+    for _ in range(3):
+        finished_job(workflow, "gpu-a", {"3": 12.0, "8": 2.0})
+    eta.node_estimates("gpu-a", workflow, nodes)  # every class of it is read whole and held here
+    # Completed since: one in this process (learned at once), the others on other workers.
+    eta.history_learn(finished_job(workflow, "gpu-a", {"3": 13.0, "8": 2.5}))
+    for seconds in (20.0, 22.0):
+        finished_job(workflow, "gpu-a", {"3": seconds, "8": 3.0})
+    finished_job(larger, "gpu-b", {"3": 30.0})
+    finished_job(workflow, "gpu-a", {"3": 99.0, "8": 99.0}, status=JobStatus.FAILED)  # stopped midway: not learned
+
+    with CaptureQueriesContext(connection) as queries:
+        eta._history_catch_up()
+    assert len(queries) == 2, "the timings of the jobs completed since, and those jobs' workflows"
+    eta._history_catch_up()  # the same jobs again, still inside its window: none is learned twice
+
+    def estimates() -> list[dict[str, NodeEstimate]]:
+        return [
+            eta.node_estimates(backend, graph, nodes) for backend in ("gpu-a", "gpu-b") for graph in (workflow, larger)
+        ]
+
+    caught_up = estimates()
+    assert caught_up[0]["3"].samples == 6  # 3 read, 1 learned here, 2 caught up
+    assert caught_up[0]["3"].seconds == pytest.approx(12.5)
+    eta.eta_cache_clear()
+    assert caught_up == estimates(), "what a whole read of history says"
+
+
+@pytest.mark.django_db(transaction=True)  # the catch-up and the whole read run on the refresher's thread
+def test_history_is_caught_up_each_minute_and_read_whole_each_quarter_hour_when_deleted_jobs_leave(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(eta.time, "monotonic", lambda: clock[0])
+    workflow = image_workflow()
+    old = [finished_job(workflow, "gpu-a", {"8": 2.0}) for _ in range(3)]
+    assert eta.node_estimates("gpu-a", workflow, {"8"})["8"].samples == 3
+
+    for job in old:
+        job.delete()  # a deletion is not news to a catch-up: it reads what completed since
+    finished_job(workflow, "gpu-a", {"8": 4.0})
+    clock[0] += eta.HISTORY_CACHE_SECONDS
+    eta.node_estimates("gpu-a", workflow, {"8"})
+    refreshes_wait()
+    assert eta.node_estimates("gpu-a", workflow, {"8"})["8"].samples == 4
+
+    clock[0] += eta.HISTORY_REREAD_SECONDS
+    assert eta.node_estimates("gpu-a", workflow, {"8"})["8"].samples == 4  # served while it is read again
+    refreshes_wait()
+    after = eta.node_estimates("gpu-a", workflow, {"8"})["8"]
+    assert (after.samples, after.seconds) == (1, pytest.approx(4.0))
