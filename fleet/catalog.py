@@ -120,6 +120,15 @@ def backend_facts(*, max_age: float = 0.0) -> list[BackendFacts]:
     return facts
 
 
+def backend_facts_as_read() -> tuple[list[BackendFacts], float] | None:
+    """What backend_facts read last in this process and how many seconds ago; None when it read
+    nothing yet, or for other backends than are configured now."""
+    facts, read_at, configured = _recent
+    if facts is None or configured != settings.COMFYUI_BACKENDS:
+        return None
+    return facts, time.monotonic() - read_at
+
+
 # What backend_facts read last in this process: (facts, when, for which configured backends).
 _recent: list[Any] = [None, 0.0, None]
 FACTS_MAX_AGE = 1.0

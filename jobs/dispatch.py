@@ -32,11 +32,12 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from fleet.catalog import BackendFacts, backend_facts, backend_facts_of
+from fleet.catalog import BackendFacts, backend_facts, backend_facts_as_read, backend_facts_of
 from fleet.models import Backend
 from jobs import eta, fit, services
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.queue_order import index_order_kept, waiting_in_order
+from jobs.refresh_ahead import refresh_in_background
 from jobs.wake import backends_wake, wake_spent
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ SPEED_MARGIN = 0.8  # another free backend is preferred when it is expected to n
 # may be this old. Stale, they cost at most a job left to a faster backend just gone, for
 # SPEED_PREFERENCE_SECONDS; read each take, they were a query more between a new job and its prompt.
 OTHERS_FACTS_MAX_AGE = 5.0
+# Older than OTHERS_FACTS_MAX_AGE they are still served while a thread reads them again (a take
+# that followed a quiet spell read them itself: one query more before the prompt); older than this,
+# read by the take.
+OTHERS_FACTS_STALE_SECONDS = 60.0
 
 
 def tracker_client_id(job: Job) -> str:
@@ -98,8 +103,7 @@ def _take(backend: str, ending: Job | None, woken: bool) -> Job | None:
         return None
     if backend not in settings.COMFYUI_BACKENDS:
         return None
-    # The other backends' facts serve only the speed preference: as this process read them lately.
-    fleet = {facts.name: facts for facts in backend_facts(max_age=OTHERS_FACTS_MAX_AGE)}
+    fleet = {facts.name: facts for facts in _others_facts()}
     held = users_held()
     # Sorting is reset before the commit only when a caller's transaction goes on after the take.
     continues = connection.in_atomic_block
@@ -138,6 +142,17 @@ def _take(backend: str, ending: Job | None, woken: bool) -> Job | None:
             row_locked=True,  # locked by _best_fitting; the take's transaction fails whole
         )  # the columns the candidate was not read with come back with the update
     return job
+
+
+def _others_facts() -> list[BackendFacts]:
+    """The backends' facts as this process read them lately: the others' serve only the speed
+    preference (a take reads its own from the row it locks)."""
+    held = backend_facts_as_read()
+    if held is None or held[1] >= OTHERS_FACTS_STALE_SECONDS:
+        return backend_facts()
+    if held[1] >= OTHERS_FACTS_MAX_AGE:
+        refresh_in_background(("backend facts",), backend_facts)
+    return held[0]
 
 
 def deferred_mark(job_id: Any) -> str:

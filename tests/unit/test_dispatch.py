@@ -14,10 +14,13 @@ from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from fleet import catalog
 from fleet.backends import backend_set_draining
-from fleet.catalog import backend_catalog_store, backend_reachable_record
+from fleet.catalog import backend_catalog_store, backend_facts_as_read, backend_reachable_record
+from fleet.models import Backend
 from jobs import dispatch, services
 from jobs.models import Job, JobStatus
+from jobs.refresh_ahead import refreshes_wait
 from jobs.wake import backends_wake, wake_mark, wake_spent
 from tests.factories import SLEEP_WORKFLOW, UserFactory, api_key_for
 
@@ -222,6 +225,28 @@ def test_a_young_job_no_other_free_backend_can_run_costs_its_take_no_speed_compa
     with mock.patch.object(dispatch, "_faster_elsewhere", wraps=dispatch._faster_elsewhere) as compared:
         assert dispatch.job_take_next("gpu-a", woken=True) is not None
     assert compared.called
+
+
+@pytest.mark.django_db(transaction=True)  # the refresher reads on a connection of its own
+def test_a_take_after_a_quiet_spell_serves_the_others_facts_as_read_while_a_thread_reads_them(two_backends):
+    for _ in range(3):
+        submit()
+    take_and_finish("gpu-a")  # reads every backend's facts: gpu-b in service
+    Backend.objects.update_or_create(name="gpu-b", defaults={"draining": True})  # as another process would
+
+    def backend_reads(older_by: float) -> list[str]:
+        catalog._recent[1] -= older_by  # the facts as read that much longer ago
+        with CaptureQueriesContext(connection) as queries:
+            take_and_finish("gpu-a")
+        return [query["sql"] for query in queries.captured_queries if "fleet_backend" in query["sql"]]
+
+    served = backend_reads(dispatch.OTHERS_FACTS_MAX_AGE + 1)
+    assert len(served) == 1 and "gpu-b" not in served[0], "only its own row, which it locks"
+    refreshes_wait()
+    facts = backend_facts_as_read()
+    assert facts is not None and facts[1] < 1 and {f.name for f in facts[0] if f.draining} == {"gpu-b"}
+
+    assert len(backend_reads(dispatch.OTHERS_FACTS_STALE_SECONDS)) == 2, "too old to serve: read by the take"
 
 
 # --- fit at submit: a 400 naming what is missing -----------------------------------------------
