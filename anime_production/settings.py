@@ -304,6 +304,9 @@ TRACKER_LIST_BROADCAST_INTERVAL = float(os.environ.get("TRACKER_LIST_BROADCAST_I
 # to end (by its own pace: jobs.eta.remaining_seconds), so the GPU goes from one prompt to the next without
 # waiting for us; 0: only once ComfyUI is done with it (jobs/tracking/shift.py).
 HANDOVER_AHEAD_SECONDS = float(os.environ.get("HANDOVER_AHEAD_SECONDS", "2.0"))
+# A GPU worker with nothing left to run waits this long for the next job's wake before its task ends
+# (jobs.tracking.backend_work): a job made meanwhile goes in without the broker's round trip; 0: none.
+GPU_WORKER_LINGER_SECONDS = float(os.environ.get("GPU_WORKER_LINGER_SECONDS", "2.0"))
 # How long ComfyUI may stay unreachable before the attempt fails `comfyui_unreachable`.
 TRACKER_RECONNECT_SECONDS = float(os.environ.get("TRACKER_RECONNECT_SECONDS", "60"))
 # Live previews are kept at most this often; step samples go on the timeline at most this often.

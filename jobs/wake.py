@@ -15,13 +15,18 @@ dispatch_fleet.py, idle fleet: created -> prompt received).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from typing import Any
 
 from celery import current_app
 from django.core.cache import cache
 from django.db import transaction
+from redis.exceptions import RedisError
 
 from fleet.backends import gpu_queue
+
+logger = logging.getLogger(__name__)
 
 BACKEND_WORK_TASK = "jobs.tasks.backend_work"  # by name: jobs.tasks imports the tracker
 # A pending wake's mark outlives a lost message by this much at most.
@@ -61,10 +66,59 @@ def _wake_marked_pending(backend: str) -> bool:
 
 def _send_on_commit(backend: str, countdown: float) -> None:
     task = current_app.signature(BACKEND_WORK_TASK, args=(backend,))
-    transaction.on_commit(lambda: task.apply_async(queue=gpu_queue(backend), countdown=max(countdown, 0)))
+
+    def send() -> None:
+        if countdown <= 0:
+            _wake_now_push(backend)  # first: a worker staying after its last job takes the job meanwhile
+        task.apply_async(queue=gpu_queue(backend), countdown=max(countdown, 0))
+
+    transaction.on_commit(send)
+
+
+def _wake_now_key(backend: str) -> str:
+    return f"dispatch-wake-now:{backend}"
+
+
+def _wake_now_push(backend: str) -> None:
+    """Tell a GPU worker that waits after its last job (wake_wait): a list of one entry at most, heard
+    once; gone after WAKE_MARK_SECONDS when no worker waited."""
+    key, client = cache.make_and_validate_key(_wake_now_key(backend)), _redis()
+    if client is None:
+        return
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, 1)
+            pipe.ltrim(key, 0, 0)
+            pipe.expire(key, WAKE_MARK_SECONDS)
+            pipe.execute()
+    except RedisError:
+        logger.warning("backend %s: its waiting worker was not told; the broker's wake still goes", backend)
+
+
+def wake_wait(backend: str, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for a wake of `backend`: True when one came (a job was made that
+    it may run), False when none came or Redis could not be asked."""
+    key, client = cache.make_and_validate_key(_wake_now_key(backend)), _redis()
+    if client is None:
+        return False
+    try:
+        return client.blpop([key], timeout=max(timeout, 0.01)) is not None
+    except RedisError:
+        logger.warning("backend %s: waiting for a wake failed; the broker's wake still comes", backend, exc_info=True)
+        return False
+
+
+def _redis() -> Any:
+    """The cache's Redis client (access.redis_cache: one per process); None when the cache is not
+    Redis (the unit tests' in-memory cache): then no worker waits for a wake after its last job."""
+    backend: Any = cache
+    get_client = getattr(getattr(backend, "_cache", None), "get_client", None)
+    return get_client(write=True) if get_client is not None else None
 
 
 def wake_spent(backend: str) -> None:
     """The backend took from the queue (or found nothing it can run) after its wake: the next job
-    created may wake it again. Not before its take: a job created meanwhile wakes another backend."""
+    created may wake it again. Not before its take: a job created meanwhile wakes another backend.
+    What wake_wait would hear is left: a job made while an empty take looked was told there after
+    the look (an entry heard late costs one take that finds nothing)."""
     cache.delete(wake_mark(backend))

@@ -122,6 +122,13 @@ def throttle_rates(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, s
 
 
 @pytest.fixture(autouse=True)
+def _gpu_workers_do_not_linger(settings: Any) -> None:
+    """A GPU worker's task waits a while for the next wake after its last job
+    (jobs.tracking.backend_work); in-process, a test's call would wait it out. Its own tests set it."""
+    settings.GPU_WORKER_LINGER_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
 def _backend_facts_read_fresh() -> None:
     """Routing keeps what it read of the backends for a second (fleet.catalog.backend_facts); a test
     starts from its own rows."""

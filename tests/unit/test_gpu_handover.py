@@ -180,3 +180,37 @@ def test_a_job_made_while_the_last_one_is_cleaned_up_after_is_taken_by_the_same_
         assert job.status == JobStatus.COMPLETED, job.error_message
         assert job.deliveries == 1
     assert received(backend) == [str(first.prompt_id), str(second.prompt_id)]
+
+
+@pytest.mark.parametrize("heard", [True, False], ids=["its wake heard", "no wake: the backend was busy"])
+def test_a_job_made_while_the_worker_waits_after_its_last_one_is_taken_by_the_same_task(
+    backend, settings, monkeypatch, heard
+):
+    # Its wake reaches the waiting task through Redis (jobs.wake.wake_wait, tests/integration/
+    # test_wake_wait.py); the broker's message would wait for the task to end. Here the wait is
+    # answered as Redis would. A job made while the last one was ending sent no wake (the backend was
+    # busy): a look at the queue finds it.
+    settings.GPU_WORKER_LINGER_SECONDS = 1.0
+    first = submit(0.2)
+    made: list[Job] = []
+    waits: list[float] = []
+
+    def wake_wait(name: str, timeout: float) -> bool:
+        waits.append(timeout)
+        if not made:
+            made.append(submit(0.2))
+            return heard
+        time.sleep(timeout)  # nothing more came
+        return False
+
+    monkeypatch.setattr(tracking, "wake_wait", wake_wait)
+    assert tracking.backend_work("default") == 2
+
+    second = made[0]
+    for job in (first, second):
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED, job.error_message
+        assert job.deliveries == 1
+    assert received(backend) == [str(first.prompt_id), str(second.prompt_id)]
+    looks = tracking.LINGER_LOOK_SECONDS
+    assert waits[:4] == [looks, looks, 2 * looks, 4 * looks], "after each job: soon, then less and less often"
