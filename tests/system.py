@@ -142,6 +142,10 @@ def gpu_worker(
         COMFYUI_URL=simulator_session.url,
         MEDIA_ROOT=str(media_root),
         TRACKER_RECONNECT_SECONDS="15",
+        # This worker outlives each test and shares the database with the fleets some tests start
+        # (their own backends): waiting after its last job, it looks at the queue and would take
+        # their jobs. The fleets' workers wait as deployed; tests/integration/test_wake_wait.py.
+        GPU_WORKER_LINGER_SECONDS="0",
         PYTHONUNBUFFERED="1",
     )
     logs = tmp_path_factory.mktemp("logs")
