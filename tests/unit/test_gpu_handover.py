@@ -158,6 +158,15 @@ def test_without_history_the_next_prompt_goes_in_only_once_comfyui_is_done(backe
     assert two["received"] >= one["execution_success"], (one, two)
 
 
+def both_ran_once(sim: Any, first: Job, second: Job) -> None:
+    """Both jobs completed on their first delivery, one prompt each, in order."""
+    for job in (first, second):
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED, job.error_message
+        assert job.deliveries == 1
+    assert received(sim) == [str(first.prompt_id), str(second.prompt_id)]
+
+
 def test_a_job_made_while_the_last_one_is_cleaned_up_after_is_taken_by_the_same_shift(backend, monkeypatch):
     # Its wake would wait in the broker until the task that ran the last job ends: the shift looks
     # once more after its clean-up, and the new job goes in without that round trip.
@@ -174,12 +183,7 @@ def test_a_job_made_while_the_last_one_is_cleaned_up_after_is_taken_by_the_same_
 
     assert tracking.backend_work("default") == 2
 
-    second = made[0]
-    for job in (first, second):
-        job.refresh_from_db()
-        assert job.status == JobStatus.COMPLETED, job.error_message
-        assert job.deliveries == 1
-    assert received(backend) == [str(first.prompt_id), str(second.prompt_id)]
+    both_ran_once(backend, first, made[0])
 
 
 @pytest.mark.parametrize("heard", [True, False], ids=["its wake heard", "no wake: the backend was busy"])
@@ -206,11 +210,6 @@ def test_a_job_made_while_the_worker_waits_after_its_last_one_is_taken_by_the_sa
     monkeypatch.setattr(tracking, "wake_wait", wake_wait)
     assert tracking.backend_work("default") == 2
 
-    second = made[0]
-    for job in (first, second):
-        job.refresh_from_db()
-        assert job.status == JobStatus.COMPLETED, job.error_message
-        assert job.deliveries == 1
-    assert received(backend) == [str(first.prompt_id), str(second.prompt_id)]
+    both_ran_once(backend, first, made[0])
     looks = tracking.LINGER_LOOK_SECONDS
     assert waits[:4] == [looks, looks, 2 * looks, 4 * looks], "after each job: soon, then less and less often"
