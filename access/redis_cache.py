@@ -21,7 +21,7 @@ import os
 import threading
 from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 
 _pools: dict[tuple[int, str, str], Any] = {}
@@ -82,3 +82,13 @@ def cache_incr_expiring(key: str, timeout: int) -> int:
     except ValueError:  # the key expired between the two calls: this is its first count
         cache.set(key, 1, timeout=timeout)
         return 1
+
+
+def cache_redis_client() -> Any | None:
+    """A client of the cache's Redis (the process's shared one), or None when the cache is not Redis
+    (the unit tests' in-memory cache): for what Django's cache API cannot say (scripts, blocking reads)."""
+    default = caches["default"]
+    if not isinstance(default, RedisCache):
+        return None
+    client: Any = default._cache  # Django's client, which the type stubs leave out
+    return client.get_client(write=True)

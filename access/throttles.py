@@ -18,8 +18,9 @@ import uuid
 from typing import Any
 
 from django.core.cache import caches
-from django.core.cache.backends.redis import RedisCache
 from rest_framework import throttling
+
+from access.redis_cache import cache_redis_client
 
 # KEYS[1]: the client's window; ARGV: now, window seconds, limit, a member unique to this request.
 # Returns {1} when the request is counted, {0, oldest} when it is refused (a rate of 0: now).
@@ -40,14 +41,6 @@ return {0, oldest[2] or ARGV[1]}
 _script: Any = None  # the script object, registered once; it runs on any client (redis-py sends its hash)
 
 
-def _window_client() -> Any | None:
-    """A client of the cache's Redis, or None when the cache is not Redis."""
-    cache = caches["default"]
-    if not isinstance(cache, RedisCache):
-        return None
-    return cache._cache.get_client(write=True)
-
-
 def _window_count(client: Any, key: str, now: float, duration: int, limit: int) -> list[Any]:
     global _script
     if _script is None:
@@ -64,7 +57,7 @@ class AtomicSimpleRateThrottle(throttling.SimpleRateThrottle):
     duration: int
 
     def allow_request(self, request: Any, view: Any) -> bool:
-        client = _window_client()
+        client = cache_redis_client()
         if client is None:
             return super().allow_request(request, view)
         if self.rate is None:
@@ -83,7 +76,7 @@ class AtomicSimpleRateThrottle(throttling.SimpleRateThrottle):
         return False
 
     def wait(self) -> float | None:
-        if _window_client() is None:
+        if cache_redis_client() is None:
             return super().wait()
         return self._wait
 

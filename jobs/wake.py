@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from celery import current_app
 from django.core.cache import cache
 from django.db import transaction
 from redis.exceptions import RedisError
 
+from access.redis_cache import cache_redis_client
 from fleet.backends import gpu_queue
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _wake_now_key(backend: str) -> str:
 def _wake_now_push(backend: str) -> None:
     """Tell a GPU worker that waits after its last job (wake_wait): a list of one entry at most, heard
     once; gone after WAKE_MARK_SECONDS when no worker waited."""
-    key, client = cache.make_and_validate_key(_wake_now_key(backend)), _redis()
+    key, client = cache.make_and_validate_key(_wake_now_key(backend)), cache_redis_client()
     if client is None:
         return
     try:
@@ -98,7 +98,7 @@ def _wake_now_push(backend: str) -> None:
 def wake_wait(backend: str, timeout: float) -> bool:
     """Wait up to `timeout` seconds for a wake of `backend`: True when one came (a job was made that
     it may run), False when none came or Redis could not be asked."""
-    key, client = cache.make_and_validate_key(_wake_now_key(backend)), _redis()
+    key, client = cache.make_and_validate_key(_wake_now_key(backend)), cache_redis_client()
     if client is None:
         return False
     try:
@@ -106,14 +106,6 @@ def wake_wait(backend: str, timeout: float) -> bool:
     except RedisError:
         logger.warning("backend %s: waiting for a wake failed; the broker's wake still comes", backend, exc_info=True)
         return False
-
-
-def _redis() -> Any:
-    """The cache's Redis client (access.redis_cache: one per process); None when the cache is not
-    Redis (the unit tests' in-memory cache): then no worker waits for a wake after its last job."""
-    backend: Any = cache
-    get_client = getattr(getattr(backend, "_cache", None), "get_client", None)
-    return get_client(write=True) if get_client is not None else None
 
 
 def wake_spent(backend: str) -> None:

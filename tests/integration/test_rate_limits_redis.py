@@ -12,6 +12,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from access import throttles
+from access.redis_cache import cache_redis_client
 from tests.factories import UserFactory, api_key_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,7 +30,7 @@ def client_of(key: str) -> APIClient:
 
 
 def test_twenty_parallel_requests_of_one_user_get_exactly_the_rate(rates):
-    assert throttles._window_client() is not None  # the Redis cache of the settings
+    assert cache_redis_client() is not None  # the Redis cache of the settings
     key = api_key_for(UserFactory.create())
     start = threading.Barrier(20)
     codes: list[int] = []
