@@ -106,14 +106,10 @@ def backend_facts(*, max_age: float = 0.0) -> list[BackendFacts]:
     """Every configured backend as routing sees it, in one query; or, with `max_age`, as this
     process read them at most that many seconds ago (a submit reads them for its fit check, its
     wakes and the queue's waits: once is enough). A take reads them fresh."""
+    held = backend_facts_as_read() if max_age > 0 else None
+    if held is not None and held[1] < max_age:
+        return held[0]
     now = time.monotonic()
-    if (
-        max_age > 0
-        and _recent[0] is not None
-        and now - _recent[1] < max_age
-        and _recent[2] == settings.COMFYUI_BACKENDS
-    ):
-        return _recent[0]
     rows = {row.name: row for row in Backend.objects.filter(name__in=list(settings.COMFYUI_BACKENDS))}
     facts = [backend_facts_of(name, rows.get(name)) for name in settings.COMFYUI_BACKENDS]
     _recent[:] = [facts, now, dict(settings.COMFYUI_BACKENDS)]

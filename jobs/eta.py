@@ -436,6 +436,8 @@ _node_costs_lock = threading.Lock()
 _queue_totals: dict[tuple[str, str], tuple[float, float | None]] = {}
 
 _TIMING_FIELDS = ("job_id", "node_id", "class_type", "backend", "fingerprint", "duration", "steps", "finished_at")
+# ...and when the timing's job completed (what a catch-up reads from, and knows repeats by).
+_TIMING_ROW_FIELDS = (*_TIMING_FIELDS, "job__finished_at")
 
 
 def eta_cache_clear() -> None:
@@ -550,8 +552,7 @@ def _recent_rows(classes: frozenset[str]) -> list[tuple[Any, ...]]:
             timings = _completed_timings().filter(class_type=class_type, finished_at__gte=since)
             if backend is not None:
                 timings = timings.filter(backend=backend)
-            fields = (*_TIMING_FIELDS, "job__finished_at")
-            for row in timings.order_by("-finished_at").values_list(*fields)[:HISTORY_ROWS_PER_CLASS]:
+            for row in timings.order_by("-finished_at").values_list(*_TIMING_ROW_FIELDS)[:HISTORY_ROWS_PER_CLASS]:
                 rows[(row[0], row[1])] = row  # the same timing, found for its backend and for any
     return list(rows.values())
 
@@ -568,9 +569,8 @@ def _history_catch_up() -> None:
     since = _caught_up_through
     if not classes or since is None:
         return
-    fields = (*_TIMING_FIELDS, "job__finished_at")
     completed = _completed_timings().filter(class_type__in=classes, job__finished_at__gte=since - CATCH_UP_OVERLAP)
-    rows = list(completed.order_by("job__finished_at").values_list(*fields)[: CATCH_UP_MAX_ROWS + 1])
+    rows = list(completed.order_by("job__finished_at").values_list(*_TIMING_ROW_FIELDS)[: CATCH_UP_MAX_ROWS + 1])
     if len(rows) > CATCH_UP_MAX_ROWS:  # more completed than is worth merging (a long outage): read them whole
         _histories_read(classes)
     else:
