@@ -16,6 +16,7 @@ dispatch_fleet.py, idle fleet: created -> prompt received).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from celery import current_app
@@ -97,15 +98,17 @@ def _wake_now_push(backend: str) -> None:
 
 def wake_wait(backend: str, timeout: float) -> bool:
     """Wait up to `timeout` seconds for a wake of `backend`: True when one came (a job was made that
-    it may run), False when none came or Redis could not be asked."""
+    it may run), False when none came. Where Redis cannot be asked (a cache that is not Redis, an
+    error) it waits the timeout out all the same: a caller that looks at the queue between waits
+    (jobs.tracking's linger) looks as often as it would, not in a busy loop."""
     key, client = cache.make_and_validate_key(_wake_now_key(backend)), cache_redis_client()
-    if client is None:
-        return False
-    try:
-        return client.blpop([key], timeout=max(timeout, 0.01)) is not None
-    except RedisError:
-        logger.warning("backend %s: waiting for a wake failed; the broker's wake still comes", backend, exc_info=True)
-        return False
+    if client is not None:
+        try:
+            return client.blpop([key], timeout=max(timeout, 0.01)) is not None
+        except RedisError:
+            logger.warning("backend %s: waiting for a wake failed; its broker message comes", backend, exc_info=True)
+    time.sleep(timeout)
+    return False
 
 
 def wake_spent(backend: str) -> None:

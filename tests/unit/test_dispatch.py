@@ -18,7 +18,7 @@ from fleet import catalog
 from fleet.backends import backend_set_draining
 from fleet.catalog import backend_catalog_store, backend_facts_as_read, backend_reachable_record
 from fleet.models import Backend
-from jobs import dispatch, services
+from jobs import dispatch, services, wake
 from jobs.models import Job, JobStatus
 from jobs.refresh_ahead import refreshes_wait
 from jobs.wake import backends_wake, wake_mark, wake_spent
@@ -446,3 +446,12 @@ def test_a_backend_looks_past_the_first_batch_for_a_job_it_can_run(two_backends)
     taken = dispatch.job_take_next("gpu-a")
     assert taken is not None and taken.pk == plain.pk
     assert Job.objects.filter(status=JobStatus.QUEUED).count() == dispatch.FIRST_BATCH + 3
+
+
+def test_a_wait_for_a_wake_where_redis_cannot_be_asked_waits_its_time_out(monkeypatch):
+    # The unit tests' cache is not Redis: a GPU worker waiting after its last job looks at the queue
+    # between waits (jobs.tracking's linger), and must not look in a busy loop.
+    slept: list[float] = []
+    monkeypatch.setattr(wake.time, "sleep", slept.append)
+    assert wake.wake_wait("gpu-a", 0.05) is False
+    assert slept == [0.05]
