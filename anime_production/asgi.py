@@ -23,8 +23,8 @@ from jobs.routing import websocket_urlpatterns  # noqa: E402
 from jobs.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
 
 daphne_form_parsing_off()
-web_process_collector()
 warm_up()
+web_process_collector()  # after the warm-up: what it made is frozen with the rest
 # The access log is ours, without query strings (tickets): daphne's own runs off (access/access_log.py).
 application = AccessLogMiddleware(
     ProtocolTypeRouter(

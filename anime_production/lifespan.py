@@ -6,6 +6,8 @@ lately (jobs.eta.history_warm_up), in the background: the server does not wait f
 database that is down only logs. Measured before (devtools/benchmarks/dispatch.py, 1 M jobs of
 history, two uvicorn processes): a process's first submit of a kind of workflow read its history
 cold, 80 ms of a 164-ms POST, and that was the run's p99 for the POST and for the dispatch behind it.
+The refresher also connects the process's broker producer and declares the queues it publishes to
+(anime_production.warm_up.broker_warm_up): a process's first wake paid that.
 
 At the end the connections its request and handshake threads kept are closed (access.kept_connections),
 so PostgreSQL sees them end rather than drop.
@@ -17,7 +19,9 @@ import asyncio
 from typing import Any
 
 from access.kept_connections import kept_connections_close
+from anime_production.warm_up import broker_warm_up
 from jobs.eta import history_warm_up
+from jobs.refresh_ahead import refresh_in_background
 
 
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -25,6 +29,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             history_warm_up()
+            refresh_in_background(("broker", "warm-up"), broker_warm_up)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await asyncio.to_thread(kept_connections_close)  # Django's database calls are sync only

@@ -69,8 +69,10 @@ def _send_on_commit(backend: str, countdown: float) -> None:
     task = current_app.signature(BACKEND_WORK_TASK, args=(backend,))
 
     def send() -> None:
-        if countdown <= 0:
-            _wake_now_push(backend)  # first: a worker staying after its last job takes the job meanwhile
+        # First: a worker staying after its last job takes the job meanwhile. One that said it listens
+        # needs no broker message (which would start one more task after this one, to find nothing).
+        if countdown <= 0 and _wake_now_push(backend):
+            return
         task.apply_async(queue=gpu_queue(backend), countdown=max(countdown, 0))
 
     transaction.on_commit(send)
@@ -80,20 +82,51 @@ def _wake_now_key(backend: str) -> str:
     return f"dispatch-wake-now:{backend}"
 
 
-def _wake_now_push(backend: str) -> None:
+def _listening_key(backend: str) -> str:
+    return f"dispatch-listening:{backend}"
+
+
+def _wake_now_push(backend: str) -> bool:
     """Tell a GPU worker that waits after its last job (wake_wait): a list of one entry at most, heard
-    once; gone after WAKE_MARK_SECONDS when no worker waited."""
+    once; gone after WAKE_MARK_SECONDS when no worker waited. True when a worker said it listens
+    (wake_listen), in the same round trip."""
     key, client = cache.make_and_validate_key(_wake_now_key(backend)), cache_redis_client()
     if client is None:
-        return
+        return False
     try:
         with client.pipeline(transaction=False) as pipe:
             pipe.lpush(key, 1)
             pipe.ltrim(key, 0, 0)
             pipe.expire(key, WAKE_MARK_SECONDS)
-            pipe.execute()
+            pipe.exists(cache.make_and_validate_key(_listening_key(backend)))
+            return bool(pipe.execute()[-1])
     except RedisError:
         logger.warning("backend %s: its waiting worker was not told; the broker's wake still goes", backend)
+        return False
+
+
+def wake_listen(backend: str, seconds: float) -> None:
+    """The backend's worker says it will wait for wakes (wake_wait) and look at the queue for the next
+    `seconds` at least: a wake meanwhile sends no broker message. It must look once more after
+    wake_unlisten, or after the mark lapsed: a wake that saw the mark sent nothing else."""
+    client = cache_redis_client()
+    if client is None:
+        return
+    try:
+        client.set(cache.make_and_validate_key(_listening_key(backend)), 1, px=max(int(seconds * 1000), 1))
+    except RedisError:
+        logger.warning("backend %s: its worker could not say it listens; wakes come through the broker", backend)
+
+
+def wake_unlisten(backend: str) -> None:
+    """The backend's worker stops waiting for wakes: the next wake goes through the broker."""
+    client = cache_redis_client()
+    if client is None:
+        return
+    try:
+        client.delete(cache.make_and_validate_key(_listening_key(backend)))
+    except RedisError:  # the mark lapses by itself within its seconds
+        logger.warning("backend %s: its worker's listening mark was not cleared", backend, exc_info=True)
 
 
 def wake_wait(backend: str, timeout: float) -> bool:

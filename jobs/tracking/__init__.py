@@ -31,7 +31,7 @@ from jobs.tracking.ending import TrackingEnded
 from jobs.tracking.shift import Shift
 from jobs.tracking.stopped import tracking_stopped
 from jobs.tracking.tracker import JobTracker
-from jobs.wake import wake_wait
+from jobs.wake import wake_listen, wake_unlisten, wake_wait
 
 __all__ = [
     "JobProgress",
@@ -46,6 +46,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LINGER_LOOK_SECONDS = 0.05
+# The listening mark outlives the wait it announces by this much: a look at the queue comes after the wait.
+LISTEN_MARK_MARGIN_SECONDS = 1.0
 
 
 def backend_work(backend: str) -> int:
@@ -62,8 +64,9 @@ def backend_work(backend: str) -> int:
     Then it stays GPU_WORKER_LINGER_SECONDS for the next wake (jobs.wake.wake_wait), which reaches it
     in a Redis round trip: the broker's would wait for this task to end and for Celery to hand the
     message to the pool (4-13 ms more between a new job and its prompt, devtools/benchmarks/dispatch.py).
-    A wake it takes this way still comes through the broker later, and finds the backend busy or
-    nothing waiting."""
+    Meanwhile it says it listens (jobs.wake.wake_listen), and a wake sends no broker message: one
+    would start a task after this one, only to find the backend busy or nothing waiting (and its
+    publish and delivery cost CPU beside the POST and the take, on a GPU host's few cores)."""
     ran = Shift(backend).run(woken=True)
     if _orphan_resume(backend):
         ran += 1 + Shift(backend).run()
@@ -74,15 +77,33 @@ def _linger(backend: str) -> int:
     """Wait for the next wake after the last job, GPU_WORKER_LINGER_SECONDS. The queue is also looked
     at (one query) after LINGER_LOOK_SECONDS, then twice as long each time: a job made while the last
     one was ending found the backend busy and sent no wake, and the broker's wake of the last job,
-    which would have taken it, waits for this task to end."""
+    which would have taken it, waits for this task to end. While it waits, its wakes send no broker
+    message (jobs.wake.wake_listen); after it, it looks once more, for a wake that saw it listening."""
+    if settings.GPU_WORKER_LINGER_SECONDS <= 0:
+        return 0
+    ran = 0
+    while True:
+        ran += _listen(backend)
+        taken = Shift(backend).run()
+        if not taken:
+            return ran
+        ran += taken
+
+
+def _listen(backend: str) -> int:
     ran, started, look = 0, time.monotonic(), LINGER_LOOK_SECONDS
-    while (left := started + settings.GPU_WORKER_LINGER_SECONDS - time.monotonic()) > 0:
-        woken = wake_wait(backend, min(look, left))
-        taken = Shift(backend).run(woken=woken)
-        if taken:
-            ran, started, look = ran + taken, time.monotonic(), LINGER_LOOK_SECONDS
-        else:
-            look *= 2
+    try:
+        while (left := started + settings.GPU_WORKER_LINGER_SECONDS - time.monotonic()) > 0:
+            wait = min(look, left)
+            wake_listen(backend, wait + LISTEN_MARK_MARGIN_SECONDS)
+            woken = wake_wait(backend, wait)
+            taken = Shift(backend).run(woken=woken)
+            if taken:
+                ran, started, look = ran + taken, time.monotonic(), LINGER_LOOK_SECONDS
+            else:
+                look *= 2
+    finally:
+        wake_unlisten(backend)
     return ran
 
 

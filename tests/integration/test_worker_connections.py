@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 STATISTICS_FLUSH_SECONDS = 1.5  # PostgreSQL publishes a backend's counters at most once a second
 # Sessions the GPU worker may rightly open in the test's few seconds, whatever it ran before: its
-# task connection, once past CONN_MAX_AGE (60 s), is closed at the next task and made again; its
+# task connection, when DATABASE_CONN_MAX_AGE sets an age, is closed at the next task past it; its
 # refresher (jobs.refresh_ahead: a thread with a connection of its own, closed after 30 s idle) may
 # start again when one of its ETA histories turns a minute old. A connection made at every task
 # would be at least one a job, 4 here.

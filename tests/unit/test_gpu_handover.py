@@ -213,3 +213,27 @@ def test_a_job_made_while_the_worker_waits_after_its_last_one_is_taken_by_the_sa
     both_ran_once(backend, first, made[0])
     looks = tracking.LINGER_LOOK_SECONDS
     assert waits[:4] == [looks, looks, 2 * looks, 4 * looks], "after each job: soon, then less and less often"
+
+
+def test_a_job_whose_wake_saw_the_worker_listening_is_taken_after_its_wait_ended(backend, settings, monkeypatch):
+    # A wake that finds the worker listening (jobs.wake.wake_listen) sends no broker message: here it
+    # comes after the worker's last wait, and before the worker cleared its mark. The worker looks
+    # at the queue once more after clearing it, and takes the job; then it waits again.
+    settings.GPU_WORKER_LINGER_SECONDS = 0.3
+    first = submit(0.2)
+    made: list[Job] = []
+    marks: list[str] = []
+
+    def unlisten(name: str) -> None:
+        marks.append("cleared")
+        if not made:
+            made.append(submit(0.2))  # its wake saw the mark: nothing else tells the worker
+
+    monkeypatch.setattr(tracking, "wake_listen", lambda name, seconds: marks.append("listening"))
+    monkeypatch.setattr(tracking, "wake_unlisten", unlisten)
+    monkeypatch.setattr(tracking, "wake_wait", lambda name, timeout: time.sleep(timeout) or False)
+    assert tracking.backend_work("default") == 2
+
+    both_ran_once(backend, first, made[0])
+    assert marks[0] == "listening" and marks.count("cleared") == 2, "it waited again after the job it found"
+    assert marks[-1] == "cleared"
