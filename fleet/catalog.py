@@ -102,13 +102,9 @@ def backend_reachable_record(name: str, reachable: bool) -> None:
     Backend.objects.update_or_create(name=name, defaults={"reachable": reachable, "checked_at": timezone.now()})
 
 
-def backend_facts(*, max_age: float = 0.0) -> list[BackendFacts]:
-    """Every configured backend as routing sees it, in one query; or, with `max_age`, as this
-    process read them at most that many seconds ago (a submit reads them for its fit check, its
-    wakes and the queue's waits: once is enough). A take reads them fresh."""
-    held = backend_facts_as_read() if max_age > 0 else None
-    if held is not None and held[1] < max_age:
-        return held[0]
+def backend_facts() -> list[BackendFacts]:
+    """Every configured backend as routing sees it, in one query; kept for backend_facts_as_read
+    (a submit and a take serve them as read lately: jobs.facts_served)."""
     now = time.monotonic()
     rows = {row.name: row for row in Backend.objects.filter(name__in=list(settings.COMFYUI_BACKENDS))}
     facts = [backend_facts_of(name, rows.get(name)) for name in settings.COMFYUI_BACKENDS]
@@ -127,7 +123,6 @@ def backend_facts_as_read() -> tuple[list[BackendFacts], float] | None:
 
 # What backend_facts read last in this process: (facts, when, for which configured backends).
 _recent: list[Any] = [None, 0.0, None]
-FACTS_MAX_AGE = 1.0
 
 
 def backend_facts_forget() -> None:

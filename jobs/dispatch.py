@@ -32,12 +32,12 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from fleet.catalog import BackendFacts, backend_facts, backend_facts_as_read, backend_facts_of
+from fleet.catalog import BackendFacts, backend_facts, backend_facts_of
 from fleet.models import Backend
 from jobs import eta, fit, services
+from jobs.facts_served import facts_served
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.queue_order import index_order_kept, waiting_in_order
-from jobs.refresh_ahead import refresh_in_background
 from jobs.wake import backends_wake, wake_spent
 
 logger = logging.getLogger(__name__)
@@ -147,12 +147,7 @@ def _take(backend: str, ending: Job | None, woken: bool) -> Job | None:
 def _others_facts() -> list[BackendFacts]:
     """The backends' facts as this process read them lately: the others' serve only the speed
     preference (a take reads its own from the row it locks)."""
-    held = backend_facts_as_read()
-    if held is None or held[1] >= OTHERS_FACTS_STALE_SECONDS:
-        return backend_facts()
-    if held[1] >= OTHERS_FACTS_MAX_AGE:
-        refresh_in_background(("backend facts",), backend_facts)
-    return held[0]
+    return facts_served(fresh=OTHERS_FACTS_MAX_AGE, stale=OTHERS_FACTS_STALE_SECONDS)
 
 
 def deferred_mark(job_id: Any) -> str:

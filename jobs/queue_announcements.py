@@ -29,8 +29,8 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from fleet.catalog import FACTS_MAX_AGE, backend_facts
 from jobs import eta
+from jobs.facts_served import facts_served
 from jobs.models import ACTIVE_STATUSES, Job
 from jobs.queue_eta import JOBS_AHEAD_LIMIT
 from jobs.queue_order import index_order_kept, waiting_in_order
@@ -57,7 +57,7 @@ def own_seconds(job: Job) -> float | None:
 
 def fleet_waits(front: list[tuple[str, dict[str, Any]]], now: datetime) -> list[float | None]:
     """The wait at each place along the front: the work ahead shared by the backends in service."""
-    in_service = max(sum(1 for facts in backend_facts(max_age=FACTS_MAX_AGE) if facts.in_service), 1)
+    in_service = max(sum(1 for facts in facts_served() if facts.in_service), 1)
     finishes = list(Job.objects.filter(status__in=ACTIVE_STATUSES).values_list("eta_finish_at", flat=True))
     running: float | None = 0.0
     for finish_at in finishes:

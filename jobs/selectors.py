@@ -96,19 +96,23 @@ def queue_places(jobs: Iterable[Job]) -> dict[uuid.UUID, QueuePlace]:
     if not queued:
         return {}
     now = timezone.now()
-    with index_order_kept():  # one transaction for the places and the front
-        if len(queued) <= FEW_JOBS:
-            # One job shown (a submit's answer, a job's page): count the jobs ahead through the dispatch
-            # index instead of reading every waiting id (10,000 at a long queue).
-            placed = [(job, position) for job in queued if (position := queue_position(job)) is not None]
-        else:
+    if len(queued) <= FEW_JOBS:
+        # One job shown (a submit's answer, a job's page): count the jobs ahead through the dispatch
+        # index instead of reading every waiting id (10,000 at a long queue). A count keeps no order:
+        # the front is read in order only when some job is ahead (a submit at the front reads none).
+        placed = [(job, position) for job in queued if (position := queue_position(job)) is not None]
+        front = []
+        if (ahead := _ahead(placed)) > 0:
+            with index_order_kept():
+                front = _front_read(ahead)
+    else:
+        with index_order_kept():  # one transaction for the places and the front
             ids = list(waiting_in_order().values_list("id", flat=True))
             order = {pk: place for place, pk in enumerate(ids, start=1)}
             placed = [(job, order[job.pk]) for job in queued if job.pk in order]
-        if not placed:
-            return {}
-        ahead = min(max(position for _, position in placed) - 1, JOBS_AHEAD_LIMIT)
-        front = [(str(pk), workflow) for pk, workflow in waiting_in_order().values_list("id", "workflow")[:ahead]]
+            front = _front_read(_ahead(placed))
+    if not placed:
+        return {}
     waits = fleet_waits(front, now)
     places: dict[uuid.UUID, QueuePlace] = {}
     for job, position in placed:
@@ -117,6 +121,16 @@ def queue_places(jobs: Iterable[Job]) -> dict[uuid.UUID, QueuePlace]:
         finish_at = None if wait is None or own is None else now + timedelta(seconds=wait + own)
         places[job.pk] = QueuePlace(position, finish_at)
     return places
+
+
+def _ahead(placed: list[tuple[Job, int]]) -> int:
+    """How many waiting jobs are ahead of the last of `placed` (JOBS_AHEAD_LIMIT at most)."""
+    return min(max((position for _, position in placed), default=1) - 1, JOBS_AHEAD_LIMIT)
+
+
+def _front_read(ahead: int) -> list[tuple[str, Any]]:
+    """The first `ahead` waiting jobs with their workflows, in order (inside index_order_kept)."""
+    return [(str(pk), workflow) for pk, workflow in waiting_in_order().values_list("id", "workflow")[:ahead]]
 
 
 def job_states(jobs: Sequence[Job], places: Mapping[uuid.UUID, QueuePlace] | None = None) -> list[dict[str, Any]]:

@@ -23,16 +23,18 @@ from django.core.files.storage import Storage, default_storage
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from rest_framework.exceptions import ValidationError
 
 from assets.media_types import RASTER_IMAGE_EXTENSIONS, SNIFF_BYTES, sniff
 from assets.references import asset_references
 from assets.services import asset_uses_record, asset_uses_release
 from comfyui import ComfyUIClient, OutputFile
 from fleet.backends import gpu_queue
-from fleet.catalog import FACTS_MAX_AGE, backend_facts
+from fleet.catalog import backend_facts
 from jobs import dependencies, fit, live_state, selectors
 from jobs.broadcast import groups_broadcast, job_broadcast
 from jobs.eta import workflow_fingerprint
+from jobs.facts_served import facts_served
 from jobs.failures import failure_from_internal_error, stored_details, stored_message
 from jobs.fair_share import fair_turn_next
 from jobs.instruments import job_transitioned
@@ -266,7 +268,10 @@ def job_create(
     configured backend can run (node classes, model files, labels) is refused here, a 400 naming
     what is missing (jobs.fit)."""
     needs = fit.workflow_needs(workflow, requested_backend=backend or "", labels=requires)
-    fit.fit_check(needs, backend_facts(max_age=FACTS_MAX_AGE))
+    try:
+        fit.fit_check(needs, facts_served())
+    except ValidationError:
+        fit.fit_check(needs, backend_facts())  # refused on facts read lately: not before fresh ones say so
     owner = user if getattr(user, "is_authenticated", False) else None
     submit_check(user, 1)  # over a quota: 429 before anything is written (quotas.admission)
     with transaction.atomic():
@@ -358,7 +363,7 @@ def backends_idle_for(job: Job) -> list[str]:
     )
     return [
         backend.name
-        for backend in backend_facts(max_age=FACTS_MAX_AGE)
+        for backend in facts_served()
         if backend.in_service and backend.name not in busy and fit.fits(needs, backend)
     ]
 

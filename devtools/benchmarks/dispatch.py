@@ -337,7 +337,7 @@ def queue_move_measure() -> QueueMove:
     # transaction, announced at once).
     announce = getattr(services, "queue_announce", services.queue_moved)
     announce()  # learns the ETA from history (once a minute), as any first read does
-    # The backends' facts are kept a second (fleet.catalog.FACTS_MAX_AGE): read at most once per move,
+    # The backends' facts are served as read lately (jobs.facts_served): read at most once per move,
     # counted here at every W (before, whether the first move took longer than that decided).
     backend_facts_forget()
     with layer_sends() as sent, CaptureQueriesContext(connection) as queries:

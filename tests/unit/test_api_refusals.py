@@ -47,6 +47,12 @@ def test_a_list_filter_given_empty_means_any(api: APIClient) -> None:
     assert api.get("/api/jobs/?page_size=0").status_code == 400
 
 
+def test_a_page_size_given_empty_is_a_400_as_the_schema_says_an_integer(api: APIClient) -> None:
+    for url in ("/api/jobs/?page_size=", "/api/assets/?page_size="):
+        answer = api.get(url)
+        assert answer.status_code == 400 and "page_size" in answer.json(), url
+
+
 def test_a_template_version_filter_takes_whole_numbers_the_column_holds(api: APIClient) -> None:
     assert api.get("/api/jobs/?template_version=2").status_code == 200
     for refused in ("1.5", "0", str(2**31), "x"):

@@ -19,6 +19,7 @@ from fleet.backends import backend_set_draining
 from fleet.catalog import backend_catalog_store, backend_facts_as_read, backend_reachable_record
 from fleet.models import Backend
 from jobs import dispatch, services, wake
+from jobs.facts_served import FRESH_SECONDS
 from jobs.models import Job, JobStatus
 from jobs.refresh_ahead import refreshes_wait
 from jobs.wake import backends_wake, wake_mark, wake_spent
@@ -272,6 +273,29 @@ def test_a_job_no_backend_has_the_node_class_for_is_a_400_naming_it(two_backends
     response = post(api, UserFactory.create())
     assert response.status_code == 400
     assert "node class TestSleep" in str(response.json()) and not Job.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the refresher reads on a connection of its own
+def test_a_submit_serves_the_facts_as_read_lately_and_checks_a_refusal_against_fresh_ones(two_backends, api):
+    lacking = {name: spec for name, spec in OBJECT_INFO.items() if name != "TestSleep"}
+    backend_catalog_store("gpu-a", lacking)
+    backend_catalog_store("gpu-b", lacking)
+    user = UserFactory.create()
+    assert post(api, user).status_code == 400, "neither has TestSleep"
+
+    # Both were given it since, as another process stored it: the facts read here say otherwise.
+    classes, files = catalog.catalog_from_object_info(OBJECT_INFO)
+    Backend.objects.update(node_classes=classes, model_files=files)
+    response = post(api, user)
+    assert response.status_code == 201, "a refusal on facts read lately waits for fresh ones to say so"
+
+    catalog._recent[1] -= FRESH_SECONDS + 0.5  # the facts as read a second and a half ago
+    with CaptureQueriesContext(connection) as queries:
+        assert post(api, user).status_code == 201
+    assert not [query for query in queries.captured_queries if "fleet_backend" in query["sql"]], "served as read"
+    refreshes_wait()
+    facts = backend_facts_as_read()
+    assert facts is not None and facts[1] < FRESH_SECONDS, "and read again by the refresher meanwhile"
 
 
 def test_a_missing_model_file_or_label_is_a_400_naming_it(two_backends, api):
