@@ -231,7 +231,11 @@ def test_a_job_whose_wake_saw_the_worker_listening_is_taken_after_its_wait_ended
 
     monkeypatch.setattr(tracking, "wake_listen", lambda name, seconds: marks.append("listening"))
     monkeypatch.setattr(tracking, "wake_unlisten", unlisten)
-    monkeypatch.setattr(tracking, "wake_wait", lambda name, timeout: time.sleep(timeout) or False)
+    def no_wake(name: str, timeout: float) -> bool:
+        time.sleep(timeout)
+        return False
+
+    monkeypatch.setattr(tracking, "wake_wait", no_wake)
     assert tracking.backend_work("default") == 2
 
     both_ran_once(backend, first, made[0])
