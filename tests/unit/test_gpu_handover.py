@@ -231,6 +231,7 @@ def test_a_job_whose_wake_saw_the_worker_listening_is_taken_after_its_wait_ended
 
     monkeypatch.setattr(tracking, "wake_listen", lambda name, seconds: marks.append("listening"))
     monkeypatch.setattr(tracking, "wake_unlisten", unlisten)
+
     def no_wake(name: str, timeout: float) -> bool:
         time.sleep(timeout)
         return False
