@@ -24,7 +24,7 @@ import asyncio
 import logging
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,14 @@ CLOSE_TOO_SLOW = 4408
 
 
 class Mailbox:
-    """A socket's messages waiting to be sent, and the task that sends them in order."""
+    """A socket's messages waiting to be sent, sent in order.
+
+    A message is sent at once, by the call that puts it, when nothing waits before it: the socket's
+    send then nearly always completes without waiting (its buffer has room), so the message costs no
+    task switch. A task is made only when a send has to wait (a client slow to read); it finishes that
+    send, then what came meanwhile. Before, each socket had a task woken by an event for every
+    message: 4.5 µs of the event loop's time per message per socket, of ~33 (2,000 mailboxes,
+    uvloop, a probe on 2026-12-08), in a fan-out of 20,000 messages a second."""
 
     def __init__(
         self,
@@ -53,50 +60,102 @@ class Mailbox:
         self._handle = handle
         self._overflow = overflow
         self._messages: deque[dict[str, Any]] = deque()
-        self._wake = asyncio.Event()
-        self._released = asyncio.Event()  # what is put is sent only once released
+        self._held = held  # what is put is sent only once released
         self._limit = MAILBOX_HELD_LIMIT if held else MAILBOX_LIMIT
-        if not held:
-            self._released.set()
         self._overflowed = False
+        self._closed = False
         self._closing: asyncio.Future[None] | None = None
-        self._task = asyncio.ensure_future(self._run())
+        self._sender: asyncio.Task[None] | None = None  # only while a send waits
 
     def put(self, message: dict[str, Any]) -> None:
-        if self._overflowed:
+        if self._overflowed or self._closed:
             return
         if len(self._messages) >= self._limit:
             # Its sender may be stuck in a send that never completes: stopped, then the socket closed.
             self._overflowed = True
             self._messages.clear()
-            self._task.cancel()
+            if self._sender is not None:
+                self._sender.cancel()
             self._closing = asyncio.ensure_future(self._overflow())
             return
         self._messages.append(message)
-        self._wake.set()
+        if self._sender is None and not self._held:
+            self._send_now()
 
     def release(self) -> None:
         """Start sending (a held mailbox): what waited first, in order."""
         self._limit = max(MAILBOX_LIMIT, len(self._messages) + MAILBOX_LIMIT)
-        self._released.set()
+        self._held = False
+        if self._sender is None and not self._closed:
+            self._send_now()
 
-    async def _run(self) -> None:
-        await self._released.wait()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._messages:
-                if len(self._messages) < MAILBOX_LIMIT:
-                    self._limit = MAILBOX_LIMIT  # what was held is out
-                try:
-                    await self._handle(self._messages.popleft())
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.exception("a websocket's update could not be sent")
+    def _send_now(self) -> None:
+        """Sends what waits, here, for as long as each send completes without waiting; the first
+        that waits is handed to a task, which sends the rest after it."""
+        while self._messages:
+            if len(self._messages) < MAILBOX_LIMIT:
+                self._limit = MAILBOX_LIMIT  # what was held is out
+            sending = self._handle(self._messages.popleft())
+            try:
+                waits_for = sending.send(None)  # type: ignore[attr-defined]
+            except StopIteration:
+                continue
+            except (Exception, asyncio.CancelledError):
+                logger.exception("a websocket's update could not be sent")
+                continue
+            self._sender = asyncio.ensure_future(self._send_later(sending, waits_for))
+            return
+
+    async def _send_later(self, sending: Any, waits_for: Any) -> None:
+        try:
+            await _Resumed(sending, waits_for)
+        except asyncio.CancelledError:
+            sending.close()
+            raise
+        except Exception:
+            logger.exception("a websocket's update could not be sent")
+        while self._messages:
+            if len(self._messages) < MAILBOX_LIMIT:
+                self._limit = MAILBOX_LIMIT
+            try:
+                await self._handle(self._messages.popleft())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("a websocket's update could not be sent")
+        self._sender = None
 
     def close(self) -> None:
-        self._task.cancel()
+        self._closed = True
+        self._messages.clear()
+        if self._sender is not None:
+            self._sender.cancel()
+
+
+class _Resumed:
+    """Awaits the rest of a coroutine that was started by hand and stopped at its first wait
+    (`waits_for`, what it yielded): the task awaiting this waits for that first, then goes on
+    driving the coroutine as if it had started it."""
+
+    def __init__(self, coroutine: Any, waits_for: Any) -> None:
+        self.coroutine = coroutine
+        self.waits_for = waits_for
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        waits_for = self.waits_for
+        while True:
+            try:
+                sent = yield waits_for
+            except BaseException as exc:  # the task's cancel, thrown in where the coroutine waits
+                try:
+                    waits_for = self.coroutine.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waits_for = self.coroutine.send(sent)
+                except StopIteration:
+                    return
 
 
 @dataclass

@@ -277,6 +277,7 @@ class Phase:
     storm_seconds: float  # from opening every socket to the last snapshot
     connect_failures: dict[str, int]
     delays: list[float]
+    sent_offsets: list[float]  # each delay's message: when it was handed to job_broadcast, from the start
     expected: int
     delivered: int
     delivered_per_second: float
@@ -386,12 +387,13 @@ def phase_result(
     for c in connected:
         for kind, count in c.failures.items():
             failures[kind] = failures.get(kind, 0) + count
-    delays, inside = [], 0
+    delays, sent_offsets, inside = [], [], 0
     for share in received:
         for at, job, version in zip(share.at, share.job, share.version, strict=True):
             sent = published.sent.get((job, version))
             if sent is not None:
                 delays.append(at - sent)
+                sent_offsets.append(sent - published.start)
                 inside += published.start <= at <= published.end
     cores, rss, machine = sampler.between(published.start, published.end)
     listeners = [
@@ -408,6 +410,7 @@ def phase_result(
         storm_seconds=snapshots[-1] if snapshots else float("nan"),
         connect_failures=failures,
         delays=delays,
+        sent_offsets=sent_offsets,
         expected=expected,
         delivered=len(delays),
         delivered_per_second=inside / (published.end - published.start),
@@ -436,6 +439,17 @@ def row(phase: Phase, floor: Phase | None) -> str:
         f"{phase.delivered_per_second:>7.0f} | {f'{ms(p50)} / {ms(p99)}':>17} | {above:>15} | "
         f"{phase.server_cores:>9.2f} | {phase.cpu_per_message * 1e6:>10.1f} | {phase.server_peak_rss / 2**20:>11.0f}"
     )
+
+
+def per_second(phase: Phase) -> str:
+    """Where in the run the tail was: each second of broadcasts, its p99 and its latest delivery."""
+    seconds: dict[int, list[float]] = {}
+    for offset, delay in zip(phase.sent_offsets, phase.delays, strict=True):
+        seconds.setdefault(int(offset), []).append(delay)
+    cells = (
+        f"{second}s {ms(percentile(delays, 0.99))}/{ms(max(delays))}" for second, delays in sorted(seconds.items())
+    )
+    return f"  {phase.name}, p99/max ms by the second it was sent: " + ", ".join(cells)
 
 
 def notes(phase: Phase) -> str:
@@ -467,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--no-floor", action="store_true", help="skip the bare fan-out phase")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="PostgreSQL URL, or 'sqlite'")
+    parser.add_argument("--per-second", action="store_true", help="each phase's p99 by the second it was sent")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Two sockets per subscriber on this machine (client and server), and the servers inherit it.
@@ -487,6 +502,8 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work_dir, ignore_errors=True)
     floor = next((phase for phase in phases if phase.name == "floor"), None)
     print("", GOAL, HEADER, *(row(phase, floor) for phase in phases), *(notes(phase) for phase in phases), sep="\n")
+    if args.per_second:
+        print(*(per_second(phase) for phase in phases), sep="\n")
 
 
 def measure(args: argparse.Namespace, env: dict[str, str], work_dir: Path) -> list[Phase]:

@@ -102,3 +102,35 @@ def test_a_held_mailbox_keeps_what_comes_during_the_snapshot_and_sends_it_after(
     before_release, sent, closed = async_to_sync(scenario)()
     assert before_release == []  # nothing reaches the socket before its snapshot
     assert sent == list(range(MAILBOX_LIMIT * 4)) and not closed  # all of it after, in order
+
+
+def test_a_send_that_waits_is_finished_in_a_task_and_what_came_meanwhile_follows_in_order():
+    async def scenario() -> tuple[list[int], list[int], list[int]]:
+        sent: list[int] = []
+        gate = asyncio.Event()
+
+        async def handle(message: dict[str, Any]) -> None:
+            if message["n"] == 1:
+                await gate.wait()  # a client slow to read: this send waits
+            sent.append(message["n"])
+
+        async def overflow() -> None:
+            raise AssertionError("nothing overflows here")
+
+        box = Mailbox(handle, overflow)
+        box.put({"n": 0})
+        at_once = list(sent)  # sent by the put itself: the socket's send did not wait
+        for n in range(1, 6):
+            box.put({"n": n})
+        await asyncio.sleep(0.01)
+        while_waiting = list(sent)
+        gate.set()
+        await asyncio.sleep(0.01)
+        box.put({"n": 6})
+        box.close()
+        return at_once, while_waiting, sent
+
+    at_once, while_waiting, sent = async_to_sync(scenario)()
+    assert at_once == [0]
+    assert while_waiting == [0], "nothing overtakes the send that waits"
+    assert sent == [0, 1, 2, 3, 4, 5, 6]
