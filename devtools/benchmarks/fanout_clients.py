@@ -10,6 +10,7 @@ publisher, and one process of clients would be the bottleneck it measures.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from array import array
@@ -110,5 +111,10 @@ async def _run(url: str, sockets: list[Socket], job_ids: list[str], pipe: Connec
 
 
 def clients_process(url: str, sockets: list[dict[str, Any]], job_ids: list[str], pipe: Connection) -> None:
-    """The entry point of one process of clients (multiprocessing, spawned)."""
+    """The entry point of one process of clients (multiprocessing, spawned). Its cyclic collector is
+    off: with a thousand sockets' objects alive, its collections stopped the clients' loop for up to
+    157 ms (gen2) and 76 ms (gen1) in a run of 2026-12-08, and every socket's delay measured then,
+    the floor's as the product's, was the clients' own. A phase's garbage is freed by reference
+    counts; the process ends with it."""
+    gc.disable()
     asyncio.run(_run(url, [Socket(**socket) for socket in sockets], job_ids, pipe))
