@@ -19,6 +19,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.db import connection
 
 from comfyui import ComfyUIClient
 from fleet.backends import backend_client
@@ -27,6 +28,7 @@ from jobs.models import ACTIVE_STATUSES, Job, JobStatus
 from jobs.node_catalog import node_catalog
 from jobs.progress import JobProgress  # devtools.benchmarks.job_write_counts counts its messages here
 from jobs.tracking.claim import claim_when_free, heartbeat_seconds, must_wait, tracker_client_id
+from jobs.tracking.database_outage import DATABASE_DOWN
 from jobs.tracking.ending import TrackingEnded
 from jobs.tracking.shift import Shift
 from jobs.tracking.stopped import tracking_stopped
@@ -84,7 +86,7 @@ def _linger(backend: str) -> int:
     ran = 0
     while True:
         ran += _listen(backend)
-        taken = Shift(backend).run()
+        taken = _look(backend, woken=False)
         if not taken:
             return ran
         ran += taken
@@ -97,7 +99,7 @@ def _listen(backend: str) -> int:
             wait = min(look, left)
             wake_listen(backend, wait + LISTEN_MARK_MARGIN_SECONDS)
             woken = wake_wait(backend, wait)
-            taken = Shift(backend).run(woken=woken)
+            taken = _look(backend, woken=woken)
             if taken:
                 ran, started, look = ran + taken, time.monotonic(), LINGER_LOOK_SECONDS
             else:
@@ -105,6 +107,20 @@ def _listen(backend: str) -> int:
     finally:
         wake_unlisten(backend)
     return ran
+
+
+def _look(backend: str, *, woken: bool) -> int:
+    """A look at the queue while lingering (the jobs it took). The database may have restarted while
+    this worker waited, and its connection with it: the look is then made again on a new connection.
+    Otherwise the task ended on the dead one, and a wake it had heard (or that saw it listening, and so
+    sent no broker message) was lost until the sweep: a job made right after a PostgreSQL restart
+    waited (tests/integration/test_database_faults.py failed so, 2026-12-08)."""
+    try:
+        return Shift(backend).run(woken=woken)
+    except DATABASE_DOWN as exc:
+        logger.info("backend %s: the database connection was gone while lingering (%s); looking again", backend, exc)
+        connection.close()
+    return Shift(backend).run(woken=woken)
 
 
 def _orphan_resume(backend: str) -> int:

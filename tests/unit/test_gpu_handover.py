@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from django.db import OperationalError
 
 from jobs import eta, services, sweeps, tracking
 from jobs.models import ACTIVE_STATUSES, Job, JobStatus
@@ -242,3 +243,37 @@ def test_a_job_whose_wake_saw_the_worker_listening_is_taken_after_its_wait_ended
     both_ran_once(backend, first, made[0])
     assert marks[0] == "listening" and marks.count("cleared") == 2, "it waited again after the job it found"
     assert marks[-1] == "cleared"
+
+
+def test_a_lingering_worker_whose_database_connection_died_takes_the_next_job_on_a_new_one(
+    backend, settings, monkeypatch
+):
+    # PostgreSQL restarted while the worker waited after its last job: the wake of a job made after
+    # the restart reached the worker (no broker message: it listened), and its look at the queue met
+    # the dead connection. It looks again on a new connection and takes the job.
+    settings.GPU_WORKER_LINGER_SECONDS = 0.5
+    first = submit(0.2)
+    made: list[Job] = []
+    take = tracking.Shift._take
+    failed: list[str] = []
+
+    def woken_once(name: str, timeout: float) -> bool:
+        if not made:
+            made.append(submit(0.2))
+            return True
+        time.sleep(timeout)
+        return False
+
+    def take_on_a_dead_connection(self: Any, ending: Any, *, woken: bool = False) -> Any:
+        if made and not failed:
+            failed.append("the connection was terminated")
+            raise OperationalError("terminating connection due to administrator command")
+        return take(self, ending, woken=woken)
+
+    monkeypatch.setattr(tracking, "wake_listen", lambda name, seconds: None)
+    monkeypatch.setattr(tracking, "wake_wait", woken_once)
+    monkeypatch.setattr(tracking.Shift, "_take", take_on_a_dead_connection)
+    assert tracking.backend_work("default") == 2
+
+    assert failed, "the look met the dead connection"
+    both_ran_once(backend, first, made[0])
