@@ -114,16 +114,8 @@ class Mailbox:
             raise
         except Exception:
             logger.exception("a websocket's update could not be sent")
-        while self._messages:
-            if len(self._messages) < MAILBOX_LIMIT:
-                self._limit = MAILBOX_LIMIT
-            try:
-                await self._handle(self._messages.popleft())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("a websocket's update could not be sent")
         self._sender = None
+        self._send_now()  # what came meanwhile (put appends while a send waits)
 
     def close(self) -> None:
         self._closed = True

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from access.access_log import ASGI_APPLICATION, web_server_argv
+from anime_production.collector import startup_objects_frozen
 from devtools.benchmarks.fanout_clients import Connected, Received, clients_process
 from devtools.benchmarks.progress_latency import (
     ORIGIN,
@@ -226,37 +227,27 @@ class Published:
 def publish(fixtures: Fixtures, seconds: float, interval: float) -> Published:
     """Every job's state, one job after another, each job once per `interval`, for `seconds`: the
     tracker's broadcasts, as its coalescer makes them (jobs.broadcast.job_broadcast, synchronous,
-    to the job lists at their pace: jobs.broadcast.ListPacer)."""
-    from jobs.broadcast import ListPacer
+    to the job lists at their pace: jobs.broadcast.ListPacer).
 
-    jobs = len(fixtures.states)
-    pacers = [ListPacer() for _ in range(jobs)]
-    versions = [state["version"] for state in fixtures.states]
-    published = Published()
-    # The publisher's collector is off while it publishes: in this process Django's objects are not
-    # frozen, and its full collections (93-177 ms in a run of 2026-12-08) delayed the broadcasts
-    # after their send time was taken, which counted as every subscriber's delay.
-    gc.collect()
-    gc.freeze()
+    The collector is off while it publishes: in this process Django's objects are not frozen, and
+    its full collections (93-177 ms in a run of 2026-12-08) delayed the broadcasts after their send
+    time was taken, which counted as every subscriber's delay."""
+    startup_objects_frozen()
     gc.disable()
     try:
-        return _published(fixtures, seconds, interval, published, pacers, versions, jobs)
+        return _published(fixtures, seconds, interval)
     finally:
         gc.enable()
         gc.unfreeze()
 
 
-def _published(
-    fixtures: Fixtures,
-    seconds: float,
-    interval: float,
-    published: Published,
-    pacers: list[Any],
-    versions: list[int],
-    jobs: int,
-) -> Published:
-    from jobs.broadcast import job_broadcast
+def _published(fixtures: Fixtures, seconds: float, interval: float) -> Published:
+    from jobs.broadcast import ListPacer, job_broadcast
 
+    jobs = len(fixtures.states)
+    pacers = [ListPacer() for _ in range(jobs)]
+    versions = [state["version"] for state in fixtures.states]
+    published = Published()
     start = time.monotonic() + 0.05
     published.start = time.time() + 0.05
     count = 0
